@@ -1,0 +1,12 @@
+/** @type {import('jest').Config} */
+module.exports = {
+  preset: 'ts-jest',
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  setupFiles: ['<rootDir>/test/support/loopbackOnly.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  testTimeout: 30000,
+  // The Functions worker injects @azure/functions-core; tests use a recorder instead (see the file).
+  moduleNameMapper: { '^@azure/functions-core$': '<rootDir>/test/support/functionsCore.ts' },
+};

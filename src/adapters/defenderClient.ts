@@ -1,0 +1,101 @@
+/**
+ * The Defender for Endpoint API over axios: one attempt per call (retries are the core's), keep-alive
+ * connections, no redirects, and errors mapped to `TransportError` without request details (axios errors
+ * carry the Authorization header in `config`: they are never logged or rethrown).
+ */
+import http from 'node:http';
+import https from 'node:https';
+import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import type { ApiResponse, AttemptOptions, DefenderApi } from '../core/ports';
+import { TransportError } from '../core/ports';
+
+/** Source of bearer tokens for the Defender API. */
+export interface TokenSource {
+  getToken(): Promise<string>;
+  refresh(): Promise<void>;
+}
+
+const USER_AGENT = 'mde-unisolate/0.1 (+azure-functions)';
+
+function toApiResponse(response: AxiosResponse<unknown>): ApiResponse {
+  const retryAfter = response.headers['retry-after'] as unknown;
+  return {
+    status: response.status,
+    retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+    body: response.data,
+  };
+}
+
+function toTransportError(error: unknown): TransportError {
+  const code = (error as { code?: unknown }).code;
+  const text = typeof code === 'string' ? code : 'UNKNOWN';
+  if (text === 'ETIMEDOUT' || text === 'ECONNABORTED' || text === 'ERR_CANCELED') {
+    return new TransportError('timeout', 'ETIMEDOUT', 'The Defender API did not answer before the timeout');
+  }
+  return new TransportError('network', text, `Network error calling the Defender API (${text})`);
+}
+
+/** {@link DefenderApi} implementation. */
+export class DefenderClient implements DefenderApi {
+  private readonly http: AxiosInstance;
+  /** Calls made, for diagnostics and benchmarks. */
+  calls = 0;
+
+  constructor(
+    baseUrl: string,
+    private readonly tokens: TokenSource,
+  ) {
+    this.http = axios.create({
+      baseURL: baseUrl,
+      maxRedirects: 0,
+      validateStatus: () => true,
+      transitional: { clarifyTimeoutError: true, silentJSONParsing: true, forcedJSONParsing: true },
+      httpAgent: new http.Agent({ keepAlive: true, maxSockets: 50 }),
+      httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 50 }),
+      headers: { 'User-Agent': USER_AGENT, Accept: 'application/json' },
+      // Bodies of outgoing requests are tiny; a huge answer is not MDE.
+      maxContentLength: 5 * 1024 * 1024,
+      proxy: false,
+    });
+  }
+
+  async unisolate(machineId: string, comment: string, options: AttemptOptions): Promise<ApiResponse> {
+    if (!/^[0-9a-f]{40}$/.test(machineId))
+      throw new Error('machineId must be validated before building a URL');
+    return this.send('POST', `/api/machines/${machineId}/unisolate`, options, { Comment: comment });
+  }
+
+  async listMachineActions(filter: string, options: AttemptOptions): Promise<ApiResponse> {
+    const query = new URLSearchParams({ $filter: filter, $orderby: 'creationDateTimeUtc desc', $top: '10' });
+    return this.send('GET', `/api/machineactions?${query.toString().replace(/\+/g, '%20')}`, options);
+  }
+
+  async refreshCredentials(): Promise<void> {
+    await this.tokens.refresh();
+  }
+
+  private async send(
+    method: 'GET' | 'POST',
+    url: string,
+    options: AttemptOptions,
+    data?: unknown,
+  ): Promise<ApiResponse> {
+    const token = await this.tokens.getToken();
+    this.calls += 1;
+    try {
+      const response = await this.http.request<unknown>({
+        method,
+        url,
+        data,
+        timeout: options.timeoutMs,
+        headers: {
+          Authorization: `Bearer ${token}`,
+          ...(data === undefined ? {} : { 'Content-Type': 'application/json' }),
+        },
+      });
+      return toApiResponse(response);
+    } catch (error) {
+      throw toTransportError(error);
+    }
+  }
+}

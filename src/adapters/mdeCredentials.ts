@@ -1,0 +1,225 @@
+/**
+ * The MDE app's credentials: read from Key Vault with the function's managed identity, cached per instance
+ * with a TTL, and turned into bearer tokens for the Defender API, cached until shortly before expiry.
+ *
+ * - One Key Vault read serves every concurrent cold request (single flight, no thundering herd).
+ * - After the TTL the secrets are re-read; if Key Vault is down then, the cached ones keep working.
+ * - `refresh()` (after a 401 from MDE) forces a re-read: the client secret may have been rotated.
+ * Errors are `UnisolateError`s whose messages never contain a secret or a token.
+ */
+import type { AccessToken, TokenCredential } from '@azure/identity';
+import { AuthenticationError, ClientSecretCredential } from '@azure/identity';
+import type { SecretClient } from '@azure/keyvault-secrets';
+import { UnisolateError } from '../core/errors';
+import type { Logger } from '../core/ports';
+import { isLoopbackUrl } from './loopback';
+
+/** The three secrets. */
+export interface MdeAppSecrets {
+  tenantId: string;
+  clientId: string;
+  clientSecret: string;
+}
+
+/** Options of {@link MdeCredentials}. */
+export interface MdeCredentialsOptions {
+  secretClient: Pick<SecretClient, 'getSecret'>;
+  secretNames: { tenantId: string; clientId: string; clientSecret: string };
+  authorityHost: string;
+  scope: string;
+  ttlMs: number;
+  now: () => number;
+  log: Logger;
+  /** Builds the MDE app credential; injectable for tests. */
+  createCredential?: (secrets: MdeAppSecrets, authorityHost: string) => TokenCredential;
+}
+
+/** Tokens are renewed this long before they expire. */
+const TOKEN_RENEW_MARGIN_MS = 5 * 60_000;
+
+function defaultCredential(secrets: MdeAppSecrets, authorityHost: string): TokenCredential {
+  return new ClientSecretCredential(secrets.tenantId, secrets.clientId, secrets.clientSecret, {
+    authorityHost,
+    // Only a loopback simulator lacks Entra's instance discovery metadata.
+    disableInstanceDiscovery: isLoopbackUrl(authorityHost),
+  });
+}
+
+function errorName(error: unknown): string {
+  return error instanceof Error ? error.name : typeof error;
+}
+
+/** Extracts `AADSTSnnnn` from an Entra error, the only part of its text we repeat. */
+function aadstsCode(error: unknown): string | undefined {
+  const text = error instanceof Error ? error.message : '';
+  return /AADSTS\d+/.exec(text)?.[0];
+}
+
+/** Key Vault secrets + Entra token cache for the MDE app. */
+export class MdeCredentials {
+  private secrets?: { value: MdeAppSecrets; readAt: number; credential: TokenCredential };
+  private secretsInFlight?: Promise<MdeAppSecrets>;
+  private token?: { value: string; renewAt: number };
+  private tokenInFlight?: Promise<string>;
+  private readonly createCredential: (secrets: MdeAppSecrets, authorityHost: string) => TokenCredential;
+  /** Counters for diagnostics and benchmarks. */
+  readonly stats = { secretReads: 0, tokenRequests: 0 };
+
+  constructor(private readonly options: MdeCredentialsOptions) {
+    this.createCredential = options.createCredential ?? defaultCredential;
+  }
+
+  /** A bearer token for the Defender API. */
+  async getToken(): Promise<string> {
+    const now = this.options.now();
+    if (
+      this.token &&
+      now < this.token.renewAt &&
+      this.secrets &&
+      now - this.secrets.readAt < this.options.ttlMs
+    ) {
+      return this.token.value;
+    }
+    this.tokenInFlight ??= this.fetchToken().finally(() => (this.tokenInFlight = undefined));
+    return this.tokenInFlight;
+  }
+
+  /** Forgets secrets and token: the next call re-reads Key Vault and asks Entra for a new token. */
+  async refresh(): Promise<void> {
+    this.token = undefined;
+    await this.loadSecrets(true);
+  }
+
+  private async fetchToken(): Promise<string> {
+    await this.loadSecrets(false);
+    // Re-reading unchanged secrets (TTL) keeps the token; changed secrets cleared it.
+    if (this.token && this.options.now() < this.token.renewAt) return this.token.value;
+    let access: AccessToken;
+    try {
+      access = await this.requestToken();
+    } catch (error) {
+      if (!(error instanceof UnisolateError) || error.code !== 'CredentialsRejected') throw error;
+      // The secret may have been rotated in Key Vault since we read it: read once more, then give up.
+      await this.loadSecrets(true);
+      access = await this.requestToken();
+    }
+    const renewAt = Math.min(
+      access.refreshAfterTimestamp ?? Infinity,
+      access.expiresOnTimestamp - TOKEN_RENEW_MARGIN_MS,
+    );
+    this.token = { value: access.token, renewAt: Math.max(renewAt, this.options.now() + 1000) };
+    return access.token;
+  }
+
+  private async requestToken(): Promise<AccessToken> {
+    const current = this.secrets;
+    if (!current) throw new UnisolateError('SecretUnavailable', 'The MDE app credentials were not loaded.');
+    this.stats.tokenRequests += 1;
+    try {
+      const access = await current.credential.getToken(this.options.scope);
+      if (!access) throw new Error('empty token response');
+      return access;
+    } catch (error) {
+      const code = aadstsCode(error);
+      const rejected =
+        error instanceof AuthenticationError &&
+        (error.statusCode === 400 || error.statusCode === 401) &&
+        code !== undefined;
+      if (rejected) {
+        throw new UnisolateError(
+          'CredentialsRejected',
+          `Entra ID rejected the MDE app credentials from Key Vault (${code}). Check the secrets ${this.options.secretNames.tenantId}, ${this.options.secretNames.clientId} and ${this.options.secretNames.clientSecret} (is the client secret expired or rotated?) and MDE_CLOUD.`,
+          { cause: error },
+        );
+      }
+      throw new UnisolateError(
+        'TokenUnavailable',
+        `Could not get a token for the Defender API from Entra ID (${code ?? errorName(error)}). Entra ID may be unreachable; retry later.`,
+        { cause: error },
+      );
+    }
+  }
+
+  private async loadSecrets(force: boolean): Promise<MdeAppSecrets> {
+    const cached = this.secrets;
+    if (!force && cached && this.options.now() - cached.readAt < this.options.ttlMs) return cached.value;
+    this.secretsInFlight ??= this.readSecrets(cached?.value).finally(
+      () => (this.secretsInFlight = undefined),
+    );
+    return this.secretsInFlight;
+  }
+
+  private async readSecrets(stale: MdeAppSecrets | undefined): Promise<MdeAppSecrets> {
+    const names = this.options.secretNames;
+    let value: MdeAppSecrets;
+    try {
+      this.stats.secretReads += 1;
+      const [tenantId, clientId, clientSecret] = await Promise.all(
+        [names.tenantId, names.clientId, names.clientSecret].map((name) => this.readSecret(name)),
+      );
+      value = { tenantId: tenantId!, clientId: clientId!, clientSecret: clientSecret! };
+    } catch (error) {
+      if (stale && error instanceof UnisolateError && error.code === 'SecretUnavailable') {
+        // Key Vault is down after the TTL: the cached credentials are still the best we have.
+        this.options.log.warn('Key Vault unavailable; keeping the cached MDE app credentials', {
+          errorCode: error.code,
+        });
+        this.secrets = { ...this.secrets!, readAt: this.options.now() };
+        return stale;
+      }
+      throw error;
+    }
+    const previous = this.secrets;
+    const unchanged =
+      previous &&
+      previous.value.tenantId === value.tenantId &&
+      previous.value.clientId === value.clientId &&
+      previous.value.clientSecret === value.clientSecret;
+    const credential = unchanged
+      ? previous.credential
+      : this.createCredential(value, this.options.authorityHost);
+    if (!unchanged) this.token = undefined;
+    this.secrets = { value, readAt: this.options.now(), credential };
+    return value;
+  }
+
+  private async readSecret(name: string): Promise<string> {
+    try {
+      const secret = await this.options.secretClient.getSecret(name);
+      const value = secret.value?.trim();
+      if (!value) {
+        throw new UnisolateError(
+          'ConfigurationError',
+          `Key Vault secret ${name} is empty: set it with az keyvault secret set.`,
+        );
+      }
+      return value;
+    } catch (error) {
+      if (error instanceof UnisolateError) throw error;
+      const status = (error as { statusCode?: number }).statusCode;
+      if (status === 404) {
+        throw new UnisolateError(
+          'ConfigurationError',
+          `Key Vault secret ${name} does not exist. Set it: az keyvault secret set --vault-name <vault> --name ${name} --value <value>.`,
+          { cause: error },
+        );
+      }
+      if (status === 401 || status === 403) {
+        throw new UnisolateError(
+          'SecretUnavailable',
+          `Key Vault refused to read secret ${name} (HTTP ${status}): give the function app's managed identity the Key Vault Secrets User role on the vault (role assignments can take a few minutes to apply).`,
+          { cause: error },
+        );
+      }
+      const cause = status ? `HTTP ${status}` : errorName(error);
+      const identity = /ManagedIdentity|CredentialUnavailable|AuthenticationRequired/i.test(errorName(error));
+      throw new UnisolateError(
+        'SecretUnavailable',
+        identity
+          ? `Could not get a managed identity token to read Key Vault (${cause}): check that the app has a managed identity (AZURE_CLIENT_ID for a user-assigned one) and that the identity endpoint is reachable. Retry later.`
+          : `Could not read Key Vault secret ${name} (${cause}): the vault may be unreachable or throttling. Retry later.`,
+        { cause: error },
+      );
+    }
+  }
+}

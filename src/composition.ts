@@ -1,0 +1,149 @@
+/**
+ * The composition root: builds the real clients once per cold start (lazily, on the first invocation) and
+ * hands them to the handlers. Tests reset it to point the real clients at local simulators.
+ */
+import {
+  AzureCliCredential,
+  AzureDeveloperCliCredential,
+  ChainedTokenCredential,
+  ManagedIdentityCredential,
+  type TokenCredential,
+} from '@azure/identity';
+import { SecretClient } from '@azure/keyvault-secrets';
+import { ConfigError, loadConfig, type Config } from './config';
+import { UnisolateError } from './core/errors';
+import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
+import { RateLimiter } from './core/rateLimiter';
+import type { ReleaseDeps } from './core/releaseDevice';
+import { DefenderClient } from './adapters/defenderClient';
+import { createLogger } from './adapters/logger';
+import { isLoopbackUrl } from './adapters/loopback';
+import { MdeCredentials } from './adapters/mdeCredentials';
+import { createTelemetry, noTelemetry } from './adapters/telemetry';
+
+/** Everything the handlers need, except the per-invocation logger. */
+export interface AppDependencies {
+  release: Omit<ReleaseDeps, 'log'>;
+  /** Parsed settings, or the configuration problem (every request then fails with ConfigurationError). */
+  config: Config | ConfigError;
+  maxDeliveryCount: number;
+  telemetry: Telemetry;
+  /** Present when configured: counters for diagnostics and benchmarks. */
+  credentials?: MdeCredentials;
+  defenderClient?: DefenderClient;
+}
+
+const systemClock: Clock = {
+  now: () => Date.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+const consoleLogger: Logger = createLogger(console);
+
+/**
+ * The identity the app reads Key Vault (and sends telemetry) with: the managed identity in Azure (the
+ * platform sets IDENTITY_ENDPOINT), the developer's Azure CLI / azd login elsewhere.
+ */
+export function appIdentity(clientId: string | undefined, env = process.env): TokenCredential {
+  if (env.IDENTITY_ENDPOINT || env.MSI_ENDPOINT) {
+    return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
+  }
+  return new ChainedTokenCredential(new AzureCliCredential(), new AzureDeveloperCliCredential());
+}
+
+function unconfiguredDefender(error: ConfigError): DefenderApi {
+  const fail = async (): Promise<never> => {
+    throw new UnisolateError(
+      'ConfigurationError',
+      `The function app is misconfigured: ${error.problems.join('; ')}. Fix the app settings.`,
+    );
+  };
+  return { unisolate: fail, listMachineActions: fail, refreshCredentials: async () => undefined };
+}
+
+/** Builds the dependencies from settings. Exported for tests and the sandbox. */
+export function buildDependencies(
+  env: NodeJS.ProcessEnv = process.env,
+  clock: Clock = systemClock,
+): AppDependencies {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    consoleLogger.error('Invalid app settings; every release will fail until they are fixed', {
+      problems: error.problems,
+    });
+    const limiter = RateLimiter.forMde(100, 1500, clock.now);
+    return {
+      release: {
+        defender: unconfiguredDefender(error),
+        limiter,
+        clock,
+        random: Math.random,
+        telemetry: noTelemetry,
+        requestTimeoutMs: 30_000,
+        retryBudgetMs: { http: 20_000, serviceBus: 60_000 },
+        apiHost: 'unconfigured',
+      },
+      config: error,
+      maxDeliveryCount: Number(env.MAX_DELIVERY_COUNT) || 10,
+      telemetry: noTelemetry,
+    };
+  }
+
+  let identity: TokenCredential | undefined;
+  const getIdentity = (): TokenCredential => (identity ??= appIdentity(config.managedIdentityClientId, env));
+  const secretClient = new SecretClient(config.keyVaultUrl, getIdentity(), {
+    // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults always do.
+    disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
+  });
+  const credentials = new MdeCredentials({
+    secretClient,
+    secretNames: config.secretNames,
+    authorityHost: config.mde.authorityHost,
+    scope: config.mde.tokenScope,
+    ttlMs: config.secretCacheTtlMs,
+    now: clock.now,
+    log: consoleLogger,
+  });
+  const defenderClient = new DefenderClient(config.mde.apiBaseUrl, credentials);
+  const telemetry = createTelemetry({
+    connectionString: config.appInsightsConnectionString,
+    credential: config.appInsightsUseAad
+      ? () =>
+          config.appInsightsAadClientId ? appIdentity(config.appInsightsAadClientId, env) : getIdentity()
+      : undefined,
+    log: consoleLogger,
+  });
+  return {
+    release: {
+      defender: defenderClient,
+      limiter: RateLimiter.forMde(config.rateLimit.perMinute, config.rateLimit.perHour, clock.now),
+      clock,
+      random: Math.random,
+      telemetry,
+      requestTimeoutMs: config.requestTimeoutMs,
+      retryBudgetMs: config.retryBudgetMs,
+      apiHost: new URL(config.mde.apiBaseUrl).host,
+    },
+    config,
+    maxDeliveryCount: config.maxDeliveryCount,
+    telemetry,
+    credentials,
+    defenderClient,
+  };
+}
+
+let current: AppDependencies | undefined;
+
+/** The dependencies of this instance, built on first use. */
+export function getDependencies(): AppDependencies {
+  current ??= buildDependencies();
+  return current;
+}
+
+/** Replaces (or, with no argument, forgets) the dependencies: for tests, benchmarks and the sandbox. */
+export function setDependencies(deps?: AppDependencies): void {
+  current = deps;
+}

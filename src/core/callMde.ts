@@ -1,0 +1,135 @@
+/**
+ * The retry loop around one logical Defender API call: rate limiter, per-attempt timeout, pure retry
+ * decisions, one credential refresh after a 401. The decisions are in `retry.ts`; this only waits.
+ */
+import { UnisolateError } from './errors';
+import type { ApiResponse, AttemptOptions, Clock, DefenderApi } from './ports';
+import { TransportError } from './ports';
+import type { RateLimiter } from './rateLimiter';
+import { decideRetry, type AttemptFailure, type BackoffPolicy } from './retry';
+
+/** What a call needs. */
+export interface CallContext {
+  defender: DefenderApi;
+  limiter: RateLimiter;
+  clock: Clock;
+  random: () => number;
+  /** Absolute deadline (ms since epoch) of this invocation's retry budget. */
+  deadline: number;
+  requestTimeoutMs: number;
+  backoff?: BackoffPolicy;
+  /** Called after every attempt that got an answer or a transport failure. */
+  onAttempt?: (result: { status: string; durationMs: number; success: boolean }) => void;
+}
+
+/** Result of a call: the final response (2xx or a non-retriable answer) and how many attempts it took. */
+export interface CallResult {
+  response: ApiResponse;
+  attempts: number;
+}
+
+function failureOf(response: ApiResponse): AttemptFailure | undefined {
+  if (response.status >= 200 && response.status < 300) return undefined;
+  return { kind: 'status', status: response.status, retryAfter: response.retryAfter };
+}
+
+function describe(failure: AttemptFailure): string {
+  if (failure.kind === 'status') return `HTTP ${failure.status}`;
+  if (failure.kind === 'timeout') return 'no answer before the request timeout';
+  return `network error ${failure.code}`;
+}
+
+/**
+ * Runs `send` until it gets a final answer or the budget is spent. Throws `UnisolateError`:
+ * `MdeThrottled` (429 or the limiter's wait beyond the budget, with `retryAfterMs`), `MdeUnavailable`
+ * (5xx / network), `MdeTimeout`; credential errors from the adapter pass through unchanged.
+ * A final 4xx (other than 401 before the refresh) is returned, not thrown: its meaning is the caller's.
+ */
+export async function callMde(
+  ctx: CallContext,
+  what: string,
+  send: (options: AttemptOptions) => Promise<ApiResponse>,
+): Promise<CallResult> {
+  let attempts = 0;
+  let credentialsRefreshed = false;
+  for (;;) {
+    const remaining = ctx.deadline - ctx.clock.now();
+    const slot = ctx.limiter.reserve(Math.max(0, remaining - 1));
+    if (!slot.granted) {
+      throw new UnisolateError(
+        'MdeThrottled',
+        `The Defender API rate budget (100 calls/minute, 1500/hour) is used up on this instance; ${what} was not sent. Retry after ${Math.ceil(slot.waitMs / 1000)} s.`,
+        { retryAfterMs: slot.waitMs, attempts },
+      );
+    }
+    if (slot.waitMs > 0) await ctx.clock.sleep(slot.waitMs);
+
+    attempts += 1;
+    const timeoutMs = Math.max(1, Math.min(ctx.requestTimeoutMs, ctx.deadline - ctx.clock.now()));
+    const started = ctx.clock.now();
+    let failure: AttemptFailure | undefined;
+    let response: ApiResponse | undefined;
+    try {
+      response = await send({ timeoutMs });
+      failure = failureOf(response);
+      ctx.onAttempt?.({
+        status: String(response.status),
+        durationMs: ctx.clock.now() - started,
+        success: failure === undefined,
+      });
+    } catch (error) {
+      if (!(error instanceof TransportError)) throw error;
+      failure = error.kind === 'timeout' ? { kind: 'timeout' } : { kind: 'network', code: error.code };
+      ctx.onAttempt?.({ status: error.code, durationMs: ctx.clock.now() - started, success: false });
+    }
+    if (failure === undefined && response) return { response, attempts };
+
+    const now = ctx.clock.now();
+    const decision = decideRetry({
+      attempt: attempts,
+      failure: failure!,
+      remainingMs: ctx.deadline - now,
+      now,
+      random: ctx.random(),
+      credentialsRefreshed,
+      policy: ctx.backoff,
+    });
+    if (failure?.kind === 'status' && failure.status === 429 && decision.retry) {
+      // Other instances share MDE's quota: hold this instance's calls until MDE's Retry-After.
+      ctx.limiter.blockUntil(now + decision.delayMs);
+    }
+    if (decision.retry) {
+      if (decision.refreshCredentials) {
+        credentialsRefreshed = true;
+        await ctx.defender.refreshCredentials();
+      }
+      if (decision.delayMs > 0) await ctx.clock.sleep(decision.delayMs);
+      continue;
+    }
+    if (response && decision.reason === 'not-retriable') return { response, attempts };
+    throw exhausted(what, failure!, attempts, decision.waitMs);
+  }
+}
+
+function exhausted(what: string, failure: AttemptFailure, attempts: number, waitMs?: number): UnisolateError {
+  const tries = `${attempts} attempt${attempts === 1 ? '' : 's'}`;
+  if (failure.kind === 'status' && failure.status === 429) {
+    return new UnisolateError(
+      'MdeThrottled',
+      `Defender for Endpoint is throttling this app (HTTP 429, limits 100 calls/minute and 1500/hour) and the retry budget is spent after ${tries}; ${what} was not done. Retry after ${Math.ceil((waitMs ?? 60_000) / 1000)} s.`,
+      { retryAfterMs: waitMs ?? 60_000, attempts },
+    );
+  }
+  if (failure.kind === 'timeout') {
+    return new UnisolateError(
+      'MdeTimeout',
+      `Defender for Endpoint did not answer in time (${tries}); ${what} may or may not have been queued. Retry: a repeat answers AlreadyInProgress if it was.`,
+      { retryAfterMs: waitMs, attempts },
+    );
+  }
+  return new UnisolateError(
+    'MdeUnavailable',
+    `Defender for Endpoint is unavailable (${describe(failure)} after ${tries}); ${what} was not done. Retry later.`,
+    { retryAfterMs: waitMs, attempts },
+  );
+}

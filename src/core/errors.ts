@@ -1,0 +1,43 @@
+import { ERROR_TABLE, type ErrorCode } from './outcome';
+
+/**
+ * The one error type of the app: a literal `code` (mapped to outcome and HTTP status by
+ * `ERROR_TABLE`), a human message that says what to do, and the original `cause` (never shown to callers:
+ * SDK errors can quote request details).
+ */
+export class UnisolateError extends Error {
+  override readonly name = 'UnisolateError';
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly options: { cause?: unknown; retryAfterMs?: number; attempts?: number } = {},
+  ) {
+    super(message, { cause: options.cause });
+  }
+
+  /** Whether a Service Bus delivery that ends in this error should be redelivered. */
+  get transient(): boolean {
+    return ERROR_TABLE[this.code].transient;
+  }
+
+  /** Suggested wait before a retry (from MDE's `Retry-After` or the rate limiter), if known. */
+  get retryAfterMs(): number | undefined {
+    return this.options.retryAfterMs;
+  }
+}
+
+/**
+ * Converts anything thrown into a {@link UnisolateError}, once, at the boundary. Unknown errors become
+ * `InternalError` with a generic message: their text may contain request details we must not echo.
+ */
+export function toUnisolateError(error: unknown): UnisolateError {
+  if (error instanceof UnisolateError) return error;
+  return new UnisolateError(
+    'InternalError',
+    'Unexpected internal error; see the function logs for details.',
+    {
+      cause: error,
+    },
+  );
+}

@@ -1,0 +1,58 @@
+/**
+ * Service Bus trigger on the request queue. Permanent problems (invalid, not found, forbidden) are reported
+ * and the message completes; transient ones throw so Service Bus redelivers, except on the last delivery,
+ * where the Failed/Throttled outcome is reported instead. So every message yields exactly one outcome.
+ */
+import { app, type InvocationContext } from '@azure/functions';
+import { createLogger } from '../adapters/logger';
+import { getDependencies } from '../composition';
+import { UnisolateError } from '../core/errors';
+import { parseJson } from '../core/json';
+import { processRelease } from '../core/releaseDevice';
+import { responseQueue } from './responseQueue';
+
+/** A message body may arrive as an object, a JSON string, or bytes. */
+export function decodeMessage(message: unknown): { body: unknown } | { error: UnisolateError } {
+  let text: string | undefined;
+  if (Buffer.isBuffer(message) || message instanceof Uint8Array) text = Buffer.from(message).toString('utf8');
+  else if (typeof message === 'string') text = message;
+  if (text === undefined) return { body: message };
+  if (Buffer.byteLength(text) > 256 * 1024) {
+    return { error: new UnisolateError('RequestTooLarge', 'The message body is larger than 256 KiB.') };
+  }
+  const parsed = parseJson(text);
+  return parsed.ok
+    ? { body: parsed.value }
+    : { error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.message}.`) };
+}
+
+function metadataText(value: unknown): string | undefined {
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}
+
+/** Handler of the request queue. */
+export async function unisolateServiceBus(message: unknown, context: InvocationContext): Promise<void> {
+  const deps = getDependencies();
+  const metadata = context.triggerMetadata ?? {};
+  const deliveryCount = Number(metadata.deliveryCount ?? 1) || 1;
+  const decoded = decodeMessage(message);
+  const { outcome } = await processRelease(
+    {
+      body: 'body' in decoded ? decoded.body : undefined,
+      bodyError: 'error' in decoded ? decoded.error : undefined,
+      fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+      trigger: 'serviceBus',
+      canRedeliver: deliveryCount < deps.maxDeliveryCount,
+      deliveryCount,
+    },
+    { ...deps.release, log: createLogger(context) },
+  );
+  context.extraOutputs.set(responseQueue, outcome);
+}
+
+app.serviceBusQueue('unisolateServiceBus', {
+  connection: 'ServiceBusConnection',
+  queueName: '%REQUEST_QUEUE_NAME%',
+  extraOutputs: [responseQueue],
+  handler: unisolateServiceBus,
+});
