@@ -122,7 +122,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
 
   // Every setting the code reads with scope 'azure' in src/config.ts SETTINGS (checked by
-  // test/infra/policy.test.ts), plus the host's own identity-based storage connection.
+  // test/infra/wiring.test.ts), plus the host's own identity-based storage connection.
   resource appSettings 'config' = {
     name: 'appsettings'
     properties: {

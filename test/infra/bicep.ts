@@ -234,7 +234,9 @@ export function toValue(node: Node): BicepValue {
         if (property.type !== 'object_property') continue;
         const [key, value] = namedChildren(property);
         if (!key || !value || key.type === 'resource_declaration') continue; // nested resources: see collectResources
-        object[key.type === 'string' ? asString(stringValue(key)) : key.text] = toValue(value);
+        // An interpolated key (`'${identityId}': {}`) is kept as its source text.
+        const name = key.type === 'string' ? stringValue(key) : key.text;
+        object[name instanceof Expr ? name.text : asString(name)] = toValue(value);
       }
       return object;
     }

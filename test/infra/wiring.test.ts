@@ -1,0 +1,292 @@
+/**
+ * How the templates fit together and with the code: every setting the code reads is set, parameters and
+ * outputs line up, module calls match module declarations.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { CLOUD_PROFILES, SETTINGS } from '../../src/config';
+import {
+  asObject,
+  BicepFile,
+  BicepObject,
+  BicepValue,
+  exprText,
+  getPath,
+  INFRA_DIR,
+  loadInfra,
+  ModuleDecl,
+  ResourceDecl,
+} from './bicep';
+
+/** App settings Flex Consumption rejects or ignores (the platform sets them from functionAppConfig). */
+const FLEX_UNSUPPORTED_SETTINGS = [
+  'FUNCTIONS_EXTENSION_VERSION',
+  'FUNCTIONS_WORKER_RUNTIME',
+  'FUNCTIONS_WORKER_RUNTIME_VERSION',
+  'WEBSITE_RUN_FROM_PACKAGE',
+  'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING',
+  'WEBSITE_CONTENTSHARE',
+  'WEBSITE_NODE_DEFAULT_VERSION',
+];
+
+describe('wiring', () => {
+  let files: Map<string, BicepFile>;
+  let main: BicepFile;
+  let api: BicepFile;
+  let appSettings: BicepObject;
+
+  function moduleCall(source: string): ModuleDecl {
+    const call = main.modules.find((m) => m.source === source);
+    if (!call) throw new Error(`main.bicep does not call ${source}`);
+    return call;
+  }
+
+  function moduleParams(source: string): BicepObject {
+    return asObject(moduleCall(source).body.params);
+  }
+
+  function allowedValues(file: BicepFile, param: string): unknown {
+    return file.params.get(param)?.decorators.find((d) => d.name === 'allowed')?.args[0];
+  }
+
+  beforeAll(async () => {
+    files = await loadInfra();
+    main = files.get('main.bicep')!;
+    api = files.get('app/api.bicep')!;
+    const config = api.resources.find(
+      (r: ResourceDecl) => r.type === 'Microsoft.Web/sites/config' && r.body.name === 'appsettings',
+    );
+    appSettings = asObject(getPath(config?.body, 'properties'));
+  });
+
+  describe('app settings', () => {
+    const azureSettings = SETTINGS.filter((setting) => setting.scope === 'azure').map(
+      (setting) => setting.name,
+    );
+
+    it("cover the code's settings list (read from src/config.ts)", () => {
+      expect(azureSettings.length).toBeGreaterThan(0);
+      expect(azureSettings).toContain('KEY_VAULT_URL');
+    });
+
+    it.each(azureSettings)('set %s', (name) => {
+      expect(Object.keys(appSettings)).toContain(name);
+      expect(appSettings[name]).not.toBe('');
+    });
+
+    it('connect to storage and Service Bus with the managed identity', () => {
+      expect(appSettings).toMatchObject({
+        AzureWebJobsStorage__credential: 'managedidentity',
+        ServiceBusConnection__credential: 'managedidentity',
+      });
+      for (const name of [
+        'AzureWebJobsStorage__clientId',
+        'ServiceBusConnection__clientId',
+        'AZURE_CLIENT_ID',
+      ]) {
+        expect(exprText(appSettings[name])).toBe('identityClientId');
+      }
+      expect(exprText(appSettings.AzureWebJobsStorage__accountName)).toBe('storageAccountName');
+      expect(Object.keys(appSettings)).not.toContain('AzureWebJobsStorage');
+      expect(exprText(moduleParams('app/api.bicep').identityClientId)).toBe('identity.outputs.clientId');
+    });
+
+    it('send telemetry with an Entra token for the managed identity', () => {
+      expect(exprText(appSettings.APPLICATIONINSIGHTS_AUTHENTICATION_STRING)).toBe(
+        "'Authorization=AAD;ClientId=${identityClientId}'",
+      );
+    });
+
+    it('point STATE_TABLE_URL at the state table', () => {
+      expect(exprText(appSettings.STATE_TABLE_URL)).toBe('stateTableUrl');
+      expect(exprText(moduleParams('app/api.bicep').stateTableUrl)).toBe('storage.outputs.stateTableUrl');
+      const storage = files.get('app/storage.bicep')!;
+      expect(exprText(storage.outputs.get('stateTableUrl')?.value)).toBe(
+        "'${storage.properties.primaryEndpoints.table}${stateTableName}'",
+      );
+      expect(main.vars.get('stateTableName')).toBe('releases');
+    });
+
+    it('set nothing Flex Consumption rejects', () => {
+      for (const name of FLEX_UNSUPPORTED_SETTINGS) expect(Object.keys(appSettings)).not.toContain(name);
+    });
+
+    it("give MAX_DELIVERY_COUNT the request queue's own maxDeliveryCount", () => {
+      expect(exprText(appSettings.MAX_DELIVERY_COUNT)).toBe('string(maxDeliveryCount)');
+      // api.bicep's maxDeliveryCount comes from the Service Bus module's output ...
+      expect(exprText(moduleParams('app/api.bicep').maxDeliveryCount)).toBe(
+        'serviceBus.outputs.requestQueueMaxDeliveryCount',
+      );
+      // ... which is the deployed request queue's property ...
+      const serviceBus = files.get('app/servicebus.bicep')!;
+      expect(exprText(serviceBus.outputs.get('requestQueueMaxDeliveryCount')?.value)).toBe(
+        'requestQueue.properties.maxDeliveryCount',
+      );
+      // ... which is set from main.bicep's parameter, 10 by default (the code's default too).
+      const requestQueue = serviceBus.resources.find((r) => r.symbol === 'requestQueue')!;
+      expect(exprText(getPath(requestQueue.body, 'properties.maxDeliveryCount'))).toBe('maxDeliveryCount');
+      expect(exprText(moduleParams('app/servicebus.bicep').maxDeliveryCount)).toBe('maxDeliveryCount');
+      expect(main.params.get('maxDeliveryCount')?.defaultValue).toBe(10);
+      expect(SETTINGS.find((s) => s.name === 'MAX_DELIVERY_COUNT')?.default).toBe('10');
+    });
+
+    it("pass MDE_CLOUD from a parameter limited to the code's cloud profiles", () => {
+      const clouds = Object.keys(CLOUD_PROFILES).sort();
+      expect(exprText(appSettings.MDE_CLOUD)).toBe('mdeCloud');
+      expect(exprText(moduleParams('app/api.bicep').mdeCloud)).toBe('mdeCloud');
+      expect((allowedValues(main, 'mdeCloud') as string[]).slice().sort()).toEqual(clouds);
+      expect((allowedValues(api, 'mdeCloud') as string[]).slice().sort()).toEqual(clouds);
+      expect(main.params.get('mdeCloud')?.defaultValue).toBe('Commercial');
+    });
+
+    it('name the queues and secrets the way the code defaults them', () => {
+      const defaults = Object.fromEntries(SETTINGS.map((s) => [s.name, s.default]));
+      expect(main.vars.get('requestQueueName')).toBe(defaults.REQUEST_QUEUE_NAME);
+      expect(main.vars.get('responseQueueName')).toBe(defaults.RESPONSE_QUEUE_NAME);
+      expect(api.params.get('kvSecretTenantIdName')?.defaultValue).toBe(defaults.KV_SECRET_TENANT_ID);
+      expect(api.params.get('kvSecretClientIdName')?.defaultValue).toBe(defaults.KV_SECRET_CLIENT_ID);
+      expect(api.params.get('kvSecretClientSecretName')?.defaultValue).toBe(defaults.KV_SECRET_CLIENT_SECRET);
+    });
+
+    it('pass ALLOWED_CALLER_ROLES from the allowedCallerRoles parameter', () => {
+      expect(exprText(appSettings.ALLOWED_CALLER_ROLES)).toBe('allowedCallerRoles');
+      expect(exprText(moduleParams('app/api.bicep').allowedCallerRoles)).toBe('allowedCallerRoles');
+      expect(main.params.get('allowedCallerRoles')?.defaultValue).toBe('');
+    });
+  });
+
+  describe('main.parameters.json', () => {
+    let parameters: Record<string, { value: unknown }>;
+
+    beforeAll(() => {
+      const json = JSON.parse(fs.readFileSync(path.join(INFRA_DIR, 'main.parameters.json'), 'utf8')) as {
+        parameters: Record<string, { value: unknown }>;
+      };
+      parameters = json.parameters;
+    });
+
+    it('maps the azd environment', () => {
+      expect(parameters.environmentName?.value).toBe('${AZURE_ENV_NAME}');
+      expect(parameters.location?.value).toBe('${AZURE_LOCATION}');
+      expect(parameters.principalId?.value).toBe('${AZURE_PRINCIPAL_ID}');
+    });
+
+    it('only sets parameters main.bicep declares', () => {
+      for (const name of Object.keys(parameters)) expect([...main.params.keys()]).toContain(name);
+    });
+
+    it('sets every parameter main.bicep requires', () => {
+      const required = [...main.params.values()]
+        .filter((p) => p.defaultValue === undefined)
+        .map((p) => p.name);
+      expect(required.sort()).toEqual(['environmentName', 'location']);
+      for (const name of required) expect(Object.keys(parameters)).toContain(name);
+    });
+  });
+
+  describe('main.bicep', () => {
+    it('names resources with the azd resource token', () => {
+      expect(exprText(main.vars.get('resourceToken'))).toBe(
+        'toLower(uniqueString(subscription().id, environmentName, location))',
+      );
+      expect(exprText(main.vars.get('abbrs'))).toBe("loadJsonContent('abbreviations.json')");
+    });
+
+    it('outputs what azd and the operator need, in UPPER_SNAKE case', () => {
+      const outputs = [...main.outputs.keys()];
+      expect(outputs).toEqual(
+        expect.arrayContaining([
+          'AZURE_LOCATION',
+          'AZURE_TENANT_ID',
+          'AZURE_RESOURCE_GROUP',
+          'AZURE_FUNCTION_APP_NAME',
+          'AZURE_KEY_VAULT_NAME',
+          'KEY_VAULT_URL',
+          'SERVICE_BUS_NAMESPACE',
+          'REQUEST_QUEUE_NAME',
+          'RESPONSE_QUEUE_NAME',
+          'APPLICATIONINSIGHTS_CONNECTION_STRING',
+          'AZURE_CLIENT_ID',
+        ]),
+      );
+      for (const name of outputs) expect(name).toMatch(/^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$/);
+      expect(exprText(main.outputs.get('AZURE_CLIENT_ID')?.value)).toBe('identity.outputs.clientId');
+    });
+
+    it('calls every module under app/, each once', () => {
+      const onDisk = [...files.keys()].filter((name) => name.startsWith('app/')).sort();
+      expect(main.modules.map((m) => m.source).sort()).toEqual(onDisk);
+    });
+
+    it('deploys every module into the resource group', () => {
+      for (const call of main.modules)
+        expect({ module: call.symbol, scope: exprText(call.body.scope) }).toEqual({
+          module: call.symbol,
+          scope: 'rg',
+        });
+    });
+  });
+
+  describe('module calls', () => {
+    it('pass only declared parameters and every required one', () => {
+      for (const [name, file] of files) {
+        for (const call of file.modules) {
+          const target = files.get(path.posix.join(path.posix.dirname(name), call.source))!;
+          expect(target).toBeDefined();
+          const passed = Object.keys(asObject(call.body.params));
+          const declared = [...target.params.values()];
+          for (const param of passed)
+            expect({ call: call.symbol, param, declared: target.params.has(param) }).toEqual({
+              call: call.symbol,
+              param,
+              declared: true,
+            });
+          for (const param of declared.filter((p) => p.defaultValue === undefined)) {
+            expect({ call: call.symbol, param: param.name, passed: passed.includes(param.name) }).toEqual({
+              call: call.symbol,
+              param: param.name,
+              passed: true,
+            });
+          }
+        }
+      }
+    });
+
+    it('read only outputs the modules declare', () => {
+      const symbols = new Map(main.modules.map((m) => [m.symbol, files.get(m.source)!]));
+      const references = [...main.source.matchAll(/\b(\w+)\.outputs\.(\w+)/g)];
+      expect(references.length).toBeGreaterThan(10);
+      for (const [, symbol, output] of references) {
+        expect({ symbol, output, declared: symbols.get(symbol!)?.outputs.has(output!) }).toEqual({
+          symbol,
+          output,
+          declared: true,
+        });
+      }
+    });
+  });
+
+  describe('monitoring queries', () => {
+    const kqlDir = path.join(INFRA_DIR, 'app', 'kql');
+    const queries = fs.readdirSync(kqlDir).filter((name) => name.endsWith('.kql'));
+
+    it('alert on Failed and Forbidden outcomes', () => {
+      const alert = files
+        .get('app/alerts.bicep')!
+        .resources.find((r) => r.type === 'Microsoft.Insights/scheduledQueryRules')!;
+      const scopes = getPath(alert.body, 'properties.scopes') as BicepValue[];
+      expect(scopes.map(exprText)).toEqual(['applicationInsightsId']);
+      const criteria = getPath(alert.body, 'properties.criteria.allOf') as BicepObject[];
+      expect(exprText(criteria[0]!.query)).toBe("loadTextContent('kql/failed-outcomes.kql')");
+      const kql = fs.readFileSync(path.join(kqlDir, 'failed-outcomes.kql'), 'utf8');
+      expect(kql).toContain("where name == 'UnisolateOutcome'");
+      expect(kql).toContain("status in ('Failed', 'Forbidden')");
+    });
+
+    it('are all used by the workbook or the alert', () => {
+      const code = files.get('app/workbook.bicep')!.source + files.get('app/alerts.bicep')!.source;
+      expect(queries.length).toBeGreaterThan(0);
+      for (const query of queries) expect(code).toContain(`loadTextContent('kql/${query}')`);
+    });
+  });
+});
