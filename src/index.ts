@@ -8,3 +8,4 @@ app.setup({ enableHttpStream: false });
 
 import './functions/unisolateHttp';
 import './functions/unisolateServiceBus';
+import './functions/openapi';

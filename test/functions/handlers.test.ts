@@ -21,7 +21,9 @@ function install(defender: FakeDefender, maxDeliveryCount = 10) {
 
 beforeAll(() => {
   const registered = loadApp();
-  expect([...registered.keys()].sort()).toEqual(['unisolate', 'unisolateMachine', 'unisolateServiceBus']);
+  expect([...registered.keys()]).toEqual(
+    expect.arrayContaining(['unisolate', 'unisolateMachine', 'unisolateServiceBus']),
+  );
 });
 afterEach(() => setDependencies());
 
@@ -30,7 +32,8 @@ const json = { 'content-type': 'application/json' };
 describe('HTTP triggers', () => {
   it('registers the documented routes, auth level and response queue', () => {
     const reg = loadApp();
-    const routes = [...reg.values()].map((r) => {
+    const routes = ['unisolateMachine', 'unisolate', 'unisolateServiceBus'].map((name) => {
+      const r = reg.get(name)!;
       const trigger = Object.values(r.bindings).find((b) => b.direction === 'in')!;
       const out = Object.values(r.bindings).find((b) => b.type === 'serviceBus' && b.direction === 'out')!;
       return [
