@@ -51,6 +51,12 @@ param authClientId string = ''
 @description('Comma-separated app roles an HTTP caller must hold (ALLOWED_CALLER_ROLES); empty: no role check.')
 param allowedCallerRoles string = ''
 
+@description('Name of the Key Vault secret holding the webhook signing key (WEBHOOK_SIGNING_SECRET_NAME); empty: HTTP requests need no signature.')
+param webhookSigningSecretName string = ''
+
+@description('More app settings, e.g. optional ones from src/config.ts such as RELEASE_POLICY. Never secrets: those belong in Key Vault.')
+param additionalAppSettings object = {}
+
 @description('Resource id of an existing action group the failure alert notifies; empty: no notification.')
 param alertActionGroupId string = ''
 
@@ -178,6 +184,8 @@ module api 'app/api.bicep' = {
     maxDeliveryCount: serviceBus.outputs.requestQueueMaxDeliveryCount
     mdeCloud: mdeCloud
     allowedCallerRoles: allowedCallerRoles
+    webhookSigningSecretName: webhookSigningSecretName
+    additionalAppSettings: additionalAppSettings
     enableAppServiceAuth: enableAppServiceAuth
     authClientId: authClientId
     maximumInstanceCount: maximumInstanceCount

@@ -42,8 +42,17 @@ param kvSecretTenantIdName string = 'mde-tenant-id'
 param kvSecretClientIdName string = 'mde-client-id'
 param kvSecretClientSecretName string = 'mde-client-secret'
 
+@description('NCRONTAB schedule of the tracker that polls accepted releases until their machine action ends (TRACK_SCHEDULE).')
+param trackSchedule string = '0 */1 * * * *'
+
 @description('Comma-separated app roles a caller must hold (checked by the app from X-MS-CLIENT-PRINCIPAL); empty: no role check.')
 param allowedCallerRoles string = ''
+
+@description('Name of the Key Vault secret holding the webhook signing key (WEBHOOK_SIGNING_SECRET_NAME); empty: HTTP requests need no signature.')
+param webhookSigningSecretName string = ''
+
+@description('More app settings, e.g. the optional ones in src/config.ts (RELEASE_POLICY, ...). Never secrets: those belong in Key Vault. The settings below take precedence.')
+param additionalAppSettings object = {}
 
 @description('Turn on App Service Authentication: HTTP calls must carry an Entra ID token for `authClientId`.')
 param enableAppServiceAuth bool = false
@@ -61,6 +70,39 @@ param maximumInstanceCount int = 40
   4096
 ])
 param instanceMemoryMB int = 2048
+
+// Every setting the code reads with scope 'azure' in src/config.ts SETTINGS (checked by
+// test/infra/wiring.test.ts), plus the host's own identity-based storage connection.
+var appSettings = {
+  // Host storage over the managed identity (no AzureWebJobsStorage connection string).
+  AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  // Key Vault with the MDE app registration's credentials.
+  KEY_VAULT_URL: keyVaultUri
+  KV_SECRET_TENANT_ID: kvSecretTenantIdName
+  KV_SECRET_CLIENT_ID: kvSecretClientIdName
+  KV_SECRET_CLIENT_SECRET: kvSecretClientSecretName
+  // The identity DefaultAzureCredential / ManagedIdentityCredential use.
+  AZURE_CLIENT_ID: identityClientId
+  MDE_CLOUD: mdeCloud
+  // Service Bus trigger and output binding, identity-based.
+  REQUEST_QUEUE_NAME: requestQueueName
+  RESPONSE_QUEUE_NAME: responseQueueName
+  ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
+  ServiceBusConnection__credential: 'managedidentity'
+  ServiceBusConnection__clientId: identityClientId
+  MAX_DELIVERY_COUNT: string(maxDeliveryCount)
+  // Telemetry, sent with an Entra token for the managed identity (local auth is disabled).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
+  // Release state (Table Storage), identity-based, and the timer that tracks accepted releases.
+  STATE_TABLE_URL: stateTableUrl
+  TRACK_SCHEDULE: trackSchedule
+  // Caller checks: app roles (with App Service Authentication) and signed requests.
+  ALLOWED_CALLER_ROLES: allowedCallerRoles
+  WEBHOOK_SIGNING_SECRET_NAME: webhookSigningSecretName
+}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -121,38 +163,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
 
-  // Every setting the code reads with scope 'azure' in src/config.ts SETTINGS (checked by
-  // test/infra/wiring.test.ts), plus the host's own identity-based storage connection.
-  resource appSettings 'config' = {
+  // Replaces all app settings on every deployment: set extra ones through additionalAppSettings, not in the
+  // portal. The settings in `appSettings` win over additionalAppSettings.
+  resource appSettingsConfig 'config' = {
     name: 'appsettings'
-    properties: {
-      // Host storage over the managed identity (no AzureWebJobsStorage connection string).
-      AzureWebJobsStorage__accountName: storageAccountName
-      AzureWebJobsStorage__credential: 'managedidentity'
-      AzureWebJobsStorage__clientId: identityClientId
-      // Key Vault with the MDE app registration's credentials.
-      KEY_VAULT_URL: keyVaultUri
-      KV_SECRET_TENANT_ID: kvSecretTenantIdName
-      KV_SECRET_CLIENT_ID: kvSecretClientIdName
-      KV_SECRET_CLIENT_SECRET: kvSecretClientSecretName
-      // The identity DefaultAzureCredential / ManagedIdentityCredential use.
-      AZURE_CLIENT_ID: identityClientId
-      MDE_CLOUD: mdeCloud
-      // Service Bus trigger and output binding, identity-based.
-      REQUEST_QUEUE_NAME: requestQueueName
-      RESPONSE_QUEUE_NAME: responseQueueName
-      ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
-      ServiceBusConnection__credential: 'managedidentity'
-      ServiceBusConnection__clientId: identityClientId
-      MAX_DELIVERY_COUNT: string(maxDeliveryCount)
-      // Telemetry, sent with an Entra token for the managed identity (local auth is disabled).
-      APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
-      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
-      // Release state (Table Storage), identity-based.
-      STATE_TABLE_URL: stateTableUrl
-      // Caller authorization on top of App Service Authentication.
-      ALLOWED_CALLER_ROLES: allowedCallerRoles
-    }
+    properties: union(additionalAppSettings, appSettings)
   }
 
   // Deployments use Entra ID (azd, `az functionapp deploy`); publishing with a user name and password

@@ -358,3 +358,29 @@ function collectResources(node: Node, parent: ResourceDecl | undefined, into: Re
     if (nested?.type === 'resource_declaration') collectResources(nested, resource, into);
   }
 }
+
+/**
+ * Identifiers the file refers to: every `identifier` node except declaration names and object keys.
+ * Used like Bicep's no-unused-params / no-unused-vars linter rules.
+ */
+export function referencedIdentifiers(file: Pick<BicepFile, 'tree'>): Set<string> {
+  const declarations = new Set([
+    'parameter_declaration',
+    'variable_declaration',
+    'resource_declaration',
+    'module_declaration',
+    'output_declaration',
+  ]);
+  const names = new Set<string>();
+  const walk = (node: Node): void => {
+    const first = namedChildren(node)[0];
+    for (const child of node.children) {
+      const isDeclaredName = declarations.has(node.type) && child.equals(first!);
+      const isKey = node.type === 'object_property' && child.equals(first!) && child.type === 'identifier';
+      if (child.type === 'identifier' && !isDeclaredName && !isKey) names.add(child.text);
+      walk(child);
+    }
+  };
+  walk(file.tree.rootNode);
+  return names;
+}

@@ -15,6 +15,8 @@ import {
   INFRA_DIR,
   loadInfra,
   ModuleDecl,
+  parseBicepSource,
+  referencedIdentifiers,
   ResourceDecl,
 } from './bicep';
 
@@ -53,13 +55,19 @@ describe('wiring', () => {
     files = await loadInfra();
     main = files.get('main.bicep')!;
     api = files.get('app/api.bicep')!;
-    const config = api.resources.find(
-      (r: ResourceDecl) => r.type === 'Microsoft.Web/sites/config' && r.body.name === 'appsettings',
-    );
-    appSettings = asObject(getPath(config?.body, 'properties'));
+    appSettings = asObject(api.vars.get('appSettings'));
   });
 
   describe('app settings', () => {
+    it('are the appSettings variable, over any additional ones', () => {
+      const configs = api.resources.filter((r: ResourceDecl) => r.type === 'Microsoft.Web/sites/config');
+      const config = configs.find((r) => r.body.name === 'appsettings');
+      expect(config?.condition).toBeUndefined();
+      expect(exprText(getPath(config?.body, 'properties'))).toBe('union(additionalAppSettings, appSettings)');
+      expect(exprText(moduleParams('app/api.bicep').additionalAppSettings)).toBe('additionalAppSettings');
+      expect(main.params.get('additionalAppSettings')?.defaultValue).toEqual({});
+    });
+
     const azureSettings = SETTINGS.filter((setting) => setting.scope === 'azure').map(
       (setting) => setting.name,
     );
@@ -139,19 +147,25 @@ describe('wiring', () => {
       expect(main.params.get('mdeCloud')?.defaultValue).toBe('Commercial');
     });
 
-    it('name the queues and secrets the way the code defaults them', () => {
+    it('name the queues and secrets and schedule the tracker the way the code defaults them', () => {
       const defaults = Object.fromEntries(SETTINGS.map((s) => [s.name, s.default]));
       expect(main.vars.get('requestQueueName')).toBe(defaults.REQUEST_QUEUE_NAME);
       expect(main.vars.get('responseQueueName')).toBe(defaults.RESPONSE_QUEUE_NAME);
       expect(api.params.get('kvSecretTenantIdName')?.defaultValue).toBe(defaults.KV_SECRET_TENANT_ID);
       expect(api.params.get('kvSecretClientIdName')?.defaultValue).toBe(defaults.KV_SECRET_CLIENT_ID);
       expect(api.params.get('kvSecretClientSecretName')?.defaultValue).toBe(defaults.KV_SECRET_CLIENT_SECRET);
+      // The tracker's timer (TRACK_SCHEDULE) arrives with the state-table work in src/.
+      if ('TRACK_SCHEDULE' in defaults)
+        expect(api.params.get('trackSchedule')?.defaultValue).toBe(defaults.TRACK_SCHEDULE);
     });
 
-    it('pass ALLOWED_CALLER_ROLES from the allowedCallerRoles parameter', () => {
-      expect(exprText(appSettings.ALLOWED_CALLER_ROLES)).toBe('allowedCallerRoles');
-      expect(exprText(moduleParams('app/api.bicep').allowedCallerRoles)).toBe('allowedCallerRoles');
-      expect(main.params.get('allowedCallerRoles')?.defaultValue).toBe('');
+    it.each([
+      ['ALLOWED_CALLER_ROLES', 'allowedCallerRoles'],
+      ['WEBHOOK_SIGNING_SECRET_NAME', 'webhookSigningSecretName'],
+    ])('pass %s from the %s parameter, off by default', (setting, param) => {
+      expect(exprText(appSettings[setting])).toBe(param);
+      expect(exprText(moduleParams('app/api.bicep')[param])).toBe(param);
+      expect(main.params.get(param)?.defaultValue).toBe('');
     });
   });
 
@@ -224,6 +238,32 @@ describe('wiring', () => {
           module: call.symbol,
           scope: 'rg',
         });
+    });
+  });
+
+  describe('every file', () => {
+    it('uses every parameter and variable it declares (like the Bicep linter)', () => {
+      for (const [name, file] of files) {
+        const used = referencedIdentifiers(file);
+        const unused = [...file.params.keys(), ...file.vars.keys()].filter((declared) => !used.has(declared));
+        expect({ name, unused }).toEqual({ name, unused: [] });
+      }
+    });
+
+    it('notices an unused parameter (so the check above can fail)', async () => {
+      const source = 'param used string\nparam unused string\noutput o string = used\n';
+      const used = referencedIdentifiers({ tree: await parseBicepSource(source) });
+      expect(used.has('used')).toBe(true);
+      expect(used.has('unused')).toBe(false);
+    });
+
+    it('uses stable (non-preview) API versions', () => {
+      for (const resource of [...files.values()].flatMap((file) => file.resources)) {
+        expect({ resource: resource.symbol, apiVersion: resource.apiVersion }).toEqual({
+          resource: resource.symbol,
+          apiVersion: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
+        });
+      }
     });
   });
 
