@@ -191,13 +191,21 @@ export async function loadBicep(file: string): Promise<BicepFile> {
   return result;
 }
 
-/** Loads every file under `infra/`, keyed by path relative to `infra/` with forward slashes. */
-export async function loadInfra(): Promise<Map<string, BicepFile>> {
-  const files = new Map<string, BicepFile>();
-  for (const file of bicepFiles()) {
-    files.set(path.relative(INFRA_DIR, file).split(path.sep).join('/'), await loadBicep(file));
-  }
-  return files;
+let infraPromise: Promise<Map<string, BicepFile>> | undefined;
+
+/**
+ * Loads every file under `infra/`, keyed by path relative to `infra/` with forward slashes. Loaded once per
+ * test file and shared: callers must not modify the result.
+ */
+export function loadInfra(): Promise<Map<string, BicepFile>> {
+  infraPromise ??= (async () => {
+    const files = new Map<string, BicepFile>();
+    for (const file of bicepFiles()) {
+      files.set(path.relative(INFRA_DIR, file).split(path.sep).join('/'), await loadBicep(file));
+    }
+    return files;
+  })();
+  return infraPromise;
 }
 
 /** The source with every comment blanked out (same length), for text scans that must ignore comments. */
