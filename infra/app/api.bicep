@@ -37,7 +37,7 @@ param maxDeliveryCount int
 ])
 param mdeCloud string
 
-@description('Names of the Key Vault secrets holding the MDE app registration credentials (set by the operator).')
+// Names of the Key Vault secrets holding the MDE app registration credentials (set by the operator).
 param kvSecretTenantIdName string = 'mde-tenant-id'
 param kvSecretClientIdName string = 'mde-client-id'
 param kvSecretClientSecretName string = 'mde-client-secret'
@@ -51,7 +51,7 @@ param allowedCallerRoles string = ''
 @description('Name of the Key Vault secret holding the webhook signing key (WEBHOOK_SIGNING_SECRET_NAME); empty: HTTP requests need no signature.')
 param webhookSigningSecretName string = ''
 
-@description('More app settings, e.g. the optional ones in src/config.ts (RELEASE_POLICY, ...). Never secrets: those belong in Key Vault. The settings below take precedence.')
+@description('More app settings, e.g. the optional ones in src/config.ts (RELEASE_POLICY, ...). Never secrets: those belong in Key Vault. The settings in `appSettings` take precedence.')
 param additionalAppSettings object = {}
 
 @description('Turn on App Service Authentication: HTTP calls must carry an Entra ID token for `authClientId`.')
@@ -139,7 +139,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
-      http20Enabled: true
     }
     functionAppConfig: {
       deployment: {
