@@ -15,11 +15,16 @@ import { UnisolateError } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
 import { RateLimiter } from './core/rateLimiter';
 import type { ReleaseDeps } from './core/releaseDevice';
+import type { StateDeps } from './core/idempotency';
+import { createReleaseStore } from './adapters/releaseStore';
 import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
 import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
+import { WebhookSecret } from './adapters/webhookSecret';
+import type { CallerPolicy } from './core/callerPrincipal';
+import { SignatureVerifier } from './core/signature';
 
 /** Everything the handlers need, except the per-invocation logger. */
 export interface AppDependencies {
@@ -31,6 +36,19 @@ export interface AppDependencies {
   /** Present when configured: counters for diagnostics and benchmarks. */
   credentials?: MdeCredentials;
   defenderClient?: DefenderClient;
+  /** HTTP caller checks beyond the function key; absent: none (the function key only). */
+  callers?: CallerChecks;
+  /** Durable state (idempotency, tracking, status endpoint); absent: not configured, none of those. */
+  state?: StateDeps;
+}
+
+/** HTTP caller checks (docs/security.md): signed webhooks and Entra ID app roles. */
+export interface CallerChecks {
+  policy: CallerPolicy;
+  /** Present when WEBHOOK_SIGNING_SECRET_NAME is set: every request must then be signed. */
+  webhookSecret?: Pick<WebhookSecret, 'keys'>;
+  /** Verifier with this instance's replay cache. */
+  signatures: SignatureVerifier;
 }
 
 const systemClock: Clock = {
@@ -58,7 +76,15 @@ function unconfiguredDefender(error: ConfigError): DefenderApi {
       `The function app is misconfigured: ${error.problems.join('; ')}. Fix the app settings.`,
     );
   };
-  return { unisolate: fail, listMachineActions: fail, refreshCredentials: async () => undefined };
+  return {
+    unisolate: fail,
+    listMachineActions: fail,
+    listMachines: fail,
+    getMachine: fail,
+    getMachineAlerts: fail,
+    getMachineAction: fail,
+    refreshCredentials: async () => undefined,
+  };
 }
 
 /** Builds the dependencies from settings. Exported for tests and the sandbox. */
@@ -114,6 +140,13 @@ export function buildDependencies(
       ? () =>
           config.appInsightsAadClientId ? appIdentity(config.appInsightsAadClientId, env) : getIdentity()
       : undefined,
+    // The same identity, described for the telemetry worker thread (the SDK runs there: npm run bench).
+    aadIdentity: config.appInsightsUseAad
+      ? {
+          managed: Boolean(env.IDENTITY_ENDPOINT || env.MSI_ENDPOINT),
+          clientId: config.appInsightsAadClientId ?? config.managedIdentityClientId,
+        }
+      : undefined,
     log: consoleLogger,
   });
   return {
@@ -132,7 +165,32 @@ export function buildDependencies(
     telemetry,
     credentials,
     defenderClient,
+    state: buildState(config, getIdentity),
+    callers: {
+      policy: config.callers,
+      webhookSecret: config.callers.webhookSigningSecretName
+        ? new WebhookSecret({
+            secretClient,
+            name: config.callers.webhookSigningSecretName,
+            ttlMs: config.secretCacheTtlMs,
+            now: clock.now,
+            log: consoleLogger,
+          })
+        : undefined,
+      signatures: new SignatureVerifier({ now: clock.now }),
+    },
   };
+}
+
+/** The release store, built once per instance, when `STATE_TABLE_URL` / `STATE_TABLE_CONNECTION_STRING` is set. */
+function buildState(config: Config, identity: () => TokenCredential): StateDeps | undefined {
+  const table = config.stateTable;
+  if (!table) return undefined;
+  const store =
+    table.connectionString !== undefined
+      ? createReleaseStore({ connectionString: table.connectionString, tableName: table.tableName })
+      : createReleaseStore({ tableUrl: table.tableUrl, credential: identity });
+  return { store, idempotencyWindowMs: config.idempotencyWindowMs, trackMaxMs: config.trackMaxMs };
 }
 
 let current: AppDependencies | undefined;

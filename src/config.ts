@@ -6,6 +6,8 @@
  * forgotten in one of them.
  */
 
+import { parseReleasePolicy, type ReleasePolicy } from './core/healthGate';
+
 /** Sovereign cloud profiles of Microsoft Defender for Endpoint. */
 export type MdeCloud = 'Commercial' | 'GCC' | 'GCCHigh' | 'DoD';
 
@@ -188,9 +190,79 @@ export const SETTINGS: readonly SettingSpec[] = [
     scope: 'optional',
   },
   {
+    name: 'CHECK_ISOLATION_STATE',
+    default: 'true',
+    meaning:
+      "derive the device's isolation state from its newest Isolate/Unisolate action before releasing (one extra " +
+      'Defender API call, needs Machine.Read.All): NotIsolated / IsolationPending instead of a release',
+    scope: 'optional',
+  },
+  {
+    name: 'RELEASE_POLICY',
+    default: '(off)',
+    meaning:
+      'health gate, e.g. `blockRiskScore=High;blockAlertSeverity=Medium`: refuse (Blocked) devices at or above ' +
+      'that risk score or with unresolved alerts of that severity or higher; `"force": true` bypasses it. Needs ' +
+      'Machine.Read.All / Alert.Read.All',
+    scope: 'optional',
+  },
+  {
     name: 'MDE_RATE_LIMIT_PER_HOUR',
     default: '1500',
     meaning: 'per-instance cap on Defender API calls per hour (MDE limit: 1500)',
+    scope: 'optional',
+  },
+  {
+    name: 'STATE_TABLE_URL',
+    default: '(none: no idempotency or tracking)',
+    meaning:
+      'Table Storage table for idempotency keys and release tracking, `https://<account>.table.core.windows.net/<table>`, reached with the managed identity (Storage Table Data Contributor)',
+    scope: 'azure',
+  },
+  {
+    name: 'STATE_TABLE_CONNECTION_STRING',
+    default: '(none)',
+    meaning:
+      "local development only: connection string of the state table's account (Azurite); table `releases`, or the last segment of `STATE_TABLE_URL` when both are set",
+    scope: 'optional',
+  },
+  {
+    name: 'IDEMPOTENCY_WINDOW_HOURS',
+    default: '24',
+    meaning:
+      'how long a repeat with the same idempotency key gets the stored outcome instead of a new release',
+    scope: 'optional',
+  },
+  {
+    name: 'TRACK_SCHEDULE',
+    default: '0 */1 * * * *',
+    meaning: 'NCRONTAB schedule of the tracker that polls accepted releases until their MachineAction ends',
+    scope: 'azure',
+  },
+  {
+    name: 'TRACK_MAX_HOURS',
+    default: '24',
+    meaning: 'how long a release is tracked before a `TrackingExpired` completion is sent',
+    scope: 'optional',
+  },
+  {
+    name: 'WEBHOOK_SIGNING_SECRET_NAME',
+    default: '(none: signatures not required)',
+    meaning:
+      'name of the Key Vault secret holding the webhook signing key: when set, every HTTP request must carry a valid `X-Unisolate-Signature` (see docs/security.md)',
+    scope: 'optional',
+  },
+  {
+    name: 'ALLOWED_CALLER_ROLES',
+    default: '(none: no role check)',
+    meaning:
+      'comma-separated Entra ID app roles (e.g. `Unisolate.Invoke`) of which an HTTP caller must hold one; needs App Service Authentication',
+    scope: 'optional',
+  },
+  {
+    name: 'WEBSITE_AUTH_ENABLED',
+    default: '(set by the platform)',
+    meaning: '`True` when App Service Authentication is on: only then is `X-MS-CLIENT-PRINCIPAL` trusted',
     scope: 'optional',
   },
 ];
@@ -212,6 +284,28 @@ export interface Config {
   retryBudgetMs: { http: number; serviceBus: number };
   secretCacheTtlMs: number;
   rateLimit: { perMinute: number; perHour: number };
+  /** Durable state (idempotency, tracking); undefined when neither setting is present. */
+  stateTable:
+    | { tableUrl: string; connectionString?: undefined }
+    | { connectionString: string; tableName: string | undefined; tableUrl?: undefined }
+    | undefined;
+  /** `IDEMPOTENCY_WINDOW_HOURS` in ms. */
+  idempotencyWindowMs: number;
+  /** `TRACK_MAX_HOURS` in ms. */
+  trackMaxMs: number;
+  /** `CHECK_ISOLATION_STATE` (default true). */
+  checkIsolationState: boolean;
+  /** `RELEASE_POLICY` (null: off). */
+  releasePolicy: ReleasePolicy | null;
+  /** Who may call the HTTP routes, beyond the function key. */
+  callers: {
+    /** Key Vault secret with the webhook signing key; undefined: signatures not required. */
+    webhookSigningSecretName: string | undefined;
+    /** App roles of which a caller must hold one; empty: no role check. */
+    allowedRoles: string[];
+    /** Whether App Service Authentication is on (so `X-MS-CLIENT-PRINCIPAL` comes from the platform). */
+    platformAuthEnabled: boolean;
+  };
 }
 
 /** Thrown when settings are invalid; the message lists every problem at once. */
@@ -220,6 +314,19 @@ export class ConfigError extends Error {
     super(`Invalid app settings: ${problems.join('; ')}`);
     this.name = 'ConfigError';
   }
+}
+
+/**
+ * The safety checks a release makes, from the settings. With invalid settings every release fails anyway;
+ * the defaults are returned then.
+ */
+export function safetyOptions(config: Config | ConfigError): {
+  checkIsolationState: boolean;
+  releasePolicy: ReleasePolicy | null;
+} {
+  return config instanceof ConfigError
+    ? { checkIsolationState: true, releasePolicy: null }
+    : { checkIsolationState: config.checkIsolationState, releasePolicy: config.releasePolicy };
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -260,6 +367,30 @@ function integer(
   return value;
 }
 
+/** `STATE_TABLE_URL` (https; http only for a loopback emulator) and/or `STATE_TABLE_CONNECTION_STRING`. */
+function stateTable(env: Env, problems: string[]): Config['stateTable'] {
+  const raw = text(env, 'STATE_TABLE_URL');
+  const connectionString = text(env, 'STATE_TABLE_CONNECTION_STRING');
+  let tableName: string | undefined;
+  if (raw !== undefined) {
+    try {
+      const url = new URL(raw);
+      const loopback = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i.test(url.hostname);
+      tableName = url.pathname.split('/').filter(Boolean).pop();
+      if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback))
+        problems.push(`STATE_TABLE_URL must be an https URL (got ${url.protocol})`);
+      if (!tableName || !/^[A-Za-z][A-Za-z0-9]{2,62}$/.test(tableName))
+        problems.push(
+          `STATE_TABLE_URL must end with a table name, https://<account>.table.core.windows.net/<table> (got "${raw}")`,
+        );
+    } catch {
+      problems.push(`STATE_TABLE_URL must be an absolute URL (got "${raw}")`);
+    }
+  }
+  if (connectionString !== undefined) return { connectionString, tableName };
+  return raw === undefined ? undefined : { tableUrl: raw.replace(/\/+$/, '') };
+}
+
 /**
  * Parses the settings. Throws one {@link ConfigError} listing every problem.
  * @param env - usually `process.env`
@@ -295,6 +426,8 @@ export function loadConfig(env: Env = process.env): Config {
     clientId: secretName('KV_SECRET_CLIENT_ID', 'mde-client-id'),
     clientSecret: secretName('KV_SECRET_CLIENT_SECRET', 'mde-client-secret'),
   };
+  const webhookSecretName = text(env, 'WEBHOOK_SIGNING_SECRET_NAME');
+  if (webhookSecretName !== undefined) secretName('WEBHOOK_SIGNING_SECRET_NAME', webhookSecretName);
 
   const budget = text(env, 'MDE_RETRY_BUDGET_MS');
   const budgetBoth =
@@ -302,6 +435,13 @@ export function loadConfig(env: Env = process.env): Config {
 
   const authString = text(env, 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING');
   const aadClientId = /(?:^|;)\s*ClientId=([^;]+)/i.exec(authString ?? '')?.[1]?.trim();
+
+  const checkRaw = (text(env, 'CHECK_ISOLATION_STATE') ?? 'true').toLowerCase();
+  if (checkRaw !== 'true' && checkRaw !== 'false') {
+    problems.push(`CHECK_ISOLATION_STATE must be true or false (got "${checkRaw}")`);
+  }
+  const policy = parseReleasePolicy(env.RELEASE_POLICY);
+  problems.push(...policy.problems);
 
   const config: Config = {
     keyVaultUrl: keyVaultUrl ?? '',
@@ -321,6 +461,16 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimit: {
       perMinute: integer(env, 'MDE_RATE_LIMIT_PER_MINUTE', 100, 1, 100, problems),
       perHour: integer(env, 'MDE_RATE_LIMIT_PER_HOUR', 1500, 1, 1500, problems),
+    },
+    stateTable: stateTable(env, problems),
+    idempotencyWindowMs: integer(env, 'IDEMPOTENCY_WINDOW_HOURS', 24, 1, 720, problems) * 3_600_000,
+    trackMaxMs: integer(env, 'TRACK_MAX_HOURS', 24, 1, 720, problems) * 3_600_000,
+    checkIsolationState: checkRaw !== 'false',
+    releasePolicy: policy.policy,
+    callers: {
+      webhookSigningSecretName: webhookSecretName,
+      allowedRoles: [...new Set((text(env, 'ALLOWED_CALLER_ROLES') ?? '').split(/[,\s]+/).filter(Boolean))],
+      platformAuthEnabled: /^(true|1)$/i.test(text(env, 'WEBSITE_AUTH_ENABLED') ?? ''),
     },
   };
   if (problems.length > 0) throw new ConfigError(problems);

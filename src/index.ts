@@ -8,4 +8,6 @@ app.setup({ enableHttpStream: false });
 
 import './functions/unisolateHttp';
 import './functions/unisolateServiceBus';
+import './functions/trackReleases';
+import './functions/releaseStatus';
 import './functions/openapi';

@@ -65,9 +65,39 @@ export class DefenderClient implements DefenderApi {
     return this.send('POST', `/api/machines/${machineId}/unisolate`, options, { Comment: comment });
   }
 
-  async listMachineActions(filter: string, options: AttemptOptions): Promise<ApiResponse> {
-    const query = new URLSearchParams({ $filter: filter, $orderby: 'creationDateTimeUtc desc', $top: '10' });
+  async listMachineActions(filter: string, options: AttemptOptions, top = 10): Promise<ApiResponse> {
+    const query = new URLSearchParams({
+      $filter: filter,
+      $orderby: 'creationDateTimeUtc desc',
+      $top: String(top),
+    });
     return this.send('GET', `/api/machineactions?${query.toString().replace(/\+/g, '%20')}`, options);
+  }
+
+  async listMachines(filter: string, options: AttemptOptions, top = 100): Promise<ApiResponse> {
+    // URLSearchParams percent-encodes the whole filter (quotes included): the value cannot leave the
+    // $filter parameter; escaping string literals inside it is the caller's job.
+    const query = new URLSearchParams({ $filter: filter, $top: String(top) });
+    return this.send('GET', `/api/machines?${query.toString().replace(/\+/g, '%20')}`, options);
+  }
+
+  async getMachine(machineId: string, options: AttemptOptions): Promise<ApiResponse> {
+    if (!/^[0-9a-f]{40}$/.test(machineId))
+      throw new Error('machineId must be validated before building a URL');
+    return this.send('GET', `/api/machines/${machineId}`, options);
+  }
+
+  async getMachineAlerts(machineId: string, options: AttemptOptions): Promise<ApiResponse> {
+    if (!/^[0-9a-f]{40}$/.test(machineId))
+      throw new Error('machineId must be validated before building a URL');
+    return this.send('GET', `/api/machines/${machineId}/alerts`, options);
+  }
+
+  async getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse> {
+    // Action ids are GUIDs; anything else never reaches a URL path.
+    if (!/^[0-9A-Za-z-]{1,128}$/.test(actionId))
+      throw new Error('actionId must be validated before building a URL');
+    return this.send('GET', `/api/machineactions/${actionId}`, options);
   }
 
   async refreshCredentials(): Promise<void> {

@@ -26,7 +26,25 @@ export type Trigger = 'http' | 'serviceBus';
 
 /** Every outcome status. */
 export type OutcomeStatus =
-  'Accepted' | 'AlreadyInProgress' | 'Invalid' | 'NotFound' | 'Forbidden' | 'Throttled' | 'Failed';
+  | 'Accepted'
+  | 'AlreadyInProgress'
+  | 'Invalid'
+  | 'NotFound'
+  | 'Forbidden'
+  | 'Throttled'
+  | 'Failed'
+  // Safety checks (issue 7): the release was deliberately not sent; all HTTP 409.
+  | 'Ambiguous'
+  | 'NotIsolated'
+  | 'IsolationPending'
+  | 'Blocked'
+  // Caller checks (issue 5): the HTTP caller was refused before anything was done (401/403).
+  | 'Unauthorized'
+  // Completion messages (phase "completed", issue 6): the tracked MachineAction ended.
+  // Released: Succeeded. ReleaseFailed: Failed, TimeOut or Cancelled. TrackingExpired: no end within TRACK_MAX_HOURS.
+  | 'Released'
+  | 'ReleaseFailed'
+  | 'TrackingExpired';
 
 /** Error codes, each mapped to exactly one outcome status by {@link ERROR_TABLE}. */
 export type ErrorCode =
@@ -44,7 +62,21 @@ export type ErrorCode =
   | 'CredentialsRejected'
   | 'TokenUnavailable'
   | 'ConfigurationError'
-  | 'InternalError';
+  | 'InternalError'
+  | 'AmbiguousDeviceName'
+  | 'DeviceNotIsolated'
+  | 'IsolationPending'
+  | 'ReleaseBlocked'
+  | 'HealthCheckUnavailable'
+  | 'SignatureInvalid'
+  | 'CallerUnauthenticated'
+  | 'CallerNotAllowed'
+  | 'IdempotencyKeyInUse'
+  | 'IdempotencyKeyReused'
+  | 'ReleaseActionFailed'
+  | 'TrackingExpired'
+  | 'ReleaseNotFound'
+  | 'StateUnavailable';
 
 /**
  * The one table that decides, for an error code: the outcome status, the HTTP status, and whether a
@@ -70,6 +102,29 @@ export const ERROR_TABLE: Readonly<
   CredentialsRejected: { status: 'Failed', http: 503, transient: false },
   ConfigurationError: { status: 'Failed', http: 503, transient: false },
   InternalError: { status: 'Failed', http: 500, transient: true },
+  // Safety checks: the request conflicts with the device's state; nothing was sent to MDE's release API.
+  AmbiguousDeviceName: { status: 'Ambiguous', http: 409, transient: false },
+  DeviceNotIsolated: { status: 'NotIsolated', http: 409, transient: false },
+  IsolationPending: { status: 'IsolationPending', http: 409, transient: false },
+  ReleaseBlocked: { status: 'Blocked', http: 409, transient: false },
+  // The health gate could not read the device (no Machine.Read.All / Alert.Read.All): fail closed.
+  HealthCheckUnavailable: { status: 'Blocked', http: 409, transient: false },
+  // Caller checks (HTTP only, before the body is parsed): never an MDE call. 'Forbidden' is MDE's own
+  // refusal, so a refused caller is 'Unauthorized': 401 when not authenticated (signature, token), 403 when
+  // authenticated without an allowed app role. See docs/security.md.
+  SignatureInvalid: { status: 'Unauthorized', http: 401, transient: false },
+  CallerUnauthenticated: { status: 'Unauthorized', http: 401, transient: false },
+  CallerNotAllowed: { status: 'Unauthorized', http: 403, transient: false },
+  // Idempotency (issue 6): a duplicate still running elsewhere (retry shortly: the stored outcome is then
+  // replayed), or a key reused with a different body (a caller bug: use a new key).
+  IdempotencyKeyInUse: { status: 'Failed', http: 409, transient: true },
+  IdempotencyKeyReused: { status: 'Invalid', http: 422, transient: false },
+  // Completion messages (never an HTTP answer of a release; the http value is for the status endpoint).
+  ReleaseActionFailed: { status: 'ReleaseFailed', http: 502, transient: false },
+  TrackingExpired: { status: 'TrackingExpired', http: 504, transient: false },
+  // Status endpoint: no recorded release with that correlation id; durable state not configured/reachable.
+  ReleaseNotFound: { status: 'NotFound', http: 404, transient: false },
+  StateUnavailable: { status: 'Failed', http: 503, transient: true },
 };
 
 /** HTTP status for the success statuses (errors come from {@link ERROR_TABLE}). */
@@ -106,6 +161,32 @@ export interface Outcome {
   receivedAt: string;
   completedAt: string;
   attempts: number;
+  /** The host name the caller gave (look-up by name); `machineId` is then the resolved id, or null. */
+  deviceName?: string;
+  /** `Ambiguous`: every device the name could mean; pick one and send its `machineId`. */
+  candidates?: DeviceCandidate[];
+  /** Present (true) when the request said `"force": true`: the health gate was bypassed. */
+  forced?: boolean;
+  /** Bulk requests: the device's position (0-based) in the request's `devices` array. */
+  index?: number;
+  /** Checks that could not be made and were skipped (e.g. missing read permission). */
+  warnings?: string[];
+  /**
+   * `accepted`: the answer to the request (MDE queued the action, or the request ended there);
+   * `completed`: the tracked MachineAction ended (second message, statuses Released / ReleaseFailed /
+   * TrackingExpired). Set on every message the triggers send.
+   */
+  phase?: 'accepted' | 'completed';
+  /** Present (true) on a Service Bus message that repeats a stored outcome for a duplicate request. */
+  replayed?: boolean;
+}
+
+/** A device a host name may refer to (`Ambiguous` outcomes). */
+export interface DeviceCandidate {
+  id: string;
+  computerDnsName: string;
+  lastSeen: string | null;
+  healthStatus: string | null;
 }
 
 /** HTTP status for an outcome. */

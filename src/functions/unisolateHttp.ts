@@ -5,11 +5,14 @@
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
-import { getDependencies } from '../composition';
-import { UnisolateError } from '../core/errors';
+import { getDependencies, type CallerChecks } from '../composition';
+import { authorizeCaller, CLIENT_PRINCIPAL_HEADER, type CallerPrincipal } from '../core/callerPrincipal';
+import { toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
 import { httpStatusOf } from '../core/outcome';
-import { processRelease } from '../core/releaseDevice';
+import { chooseIdempotencyKey, processReleaseOnce } from '../core/idempotency';
+import { safetyOptions } from '../config';
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
 import { responseQueue } from './responseQueue';
 
 /** Largest accepted body: a release request is a few hundred bytes. */
@@ -17,26 +20,29 @@ export const MAX_BODY_BYTES = 64 * 1024;
 
 const JSON_TYPE = /^(application\/(?:[\w.+-]+\+)?json|text\/json)\s*(;|$)/i;
 
-/** Reads and decodes the body, or says why it cannot be used. */
-export async function readBody(request: HttpRequest): Promise<{ body: unknown } | { error: UnisolateError }> {
+/** Reads the raw body bytes, or says they are too large. */
+export async function readRawBody(
+  request: HttpRequest,
+): Promise<{ bytes: Buffer } | { error: UnisolateError }> {
+  const tooLarge = (): { error: UnisolateError } => ({
+    error: new UnisolateError(
+      'RequestTooLarge',
+      `The body is larger than ${MAX_BODY_BYTES} bytes; a release request is a small JSON object.`,
+    ),
+  });
   const declared = Number(request.headers.get('content-length') ?? '0');
-  if (declared > MAX_BODY_BYTES) {
-    return {
-      error: new UnisolateError(
-        'RequestTooLarge',
-        `The body is larger than ${MAX_BODY_BYTES} bytes; a release request is a small JSON object.`,
-      ),
-    };
-  }
-  const text = await request.text();
-  if (Buffer.byteLength(text) > MAX_BODY_BYTES) {
-    return {
-      error: new UnisolateError(
-        'RequestTooLarge',
-        `The body is larger than ${MAX_BODY_BYTES} bytes; a release request is a small JSON object.`,
-      ),
-    };
-  }
+  if (declared > MAX_BODY_BYTES) return tooLarge();
+  const bytes = Buffer.from(await request.arrayBuffer());
+  if (bytes.length > MAX_BODY_BYTES) return tooLarge();
+  return { bytes };
+}
+
+/** Checks the content type and decodes the JSON body, or says why it cannot be used. */
+export function decodeBody(
+  request: HttpRequest,
+  bytes: Buffer,
+): { body: unknown } | { error: UnisolateError } {
+  const text = bytes.toString('utf8');
   const contentType = request.headers.get('content-type') ?? '';
   if (!JSON_TYPE.test(contentType.trim())) {
     return {
@@ -60,27 +66,89 @@ export async function readBody(request: HttpRequest): Promise<{ body: unknown } 
   return { body: parsed.value };
 }
 
+/** Reads and decodes the body, or says why it cannot be used. */
+export async function readBody(request: HttpRequest): Promise<{ body: unknown } | { error: UnisolateError }> {
+  const raw = await readRawBody(request);
+  return 'error' in raw ? raw : decodeBody(request, raw.bytes);
+}
+
+/**
+ * The caller checks beyond the function key (docs/security.md), before the body is parsed: the Entra ID
+ * app role (App Service Authentication's `X-MS-CLIENT-PRINCIPAL`), then the webhook signature over the raw
+ * bytes. Returns the authenticated principal (for `requestedBy`) and, when refused, why. Never throws.
+ */
+export async function checkCaller(
+  request: HttpRequest,
+  rawBody: Buffer,
+  checks: CallerChecks | undefined,
+): Promise<{ principal: CallerPrincipal | null; error?: UnisolateError }> {
+  if (!checks) return { principal: null };
+  const decision = authorizeCaller(request.headers.get(CLIENT_PRINCIPAL_HEADER), checks.policy);
+  if (!decision.ok) return { principal: decision.principal, error: decision.error };
+  if (checks.webhookSecret) {
+    let keys: string[];
+    try {
+      keys = await checks.webhookSecret.keys();
+    } catch (error) {
+      return { principal: decision.principal, error: toUnisolateError(error) };
+    }
+    const check = checks.signatures.verify(
+      {
+        timestamp: request.headers.get(TIMESTAMP_HEADER),
+        signature: request.headers.get(SIGNATURE_HEADER),
+        rawBody,
+      },
+      keys,
+    );
+    if (!check.ok) {
+      return {
+        principal: decision.principal,
+        error: new UnisolateError('SignatureInvalid', `The request signature was rejected: ${check.reason}.`),
+      };
+    }
+  }
+  return { principal: decision.principal };
+}
+
 /** Handler of both HTTP routes. */
 export async function unisolateHttp(
   request: HttpRequest,
   context: InvocationContext,
 ): Promise<HttpResponseInit> {
   const deps = getDependencies();
-  const read = await readBody(request);
-  const { outcome, retryAfterSeconds } = await processRelease(
+  const raw = await readRawBody(request);
+  // Who is calling is settled before anything in the body is looked at.
+  const caller = 'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers) : { principal: null };
+  const read = 'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
+  // Idempotency (issue 6): `Idempotency-Key` header or `idempotencyKey` body field; an unusable key is invalid.
+  const chosen =
+    'body' in read ? chooseIdempotencyKey(read.body, request.headers.get('idempotency-key')) : null;
+  const bodyError = 'error' in read ? read.error : chosen && 'error' in chosen ? chosen.error : undefined;
+  const result = await processReleaseOnce(
     {
       body: 'body' in read ? read.body : undefined,
-      bodyError: 'error' in read ? read.error : undefined,
+      bodyError,
+      caller: caller.principal,
       routeMachineId: request.params.machineId,
       trigger: 'http',
       canRedeliver: false,
     },
-    { ...deps.release, log: createLogger(context) },
+    chosen && 'key' in chosen ? chosen.key : undefined,
+    { ...deps.release, safety: safetyOptions(deps.config), log: createLogger(context) },
+    deps.state,
   );
-  context.extraOutputs.set(responseQueue, outcome);
   const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
-  if (retryAfterSeconds !== undefined) headers['Retry-After'] = String(retryAfterSeconds);
-  return { status: httpStatusOf(outcome), jsonBody: outcome, headers };
+  if (result.retryAfterSeconds !== undefined) headers['Retry-After'] = String(result.retryAfterSeconds);
+  // A replay answers exactly what was stored; it and a 409 send nothing new to the queue (the first did).
+  if (result.replayed) headers['Idempotent-Replayed'] = 'true';
+  if (result.kind === 'bulk') {
+    // An array output binding sends one response-queue message per element: one per device.
+    if (result.fresh) context.extraOutputs.set(responseQueue, result.outcomes);
+    // 207 Multi-Status: each element carries its own status (and error).
+    return { status: 207, jsonBody: result.outcomes, headers };
+  }
+  if (result.fresh) context.extraOutputs.set(responseQueue, result.outcome);
+  return { status: httpStatusOf(result.outcome), jsonBody: result.outcome, headers };
 }
 
 app.http('unisolateMachine', {

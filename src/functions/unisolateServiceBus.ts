@@ -8,7 +8,9 @@ import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
 import { UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
-import { processRelease } from '../core/releaseDevice';
+import { chooseIdempotencyKey, processReleaseOnce } from '../core/idempotency';
+import type { Outcome } from '../core/outcome';
+import { safetyOptions } from '../config';
 import { responseQueue } from './responseQueue';
 
 /** A message body may arrive as an object, a JSON string, or bytes. */
@@ -36,18 +38,31 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
   const metadata = context.triggerMetadata ?? {};
   const deliveryCount = Number(metadata.deliveryCount ?? 1) || 1;
   const decoded = decodeMessage(message);
-  const { outcome } = await processRelease(
+  // Idempotency (issue 6): the body's `idempotencyKey`, else the message id (a redelivered or re-sent
+  // duplicate of the same message gets the stored outcome again, marked `replayed`).
+  const chosen =
+    'body' in decoded
+      ? chooseIdempotencyKey(decoded.body, undefined, metadataText(metadata.messageId))
+      : null;
+  const result = await processReleaseOnce(
     {
       body: 'body' in decoded ? decoded.body : undefined,
-      bodyError: 'error' in decoded ? decoded.error : undefined,
+      bodyError: 'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
       fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
       trigger: 'serviceBus',
       canRedeliver: deliveryCount < deps.maxDeliveryCount,
       deliveryCount,
     },
-    { ...deps.release, log: createLogger(context) },
+    chosen && 'key' in chosen ? chosen.key : undefined,
+    { ...deps.release, safety: safetyOptions(deps.config), log: createLogger(context) },
+    deps.state,
   );
-  context.extraOutputs.set(responseQueue, outcome);
+  const mark = (o: Outcome): Outcome => (result.replayed ? { ...o, replayed: true } : o);
+  // Bulk: an array, so the binding sends one response-queue message per device.
+  context.extraOutputs.set(
+    responseQueue,
+    result.kind === 'bulk' ? result.outcomes.map(mark) : mark(result.outcome),
+  );
 }
 
 app.serviceBusQueue('unisolateServiceBus', {

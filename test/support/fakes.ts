@@ -1,6 +1,10 @@
 /** Fakes for core unit tests: a scripted Defender API, a fake clock, recording telemetry and logs. */
 import type { Outcome } from '../../src/core/outcome';
 import type {
+  IdempotencyRecord,
+  ReleaseRecord,
+  ReleaseStore,
+  Versioned,
   ApiResponse,
   Clock,
   DefenderApi,
@@ -10,6 +14,7 @@ import type {
 } from '../../src/core/ports';
 import { TransportError } from '../../src/core/ports';
 import { RateLimiter } from '../../src/core/rateLimiter';
+import { releaseIdOf } from '../../src/core/tracking';
 import type { ReleaseDeps } from '../../src/core/releaseDevice';
 
 /** A clock whose sleeps advance time instantly. */
@@ -30,11 +35,26 @@ export type Script = ApiResponse | TransportError | Error;
 export class FakeDefender implements DefenderApi {
   readonly unisolateCalls: { machineId: string; comment: string; timeoutMs: number }[] = [];
   readonly listCalls: string[] = [];
+  /** Calls of the issue-7 read APIs, as `listMachines <filter>`, `getMachine <id>`, `alerts <id>`, `history <filter>`. */
+  readonly readCalls: string[] = [];
+  /** Answers to the isolation-state history (`machineId eq '...'` without a type); default: isolated. */
+  historyScript: Script[] = [];
+  /** Answers to `GET /api/machines?$filter` (default: no device). */
+  machinesScript: Script[] = [];
+  /** Answers to `GET /api/machines/{id}` (default: a Low-risk device). */
+  machineScript: Script[] = [];
+  /** Answers to `GET /api/machines/{id}/alerts` (default: none). */
+  alertsScript: Script[] = [];
   refreshes = 0;
   constructor(
     public script: Script[] = [],
     public listScript: Script[] = [],
   ) {}
+
+  /** A Succeeded Isolate: the default history, so a device counts as isolated. */
+  static isolated(machineId: string, status = 'Succeeded', created = '2026-11-28T08:00:00Z') {
+    return { ...FakeDefender.action(machineId, status, created), type: 'Isolate' };
+  }
 
   static action(machineId: string, status = 'Pending', created = '2026-11-28T10:00:00Z') {
     return {
@@ -59,8 +79,53 @@ export class FakeDefender implements DefenderApi {
   }
 
   listMachineActions(filter: string): Promise<ApiResponse> {
+    if (!/type eq/.test(filter)) {
+      // The isolation-state check reads the whole history; the pending look-up filters on the type.
+      this.readCalls.push(`history ${filter}`);
+      const id = /machineId eq '([0-9a-f]{40})'/.exec(filter)?.[1] ?? '';
+      return this.next(this.historyScript, () => ({
+        status: 200,
+        body: { value: [FakeDefender.isolated(id)] },
+      }));
+    }
     this.listCalls.push(filter);
     return this.next(this.listScript, () => ({ status: 200, body: { value: [] } }));
+  }
+
+  listMachines(filter: string): Promise<ApiResponse> {
+    this.readCalls.push(`listMachines ${filter}`);
+    return this.next(this.machinesScript, () => ({ status: 200, body: { value: [] } }));
+  }
+
+  getMachine(machineId: string): Promise<ApiResponse> {
+    this.readCalls.push(`getMachine ${machineId}`);
+    return this.next(this.machineScript, () => ({
+      status: 200,
+      body: {
+        id: machineId,
+        computerDnsName: 'device.contoso.local',
+        riskScore: 'Low',
+        healthStatus: 'Active',
+      },
+    }));
+  }
+
+  getMachineAlerts(machineId: string): Promise<ApiResponse> {
+    this.readCalls.push(`alerts ${machineId}`);
+    return this.next(this.alertsScript, () => ({ status: 200, body: { value: [] } }));
+  }
+
+  /** Calls of `GET /api/machineactions/{id}` (tracking), by action id. */
+  readonly actionCalls: string[] = [];
+  /** Answers to `GET /api/machineactions/{id}` (default: 200 with the action Pending). */
+  actionScript: Script[] = [];
+
+  getMachineAction(actionId: string): Promise<ApiResponse> {
+    this.actionCalls.push(actionId);
+    return this.next(this.actionScript, () => ({
+      status: 200,
+      body: { id: actionId, type: 'Unisolate', status: 'Pending', machineId: MACHINE_ID },
+    }));
   }
 
   async refreshCredentials(): Promise<void> {
@@ -81,6 +146,10 @@ export class RecordingTelemetry implements Telemetry {
   }
   trackRedelivery(outcome: Outcome): void {
     this.redeliveries.push(outcome);
+  }
+  readonly completions: { outcome: Outcome; timeToCompletionMs: number }[] = [];
+  trackCompletion(outcome: Outcome, timeToCompletionMs: number): void {
+    this.completions.push({ outcome, timeToCompletionMs });
   }
   async flush(): Promise<void> {}
 }
@@ -117,3 +186,81 @@ export function fakeDeps(defender = new FakeDefender(), clock = new FakeClock())
 export const MACHINE_ID = '1e5bc9d7e413ddd7902c2932e418702b84d0cc07';
 
 export { TransportError };
+
+/**
+ * In-memory {@link ReleaseStore} with ETags and the same conflict semantics as the Table Storage adapter
+ * (insert fails on conflict, ETag-checked replace/close). `down = true` makes every call throw, like an
+ * unreachable storage account.
+ */
+export class FakeReleaseStore implements ReleaseStore {
+  readonly keys = new Map<string, Versioned<IdempotencyRecord>>();
+  readonly releases = new Map<string, ReleaseRecord>();
+  readonly open = new Map<string, Versioned<ReleaseRecord>>();
+  down = false;
+  private version = 0;
+  private etag(): string {
+    this.version += 1;
+    return `W/"${this.version}"`;
+  }
+  private check(): void {
+    if (this.down) throw new Error('connect ECONNREFUSED 127.0.0.1:10002');
+  }
+  private copy<T>(value: T): T {
+    return structuredClone(value);
+  }
+  async readKey(keyHash: string) {
+    this.check();
+    const found = this.keys.get(keyHash);
+    return found && this.copy(found);
+  }
+  async insertKey(record: IdempotencyRecord) {
+    this.check();
+    if (this.keys.has(record.keyHash)) return undefined;
+    const etag = this.etag();
+    this.keys.set(record.keyHash, { value: this.copy(record), etag });
+    return etag;
+  }
+  async replaceKey(record: IdempotencyRecord, etag: string) {
+    this.check();
+    if (this.keys.get(record.keyHash)?.etag !== etag) return undefined;
+    const next = this.etag();
+    this.keys.set(record.keyHash, { value: this.copy(record), etag: next });
+    return next;
+  }
+  async deleteKey(keyHash: string, etag: string) {
+    this.check();
+    if (this.keys.get(keyHash)?.etag === etag) this.keys.delete(keyHash);
+  }
+  async saveRelease(record: ReleaseRecord) {
+    this.check();
+    this.releases.set(releaseIdOf(record), this.copy(record));
+    this.open.set(releaseIdOf(record), { value: this.copy(record), etag: this.etag() });
+  }
+  async readRelease(releaseId: string) {
+    this.check();
+    const found = this.releases.get(releaseId);
+    return found && this.copy(found);
+  }
+  async listOpen(now: number, limit: number) {
+    this.check();
+    return [...this.open.values()]
+      .filter((e) => e.value.nextPollAt <= now)
+      .sort((a, b) => a.value.nextPollAt - b.value.nextPollAt)
+      .slice(0, limit)
+      .map((e) => this.copy(e));
+  }
+  async updateOpen(record: ReleaseRecord, etag: string) {
+    this.check();
+    if (this.open.get(releaseIdOf(record))?.etag !== etag) return false;
+    this.open.set(releaseIdOf(record), { value: this.copy(record), etag: this.etag() });
+    this.releases.set(releaseIdOf(record), this.copy(record));
+    return true;
+  }
+  async closeOpen(record: ReleaseRecord, etag: string) {
+    this.check();
+    if (this.open.get(releaseIdOf(record))?.etag !== etag) return false;
+    this.open.delete(releaseIdOf(record));
+    this.releases.set(releaseIdOf(record), this.copy(record));
+    return true;
+  }
+}

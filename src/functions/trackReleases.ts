@@ -1,0 +1,40 @@
+/**
+ * Timer trigger (`%TRACK_SCHEDULE%`, default every minute): polls the MachineAction of every accepted release
+ * until it ends and sends the second, `completed` outcome to the response queue (an array: one message per
+ * release that ended). Without durable state configured there is nothing to track and it does nothing.
+ * NCRONTAB schedules: https://learn.microsoft.com/en-us/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
+ */
+import { app, type InvocationContext, type Timer } from '@azure/functions';
+import { createLogger } from '../adapters/logger';
+import { getDependencies } from '../composition';
+import { trackReleases } from '../core/tracking';
+import { responseQueue } from './responseQueue';
+
+/** Handler of the tracker timer. */
+export async function trackReleasesTimer(_timer: Timer, context: InvocationContext): Promise<void> {
+  const deps = getDependencies();
+  const log = createLogger(context);
+  if (!deps.state) return;
+  let completions;
+  try {
+    completions = await trackReleases({
+      ...deps.release,
+      store: deps.state.store,
+      trackMaxMs: deps.state.trackMaxMs,
+      log,
+    });
+  } catch (error) {
+    // The store could not be listed: nothing was claimed, the next run tries again.
+    log.warn('Release tracking skipped: durable state unavailable', {
+      error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+    });
+    return;
+  }
+  if (completions.length > 0) context.extraOutputs.set(responseQueue, completions);
+}
+
+app.timer('trackReleases', {
+  schedule: '%TRACK_SCHEDULE%',
+  extraOutputs: [responseQueue],
+  handler: trackReleasesTimer,
+});

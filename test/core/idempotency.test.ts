@@ -1,0 +1,225 @@
+/**
+ * Idempotency over an in-memory store with the adapter's conflict semantics: replays, the window,
+ * concurrent duplicates, key reuse, transient failures and an unavailable store.
+ */
+import {
+  chooseIdempotencyKey,
+  processReleaseOnce,
+  requestFingerprint,
+  type StateDeps,
+} from '../../src/core/idempotency';
+import { RedeliveryRequested, type ReleaseInput } from '../../src/core/releaseDevice';
+import { FakeDefender, fakeDeps, FakeReleaseStore, MACHINE_ID, TransportError } from '../support/fakes';
+
+const HOUR = 3_600_000;
+
+function setup(defender = new FakeDefender()) {
+  const fake = fakeDeps(defender);
+  const store = new FakeReleaseStore();
+  const state: StateDeps = { store, idempotencyWindowMs: 24 * HOUR, trackMaxMs: 24 * HOUR };
+  return { ...fake, store, state };
+}
+
+function input(body: Record<string, unknown> = {}, overrides: Partial<ReleaseInput> = {}): ReleaseInput {
+  return {
+    body: { machineId: MACHINE_ID, comment: 'clean', correlationId: 'INC1', ...body },
+    trigger: 'http',
+    canRedeliver: false,
+    ...overrides,
+  };
+}
+
+describe('processReleaseOnce', () => {
+  it('replays the stored outcome for a repeat within the window, without calling MDE again', async () => {
+    const { deps, defender, state, clock } = setup();
+    const first = await processReleaseOnce(input(), 'key-1', deps, state);
+    clock.time += 23 * HOUR;
+    const second = await processReleaseOnce(input(), 'key-1', deps, state);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(first).toMatchObject({ kind: 'single', replayed: false, fresh: true });
+    expect(second).toMatchObject({ kind: 'single', replayed: true, fresh: false });
+    expect(second.kind === 'single' && second.outcome).toEqual(first.kind === 'single' && first.outcome);
+    expect(first.kind === 'single' && first.outcome).toMatchObject({ status: 'Accepted', phase: 'accepted' });
+  });
+
+  it('releases again once the window has passed', async () => {
+    const { deps, defender, state, clock } = setup();
+    await processReleaseOnce(input(), 'key-1', deps, state);
+    clock.time += 24 * HOUR + 1;
+    const again = await processReleaseOnce(input(), 'key-1', deps, state);
+    expect(defender.unisolateCalls).toHaveLength(2);
+    expect(again.replayed).toBe(false);
+  });
+
+  it('rejects a key reused with a different body (422) without calling MDE', async () => {
+    const { deps, defender, state } = setup();
+    await processReleaseOnce(input(), 'key-1', deps, state);
+    const reused = await processReleaseOnce(input({ comment: 'another reason' }), 'key-1', deps, state);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(reused.kind === 'single' && reused.outcome).toMatchObject({
+      status: 'Invalid',
+      correlationId: 'INC1',
+      error: { code: 'IdempotencyKeyReused' },
+    });
+  });
+
+  it('treats key casing of body fields and the key field itself as the same request', () => {
+    const a = requestFingerprint({ body: { machineId: MACHINE_ID, Comment: 'x', idempotencyKey: 'k' } });
+    const b = requestFingerprint({ body: { comment: 'x', MachineId: MACHINE_ID } });
+    expect(a).toBe(b);
+    expect(requestFingerprint({ body: { comment: 'y', machineId: MACHINE_ID } })).not.toBe(a);
+  });
+
+  it('lets exactly one of two concurrent duplicates call MDE; the other gets its outcome', async () => {
+    const { deps, defender, state, clock } = setup();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const original = defender.unisolate.bind(defender);
+    defender.unisolate = async (...args) => {
+      await gate;
+      return original(...args);
+    };
+    // The waiting duplicate's sleeps yield to the event loop; the first release finishes during the wait.
+    clock.sleep = async (ms) => {
+      clock.time += ms;
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    const [a, b] = await Promise.all([
+      processReleaseOnce(input(), 'key-1', deps, state),
+      processReleaseOnce(input(), 'key-1', deps, state),
+    ]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect([a.replayed, b.replayed].sort()).toEqual([false, true]);
+    expect(a.kind === 'single' && a.outcome).toEqual(b.kind === 'single' && b.outcome);
+  });
+
+  it('answers 409 (IdempotencyKeyInUse) when the first duplicate is still running after the wait', async () => {
+    const { deps, defender, state } = setup();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const original = defender.unisolate.bind(defender);
+    defender.unisolate = async (...args) => {
+      await gate;
+      return original(...args);
+    };
+    const first = processReleaseOnce(input(), 'key-1', deps, { ...state, duplicateWaitMs: 1000 });
+    await new Promise((resolve) => setImmediate(resolve));
+    const second = await processReleaseOnce(input(), 'key-1', deps, { ...state, duplicateWaitMs: 1000 });
+    release();
+    await first;
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(second).toMatchObject({ fresh: false, replayed: false, retryAfterSeconds: 1 });
+    expect(second.kind === 'single' && second.outcome.error?.code).toBe('IdempotencyKeyInUse');
+  });
+
+  it('hands a Service Bus duplicate that is still running back for redelivery', async () => {
+    const { deps, state, store, defender } = setup();
+    await store.insertKey({
+      keyHash: (await import('../../src/core/idempotency')).keyHashOf('serviceBus', 'msg-1'),
+      fingerprint: requestFingerprint(input()),
+      state: 'pending',
+      claimedAt: deps.clock.now(),
+      leaseUntil: deps.clock.now() + 60_000,
+      outcome: null,
+    });
+    await expect(
+      processReleaseOnce(input({}, { trigger: 'serviceBus', canRedeliver: true }), 'msg-1', deps, {
+        ...state,
+        duplicateWaitMs: 500,
+      }),
+    ).rejects.toBeInstanceOf(RedeliveryRequested);
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+
+  it('takes over a claim abandoned by a stopped instance (lease expired)', async () => {
+    const { deps, state, store, defender } = setup();
+    const hash = (await import('../../src/core/idempotency')).keyHashOf('http', 'key-1');
+    await store.insertKey({
+      keyHash: hash,
+      fingerprint: requestFingerprint(input()),
+      state: 'pending',
+      claimedAt: deps.clock.now() - 10 * 60_000,
+      leaseUntil: deps.clock.now() - 1,
+      outcome: null,
+    });
+    const result = await processReleaseOnce(input(), 'key-1', deps, state);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(result.replayed).toBe(false);
+    expect((await store.readKey(hash))?.value.state).toBe('done');
+  });
+
+  it('does not store a transient failure, so a retry with the same key runs again', async () => {
+    const defender = new FakeDefender([
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      { status: 503, body: {} },
+      new TransportError('network', 'ECONNRESET', 'reset'),
+    ]);
+    const { deps, state } = setup(defender);
+    const failed = await processReleaseOnce(input(), 'key-1', deps, state);
+    expect(failed.kind === 'single' && failed.outcome.status).toBe('Failed');
+    defender.script = [];
+    const calls = defender.unisolateCalls.length;
+    const retried = await processReleaseOnce(input(), 'key-1', deps, state);
+    expect(defender.unisolateCalls.length).toBe(calls + 1);
+    expect(retried.kind === 'single' && retried.outcome.status).toBe('Accepted');
+  });
+
+  it('frees the key when a Service Bus delivery is handed back, so the redelivery runs', async () => {
+    const defender = new FakeDefender(Array.from({ length: 20 }, () => ({ status: 503, body: {} })));
+    const { deps, state, store } = setup(defender);
+    const sb = input({}, { trigger: 'serviceBus', canRedeliver: true });
+    await expect(processReleaseOnce(sb, 'msg-1', deps, state)).rejects.toBeInstanceOf(RedeliveryRequested);
+    expect(store.keys.size).toBe(0);
+    defender.script = [];
+    const redelivered = await processReleaseOnce(sb, 'msg-1', deps, state);
+    expect(redelivered.kind === 'single' && redelivered.outcome.status).toBe('Accepted');
+  });
+
+  it('keeps the core contract when the store is unavailable: the release happens, without idempotency', async () => {
+    const { deps, defender, state, store, log } = setup();
+    store.down = true;
+    const first = await processReleaseOnce(input(), 'key-1', deps, state);
+    const second = await processReleaseOnce(input(), 'key-1', deps, state);
+    expect(first.kind === 'single' && first.outcome.status).toBe('Accepted');
+    expect(second.replayed).toBe(false);
+    expect(defender.unisolateCalls).toHaveLength(2);
+    expect(log.lines.join('\n')).toMatch(/Durable state unavailable/);
+  });
+
+  it('records accepted releases for tracking, with their MachineAction id', async () => {
+    const { deps, state, store } = setup();
+    const result = await processReleaseOnce(input(), undefined, deps, state);
+    const record = await store.readRelease('INC1');
+    expect(record).toMatchObject({
+      phase: 'accepted',
+      machineId: MACHINE_ID,
+      machineActionId: result.kind === 'single' ? result.outcome.machineAction?.id : 'x',
+    });
+    expect(store.open.size).toBe(1);
+  });
+});
+
+describe('chooseIdempotencyKey', () => {
+  it('takes the header, the body field, or the fallback, in that order', () => {
+    expect(chooseIdempotencyKey({ idempotencyKey: 'b' }, 'b')).toEqual({ key: 'b' });
+    expect(chooseIdempotencyKey({ IdempotencyKey: 'b' }, null)).toEqual({ key: 'b' });
+    expect(chooseIdempotencyKey({}, null, 'msg-1')).toEqual({ key: 'msg-1' });
+    expect(chooseIdempotencyKey({}, null)).toEqual({ key: undefined });
+  });
+
+  it('rejects unusable keys and a header that contradicts the body', () => {
+    expect(chooseIdempotencyKey({ idempotencyKey: 'a' }, 'b')).toHaveProperty('error.code', 'InvalidRequest');
+    expect(chooseIdempotencyKey({ idempotencyKey: 5 }, null)).toHaveProperty('error.code', 'InvalidRequest');
+    expect(chooseIdempotencyKey({}, 'x'.repeat(256))).toHaveProperty('error.code', 'InvalidRequest');
+    expect(chooseIdempotencyKey({}, 'tab\there')).toHaveProperty('error.code', 'InvalidRequest');
+  });
+});
