@@ -3,7 +3,11 @@
  * {@link processRelease}; neither holds business logic.
  */
 import { callMde, type CallContext } from './callMde';
+import { describeRequester, type CallerPrincipal } from './callerPrincipal';
+import { AmbiguousDeviceError, resolveDeviceName, type MachineRecord } from './deviceLookup';
 import { toUnisolateError, UnisolateError } from './errors';
+import { applyHealthGate, gateEnabled, type ReleasePolicy } from './healthGate';
+import { checkIsolation, isolationError } from './isolationState';
 import type { MachineAction, Outcome, OutcomeStatus, Trigger } from './outcome';
 import { ERROR_TABLE } from './outcome';
 import type { Clock, DefenderApi, Logger, Telemetry } from './ports';
@@ -23,6 +27,16 @@ export interface ReleaseDeps {
   retryBudgetMs: Record<Trigger, number>;
   /** Host name of the Defender API, for dependency telemetry. */
   apiHost: string;
+  /** Safety checks before a release; absent: none (the handlers pass them from the settings). */
+  safety?: SafetyOptions;
+}
+
+/** The checks made before a release (settings `CHECK_ISOLATION_STATE`, `RELEASE_POLICY`). */
+export interface SafetyOptions {
+  /** Derive the isolation state from the action history; refuse NotIsolated / IsolationPending. */
+  checkIsolationState: boolean;
+  /** The health gate, or null when off. */
+  releasePolicy: ReleasePolicy | null;
 }
 
 /** What a trigger hands to the core. */
@@ -35,6 +49,8 @@ export interface ReleaseInput extends RequestContext {
   deliveryCount?: number;
   /** Set when the body was rejected before parsing (malformed JSON, too large, not JSON): the outcome's error. */
   bodyError?: UnisolateError;
+  /** The caller authenticated by App Service Authentication, if any: recorded in the outcome's `requestedBy`. */
+  caller?: CallerPrincipal | null;
 }
 
 /**
@@ -121,7 +137,7 @@ async function findPendingUnisolate(
  * See https://learn.microsoft.com/en-us/defender-endpoint/api/unisolate-machine
  */
 export async function releaseDevice(
-  request: ReleaseRequest,
+  request: Pick<ReleaseRequest, 'comment'> & { machineId: string },
   ctx: CallContext,
   log: Logger,
 ): Promise<Released> {
@@ -166,11 +182,131 @@ export async function releaseDevice(
   );
 }
 
-function outcomeOf(
+/** The optional outcome fields of issue 7 (look-up by name, health gate, bulk, skipped checks). */
+export type OutcomeExtras = Partial<
+  Pick<Outcome, 'deviceName' | 'candidates' | 'forced' | 'index' | 'warnings'>
+>;
+
+/** Builds the call context of one MDE call, named for dependency telemetry. */
+export type CallsFor = (dependencyName: string) => CallContext;
+
+/** Call contexts sharing one deadline, each recording its attempts as a named dependency. */
+export function callContexts(
+  deps: Omit<ReleaseDeps, 'log'>,
+  deadline: number,
+  correlationId: string,
+): CallsFor {
+  return (name) => ({
+    defender: deps.defender,
+    limiter: deps.limiter,
+    clock: deps.clock,
+    random: deps.random,
+    deadline,
+    requestTimeoutMs: deps.requestTimeoutMs,
+    onAttempt: (a) =>
+      deps.telemetry.trackDependency({
+        name,
+        target: deps.apiHost,
+        resultCode: a.status,
+        success: a.success,
+        durationMs: a.durationMs,
+        correlationId,
+      }),
+  });
+}
+
+/** What happened to one device: the outcome's status fields, and the error (null on success). */
+export interface DeviceResult {
+  /** The device id (resolved from the name when one was given; null when it could not be). */
+  machineId: string | null;
+  status: OutcomeStatus;
+  machineAction: MachineAction | null;
+  attempts: number;
+  error: UnisolateError | null;
+  extra: OutcomeExtras;
+}
+
+/**
+ * Releases one device safely: name look-up (when a `deviceName` is given) → isolation-state check →
+ * health gate (unless forced) → unisolate. Never throws: every failure is in the result.
+ * @param forceIsolationCheck - check the state even when the setting is off (redelivered bulk messages, so
+ *   a device the previous delivery already released is not released again)
+ */
+export async function releaseTarget(
+  target: { machineId?: string | undefined; deviceName?: string | undefined },
+  options: { comment: string; force?: boolean | undefined },
+  calls: CallsFor,
+  deps: Pick<ReleaseDeps, 'log' | 'safety'>,
+  forceIsolationCheck = false,
+): Promise<DeviceResult> {
+  let machineId = target.machineId ?? null;
+  const extra: OutcomeExtras = {};
+  if (target.deviceName !== undefined) extra.deviceName = target.deviceName;
+  if (options.force) extra.forced = true;
+  const warnings: string[] = [];
+  const withWarnings = (): OutcomeExtras => (warnings.length > 0 ? { ...extra, warnings } : extra);
+  try {
+    let known: MachineRecord | undefined;
+    if (machineId === null) {
+      if (target.deviceName === undefined)
+        throw new UnisolateError('InvalidRequest', 'Invalid request: no device given.');
+      known = (await resolveDeviceName(calls('GET /api/machines'), target.deviceName)).machine;
+      machineId = known.id.toLowerCase();
+    }
+    if (deps.safety?.checkIsolationState || forceIsolationCheck) {
+      const check = await checkIsolation(calls('GET /api/machineactions'), machineId, known !== undefined);
+      if (check.warning) {
+        warnings.push(check.warning);
+        deps.log.warn('Isolation state not checked', { machineId, warning: check.warning });
+      }
+      const refusal = isolationError(check.state, machineId, check.attempts);
+      if (refusal) throw refusal;
+      if (check.state.kind === 'ReleasePending') {
+        // Already being released: report it, and spend no call on a POST that MDE would refuse.
+        return {
+          machineId,
+          status: 'AlreadyInProgress',
+          machineAction: check.state.action,
+          attempts: check.attempts,
+          error: null,
+          extra: withWarnings(),
+        };
+      }
+    }
+    const policy = deps.safety?.releasePolicy;
+    if (gateEnabled(policy) && !options.force) {
+      await applyHealthGate(calls('GET /api/machines/{id}[/alerts]'), machineId, policy, known);
+    }
+    const released = await releaseDevice(
+      { machineId, comment: options.comment },
+      calls('POST /api/machines/{id}/unisolate'),
+      deps.log,
+    );
+    return { machineId, ...released, error: null, extra: withWarnings() };
+  } catch (error) {
+    const failure = toUnisolateError(error);
+    if (failure.code === 'InternalError') {
+      deps.log.error('Unexpected error during a release', { machineId, error: String(error) });
+    }
+    if (error instanceof AmbiguousDeviceError) extra.candidates = error.candidates;
+    return {
+      machineId,
+      status: ERROR_TABLE[failure.code].status,
+      machineAction: null,
+      attempts: failure.options.attempts ?? 0,
+      error: failure,
+      extra: withWarnings(),
+    };
+  }
+}
+
+/** Builds an outcome (exported for the bulk path). */
+export function outcomeOf(
   base: Pick<Outcome, 'correlationId' | 'machineId' | 'trigger' | 'requestedBy' | 'receivedAt'>,
   completedAt: string,
   result: { status: OutcomeStatus; machineAction: MachineAction | null; attempts: number },
   error: UnisolateError | null,
+  extra: OutcomeExtras = {},
 ): Outcome {
   return {
     schemaVersion: 1,
@@ -184,6 +320,7 @@ function outcomeOf(
     receivedAt: base.receivedAt,
     completedAt,
     attempts: result.attempts,
+    ...extra,
   };
 }
 
@@ -198,13 +335,16 @@ export async function processRelease(input: ReleaseInput, deps: ReleaseDeps): Pr
   const base = {
     correlationId: parsed.ok ? parsed.request.correlationId : parsed.correlationId,
     machineId: parsed.ok ? parsed.request.machineId : parsed.machineId,
-    requestedBy: parsed.ok ? parsed.request.requestedBy : parsed.requestedBy,
+    requestedBy: describeRequester(
+      input.caller ?? null,
+      parsed.ok ? parsed.request.requestedBy : parsed.requestedBy,
+    ),
     trigger: input.trigger,
     receivedAt,
   };
 
   let outcome: Outcome;
-  let failure: UnisolateError | null = null;
+  let failure: UnisolateError | null;
   if (input.bodyError || !parsed.ok) {
     failure =
       input.bodyError ??
@@ -215,46 +355,33 @@ export async function processRelease(input: ReleaseInput, deps: ReleaseDeps): Pr
     outcome = outcomeOf(
       base,
       new Date(deps.clock.now()).toISOString(),
+      // Invalid, or Unauthorized for a refused caller: the table decides.
+      { status: ERROR_TABLE[failure.code].status, machineAction: null, attempts: 0 },
+      failure,
+    );
+  } else if (parsed.request.devices) {
+    // Bulk requests go through processRequest (bulk.ts); reaching here is a wiring mistake.
+    failure = new UnisolateError('InvalidRequest', 'Invalid request: this entry point takes one device.');
+    outcome = outcomeOf(
+      base,
+      new Date(deps.clock.now()).toISOString(),
       { status: 'Invalid', machineAction: null, attempts: 0 },
       failure,
     );
   } else {
-    const ctx: CallContext = {
-      defender: deps.defender,
-      limiter: deps.limiter,
-      clock: deps.clock,
-      random: deps.random,
-      deadline: started + deps.retryBudgetMs[input.trigger],
-      requestTimeoutMs: deps.requestTimeoutMs,
-      onAttempt: (a) =>
-        deps.telemetry.trackDependency({
-          name: 'POST /api/machines/{id}/unisolate',
-          target: deps.apiHost,
-          resultCode: a.status,
-          success: a.success,
-          durationMs: a.durationMs,
-          correlationId: base.correlationId,
-        }),
-    };
-    try {
-      const released = await releaseDevice(parsed.request, ctx, deps.log);
-      outcome = outcomeOf(base, new Date(deps.clock.now()).toISOString(), released, null);
-    } catch (error) {
-      failure = toUnisolateError(error);
-      if (failure.code === 'InternalError') {
-        deps.log.error('Unexpected error during a release', {
-          correlationId: base.correlationId,
-          error: String(error),
-        });
-      }
-      const status = ERROR_TABLE[failure.code].status;
-      outcome = outcomeOf(
-        base,
-        new Date(deps.clock.now()).toISOString(),
-        { status, machineAction: null, attempts: failure.options.attempts ?? 0 },
-        failure,
-      );
-    }
+    const { request } = parsed;
+    const calls = callContexts(deps, started + deps.retryBudgetMs[input.trigger], base.correlationId);
+    const target =
+      request.machineId !== null ? { machineId: request.machineId } : { deviceName: request.deviceName };
+    const result = await releaseTarget(target, request, calls, deps);
+    failure = result.error;
+    outcome = outcomeOf(
+      { ...base, machineId: result.machineId },
+      new Date(deps.clock.now()).toISOString(),
+      result,
+      result.error,
+      result.extra,
+    );
   }
 
   if (failure && failure.transient && input.canRedeliver) {

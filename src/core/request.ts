@@ -4,35 +4,68 @@
  */
 import { randomUUID } from 'node:crypto';
 
-/** A validated release request. */
+/** One device of a request: exactly one of `machineId` and `deviceName` is set. */
+export type DeviceTarget =
+  { machineId: string; deviceName?: undefined } | { machineId?: undefined; deviceName: string };
+
+/**
+ * A validated release request. Exactly one of: `machineId`, `deviceName`, or `devices` (bulk; then
+ * `machineId` is null). `deviceName`, `force` and `devices` are present only when the caller sent them.
+ */
 export interface ReleaseRequest {
-  /** MDE device id: 40 lower-case hex characters (a SHA-1). */
-  machineId: string;
+  /** MDE device id: 40 lower-case hex characters (a SHA-1); null when a `deviceName` or `devices` is given. */
+  machineId: string | null;
   /** Comment recorded on the MachineAction (trimmed, 1-1000 characters). */
   comment: string;
   correlationId: string;
   requestedBy: string | null;
+  /** Host name to resolve to a machine id (full DNS name or its first label). */
+  deviceName?: string;
+  /** Bypass the health gate (`RELEASE_POLICY`); recorded as `forced: true` in the outcome. */
+  force?: boolean;
+  /** Bulk request: 1-100 devices sharing comment, correlationId, requestedBy and force. */
+  devices?: DeviceTarget[];
 }
+
+/** Names of the request fields (the keys of {@link REQUEST_FIELDS}). */
+export type RequestField =
+  'machineId' | 'deviceName' | 'comment' | 'correlationId' | 'requestedBy' | 'force' | 'devices';
 
 /** Description of one request field, for validation and for the OpenAPI schema. */
 export interface FieldSpec {
   /** Canonical (camelCase) name; keys are matched case-insensitively. */
-  name: keyof ReleaseRequest;
+  name: RequestField;
+  /** JSON type; absent means `string`. */
+  type?: 'string' | 'boolean' | 'array';
   description: string;
+  /** Strings: characters; arrays: items. Booleans: 0. */
   minLength: number;
+  /** Strings: characters; arrays: items. Booleans: 0. */
   maxLength: number;
   /** Regular expression the (trimmed) value must match, as an OpenAPI `pattern`. */
   pattern?: string;
-  example: string;
+  /** Arrays: each item is an object with exactly one of these fields (their specs are in this table). */
+  items?: readonly RequestField[];
+  example: string | boolean | readonly Record<string, string>[];
 }
 
 /** MDE device ids are SHA-1 hashes: https://learn.microsoft.com/en-us/defender-endpoint/api/machine */
 export const MACHINE_ID_PATTERN = '^[0-9a-fA-F]{40}$';
 /** Printable ASCII only: correlation ids end up in URLs, log lines and ticket fields. */
 export const CORRELATION_ID_PATTERN = '^[\\x20-\\x7E]{1,128}$';
+/**
+ * Host names: printable ASCII without spaces (NetBIOS names may contain `'`, `!`, `&`...). The value only
+ * ever goes into an OData string literal, escaped (`'` → `''`), never into a URL path.
+ */
+export const DEVICE_NAME_PATTERN = '^[\\x21-\\x7E]{1,255}$';
+/** Most devices in one bulk request (each costs one or more Defender API calls of 100/minute). */
+export const MAX_DEVICES = 100;
 
-/** The request fields. `machineId` and `comment` are required (machineId may come from the route). */
-export const REQUEST_FIELDS: Readonly<Record<keyof ReleaseRequest, FieldSpec>> = {
+/**
+ * The request fields. `comment` is required, plus exactly one of `machineId` (may come from the route),
+ * `deviceName` or `devices` ({@link ONE_OF_FIELDS}).
+ */
+export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
   machineId: {
     name: 'machineId',
     description:
@@ -42,6 +75,17 @@ export const REQUEST_FIELDS: Readonly<Record<keyof ReleaseRequest, FieldSpec>> =
     maxLength: 40,
     pattern: MACHINE_ID_PATTERN,
     example: '1e5bc9d7e413ddd7902c2932e418702b84d0cc07',
+  },
+  deviceName: {
+    name: 'deviceName',
+    description:
+      'Host name instead of machineId: the full DNS name (`ws-fin-042.contoso.local`) or its first label ' +
+      '(`ws-fin-042`), matched case-insensitively via GET /api/machines (needs Machine.Read.All). No match: ' +
+      'NotFound; more than one device: Ambiguous with the candidates (nothing is released).',
+    minLength: 1,
+    maxLength: 255,
+    pattern: DEVICE_NAME_PATTERN,
+    example: 'ws-fin-042.contoso.local',
   },
   comment: {
     name: 'comment',
@@ -69,10 +113,34 @@ export const REQUEST_FIELDS: Readonly<Record<keyof ReleaseRequest, FieldSpec>> =
     maxLength: 256,
     example: 'analyst@contoso.com',
   },
+  force: {
+    name: 'force',
+    type: 'boolean',
+    description:
+      'true: bypass the health gate (RELEASE_POLICY: risk score / open alerts); the outcome records ' +
+      '`forced: true`. Does not bypass the isolation-state check.',
+    minLength: 0,
+    maxLength: 0,
+    example: false,
+  },
+  devices: {
+    name: 'devices',
+    type: 'array',
+    description:
+      `Bulk release: 1-${MAX_DEVICES} items, each {"machineId": ...} or {"deviceName": ...}, sharing comment, ` +
+      'correlationId, requestedBy and force. One outcome per device (with its `index`), HTTP 207.',
+    minLength: 1,
+    maxLength: MAX_DEVICES,
+    items: ['machineId', 'deviceName'],
+    example: [{ machineId: '1e5bc9d7e413ddd7902c2932e418702b84d0cc07' }, { deviceName: 'ws-hr-017' }],
+  },
 };
 
-/** Fields that must be present (machineId may instead come from the route). */
-export const REQUIRED_FIELDS: readonly (keyof ReleaseRequest)[] = ['machineId', 'comment'];
+/** Fields that must be present (besides exactly one of {@link ONE_OF_FIELDS}). */
+export const REQUIRED_FIELDS: readonly RequestField[] = ['comment'];
+
+/** Exactly one of these identifies the device(s); machineId may instead come from the route. */
+export const ONE_OF_FIELDS: readonly RequestField[] = ['machineId', 'deviceName', 'devices'];
 
 /** Where the request came from, for defaults and route checks. */
 export interface RequestContext {
@@ -91,6 +159,7 @@ export type ParseResult =
       correlationId: string;
       machineId: string | null;
       requestedBy: string | null;
+      deviceName?: string;
     };
 
 // Keys that must never be read from caller input, whatever their casing.
@@ -100,6 +169,7 @@ const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 const CONTROL_CHARS = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u2028\u2029]/;
 const machineIdRe = new RegExp(MACHINE_ID_PATTERN);
 const correlationIdRe = new RegExp(CORRELATION_ID_PATTERN);
+const deviceNameRe = new RegExp(DEVICE_NAME_PATTERN);
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
@@ -113,12 +183,12 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function collectFields(
   body: Record<string, unknown>,
   problems: string[],
-): Map<keyof ReleaseRequest, unknown> {
-  const canonical = new Map<string, keyof ReleaseRequest>(
-    Object.keys(REQUEST_FIELDS).map((name) => [name.toLowerCase(), name as keyof ReleaseRequest]),
-  );
-  const found = new Map<keyof ReleaseRequest, unknown>();
-  const seenAs = new Map<keyof ReleaseRequest, string[]>();
+  allowed: readonly RequestField[] = Object.keys(REQUEST_FIELDS) as RequestField[],
+  prefix = '',
+): Map<RequestField, unknown> {
+  const canonical = new Map<string, RequestField>(allowed.map((name) => [name.toLowerCase(), name]));
+  const found = new Map<RequestField, unknown>();
+  const seenAs = new Map<RequestField, string[]>();
   for (const key of Object.keys(body)) {
     const lower = key.toLowerCase();
     if (FORBIDDEN_KEYS.has(lower)) continue;
@@ -128,21 +198,24 @@ function collectFields(
     found.set(name, Object.getOwnPropertyDescriptor(body, key)?.value);
   }
   for (const [name, keys] of seenAs) {
-    if (keys.length > 1) problems.push(`${name} is given more than once (${keys.join(', ')}): send it once`);
+    if (keys.length > 1) {
+      problems.push(`${prefix}${name} is given more than once (${keys.join(', ')}): send it once`);
+    }
   }
   return found;
 }
 
 function readText(
-  fields: Map<keyof ReleaseRequest, unknown>,
-  name: keyof ReleaseRequest,
+  fields: Map<RequestField, unknown>,
+  name: RequestField,
   problems: string[],
+  prefix = '',
 ): string | undefined {
   const value = fields.get(name);
   if (value === undefined || value === null) return undefined;
   const spec = REQUEST_FIELDS[name];
   if (typeof value !== 'string') {
-    problems.push(`${name} must be a string (${spec.minLength}-${spec.maxLength} characters)`);
+    problems.push(`${prefix}${name} must be a string (${spec.minLength}-${spec.maxLength} characters)`);
     return undefined;
   }
   return value;
@@ -159,9 +232,7 @@ function quote(value: string): string {
  */
 export function parseReleaseRequest(body: unknown, context: RequestContext = {}): ParseResult {
   const problems: string[] = [];
-  const fields = isPlainObject(body)
-    ? collectFields(body, problems)
-    : new Map<keyof ReleaseRequest, unknown>();
+  const fields = isPlainObject(body) ? collectFields(body, problems) : new Map<RequestField, unknown>();
   if (!isPlainObject(body)) {
     problems.push(
       'the request body must be a JSON object such as {"machineId": "<40 hex characters>", "comment": "..."}',
@@ -206,8 +277,28 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
   } else {
     machineId = routeId ?? bodyId ?? null;
   }
-  if (machineId === null && problems.length === problemsBeforeMachineId) {
+  const deviceName = readDeviceName(fields, problems);
+  const devices = readDevices(fields, problems);
+  const given = [
+    machineId !== null || rawMachineId !== undefined || routeId !== undefined ? 'machineId' : undefined,
+    deviceName !== undefined || fields.get('deviceName') != null ? 'deviceName' : undefined,
+    devices !== undefined || fields.get('devices') != null ? 'devices' : undefined,
+  ].filter((name): name is string => name !== undefined);
+  if (given.length > 1) {
+    problems.push(
+      `give exactly one of machineId, deviceName or devices (got ${given.join(' and ')}${
+        routeId !== undefined ? ', machineId from the URL' : ''
+      })`,
+    );
+  } else if (given.length === 0 && problems.length === problemsBeforeMachineId) {
+    // Wording kept from the single-device contract; deviceName and devices are documented in the schema.
     problems.push('machineId is required (the MDE device id, 40 hexadecimal characters)');
+  }
+  let force: boolean | undefined;
+  const rawForce = fields.get('force');
+  if (rawForce !== undefined && rawForce !== null) {
+    if (typeof rawForce === 'boolean') force = rawForce;
+    else problems.push('force must be true or false (a JSON boolean, not a string)');
   }
 
   let comment: string | undefined;
@@ -235,8 +326,83 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
     } else requestedBy = trimmed;
   }
 
-  if (problems.length > 0 || machineId === null || comment === undefined) {
-    return { ok: false, problems, correlationId, machineId, requestedBy };
+  if (problems.length > 0 || comment === undefined) {
+    return {
+      ok: false,
+      problems,
+      correlationId,
+      machineId,
+      requestedBy,
+      ...(deviceName !== undefined ? { deviceName } : {}),
+    };
   }
-  return { ok: true, request: { machineId, comment, correlationId, requestedBy } };
+  const request: ReleaseRequest = { machineId, comment, correlationId, requestedBy };
+  if (deviceName !== undefined) request.deviceName = deviceName;
+  if (devices !== undefined) request.devices = devices;
+  if (force !== undefined) request.force = force;
+  return { ok: true, request };
+}
+
+function readDeviceName(
+  fields: Map<RequestField, unknown>,
+  problems: string[],
+  prefix = '',
+): string | undefined {
+  const raw = readText(fields, 'deviceName', problems, prefix);
+  if (raw === undefined) return undefined;
+  const trimmed = raw.trim();
+  if (!deviceNameRe.test(trimmed)) {
+    problems.push(
+      `${prefix}deviceName must be a host name of 1-255 printable characters without spaces, got ${quote(raw)}`,
+    );
+    return undefined;
+  }
+  return trimmed;
+}
+
+/** Reads `devices`: 1-{@link MAX_DEVICES} objects with exactly one of machineId / deviceName, no repeats. */
+function readDevices(fields: Map<RequestField, unknown>, problems: string[]): DeviceTarget[] | undefined {
+  const raw = fields.get('devices');
+  if (raw === undefined || raw === null) return undefined;
+  if (!Array.isArray(raw) || raw.length < 1 || raw.length > MAX_DEVICES) {
+    problems.push(
+      `devices must be a list of 1-${MAX_DEVICES} items such as {"machineId": "..."} or {"deviceName": "..."}` +
+        (Array.isArray(raw) ? ` (got ${raw.length})` : ''),
+    );
+    return undefined;
+  }
+  const targets: DeviceTarget[] = [];
+  const seen = new Map<string, number>();
+  const before = problems.length;
+  raw.forEach((item: unknown, index) => {
+    const prefix = `devices[${index}].`;
+    if (!isPlainObject(item)) {
+      problems.push(`devices[${index}] must be an object {"machineId": "..."} or {"deviceName": "..."}`);
+      return;
+    }
+    const itemFields = collectFields(item, problems, ['machineId', 'deviceName'], prefix);
+    const rawId = readText(itemFields, 'machineId', problems, prefix);
+    const name = readDeviceName(itemFields, problems, prefix);
+    let target: DeviceTarget | undefined;
+    if (rawId !== undefined && itemFields.get('deviceName') != null) {
+      problems.push(`devices[${index}] must have exactly one of machineId and deviceName`);
+    } else if (rawId !== undefined) {
+      const trimmed = rawId.trim();
+      if (machineIdRe.test(trimmed)) target = { machineId: trimmed.toLowerCase() };
+      else problems.push(`${prefix}machineId must be 40 hexadecimal characters, got ${quote(rawId)}`);
+    } else if (name !== undefined) {
+      target = { deviceName: name };
+    } else if (itemFields.get('deviceName') == null) {
+      problems.push(`devices[${index}] needs a machineId or a deviceName`);
+    }
+    if (!target) return;
+    // A device listed twice would be released twice (the second answers AlreadyInProgress): refuse.
+    const key = target.machineId ?? `name:${target.deviceName.toLowerCase()}`;
+    const first = seen.get(key);
+    if (first !== undefined)
+      problems.push(`devices[${index}] repeats devices[${first}]: list each device once`);
+    else seen.set(key, index);
+    targets.push(target);
+  });
+  return problems.length === before ? targets : undefined;
 }
