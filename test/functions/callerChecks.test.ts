@@ -1,0 +1,223 @@
+/**
+ * Caller checks in the registered HTTP handlers (docs/security.md): signed webhooks, Entra ID app roles via
+ * App Service Authentication, the authenticated caller in `requestedBy`, and failing closed.
+ */
+import {
+  buildDependencies,
+  setDependencies,
+  type AppDependencies,
+  type CallerChecks,
+} from '../../src/composition';
+import { loadConfig } from '../../src/config';
+import { UnisolateError } from '../../src/core/errors';
+import { computeSignature, SignatureVerifier } from '../../src/core/signature';
+import { FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { invokeHttp, loadApp } from '../support/functionsHost';
+
+const SECRET = 'caller-checks-webhook-secret-0123456789abcdef';
+const APP_ID = '4a1b2c3d-0000-4000-8000-123456789abc';
+
+function principal(claims: Record<string, string>): string {
+  const list = Object.entries(claims).map(([typ, val]) => ({ typ, val }));
+  return Buffer.from(JSON.stringify({ auth_typ: 'aad', claims: list })).toString('base64');
+}
+
+function install(callers: Partial<CallerChecks>) {
+  const defender = new FakeDefender();
+  const { deps, telemetry, clock } = fakeDeps(defender);
+  const app: AppDependencies = {
+    release: deps,
+    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    maxDeliveryCount: 10,
+    telemetry,
+    callers: {
+      policy: { platformAuthEnabled: false, allowedRoles: [] },
+      signatures: new SignatureVerifier({ now: clock.now }),
+      ...callers,
+    },
+  };
+  setDependencies(app);
+  return { defender, clock };
+}
+
+const body = (extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ comment: 'Clean and validated', correlationId: 'INC1', ...extra });
+
+function signed(raw: string, nowMs: number, secret = SECRET): Record<string, string> {
+  const ts = String(Math.floor(nowMs / 1000));
+  return {
+    'content-type': 'application/json',
+    'x-unisolate-timestamp': ts,
+    'x-unisolate-signature': computeSignature(secret, ts, raw),
+  };
+}
+
+const release = (headers: Record<string, string>, raw: string) =>
+  invokeHttp('unisolateMachine', { params: { machineId: MACHINE_ID }, headers, body: raw });
+
+beforeAll(() => loadApp());
+afterEach(() => setDependencies());
+
+describe('signed webhooks', () => {
+  const webhookSecret = { keys: async () => [SECRET] };
+
+  it('accept a correctly signed request and release the device', async () => {
+    const { defender, clock } = install({ webhookSecret });
+    const raw = body();
+    const result = await release(signed(raw, clock.now()), raw);
+    expect(result).toMatchObject({ status: 201, body: { status: 'Accepted' } });
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('refuse an unsigned request with 401 Unauthorized SignatureInvalid, one outcome, no Defender call', async () => {
+    const { defender } = install({ webhookSecret });
+    const result = await release({ 'content-type': 'application/json' }, body());
+    expect(result.status).toBe(401);
+    expect(result.body).toMatchObject({
+      status: 'Unauthorized',
+      machineId: MACHINE_ID,
+      error: { code: 'SignatureInvalid', message: expect.stringMatching(/X-Unisolate-Signature/) },
+    });
+    expect(result.messages).toEqual([result.body]);
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+
+  it('check the signature before the content type or JSON (an unsigned bad body is 401, not 415/400)', async () => {
+    install({ webhookSecret });
+    expect((await release({ 'content-type': 'text/plain' }, '{')).status).toBe(401);
+  });
+
+  it('answer 503 with Retry-After and call nothing when the signing secret cannot be read', async () => {
+    const { defender } = install({
+      webhookSecret: {
+        keys: () =>
+          Promise.reject(new UnisolateError('SecretUnavailable', 'Key Vault is unreachable. Retry later.')),
+      },
+    });
+    const raw = body();
+    const result = await release(signed(raw, Date.now()), raw);
+    expect(result.status).toBe(503);
+    expect(result.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(result.body).toMatchObject({ status: 'Failed', error: { code: 'SecretUnavailable' } });
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+});
+
+describe('Entra ID callers (App Service Authentication)', () => {
+  const enforcing = { platformAuthEnabled: true, allowedRoles: ['Unisolate.Invoke'] };
+
+  it('allow a caller with the role and record who it is in requestedBy', async () => {
+    const { defender } = install({ policy: enforcing });
+    const result = await release(
+      {
+        'content-type': 'application/json',
+        'x-ms-client-principal': principal({
+          upn: 'analyst@contoso.com',
+          azp: APP_ID,
+          roles: 'Unisolate.Invoke',
+        }),
+      },
+      body({ requestedBy: 'ticket owner' }),
+    );
+    expect(result.status).toBe(201);
+    expect(result.body).toMatchObject({
+      requestedBy: `analyst@contoso.com (via app ${APP_ID}) for "ticket owner"`,
+    });
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('refuse a caller without the role with 403 CallerNotAllowed, still recording who tried', async () => {
+    const { defender } = install({ policy: enforcing });
+    const result = await release(
+      {
+        'content-type': 'application/json',
+        'x-ms-client-principal': principal({ appid: APP_ID, roles: 'Reader' }),
+      },
+      body(),
+    );
+    expect(result.status).toBe(403);
+    expect(result.body).toMatchObject({
+      status: 'Unauthorized',
+      requestedBy: `app ${APP_ID}`,
+      error: { code: 'CallerNotAllowed' },
+    });
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+
+  it.each([[undefined], ['%%%'], [Buffer.from('{"claims":').toString('base64')]])(
+    'refuse a missing or malformed principal (%p) with 401 CallerUnauthenticated',
+    async (header) => {
+      const { defender } = install({ policy: enforcing });
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (header !== undefined) headers['x-ms-client-principal'] = header;
+      const result = await release(headers, body());
+      expect([result.status, (result.body as { error: { code: string } }).error.code]).toEqual([
+        401,
+        'CallerUnauthenticated',
+      ]);
+      expect(defender.unisolateCalls).toHaveLength(0);
+    },
+  );
+
+  it('ignore a forged principal when App Service Authentication is off (requestedBy stays self-declared)', async () => {
+    install({ policy: { platformAuthEnabled: false, allowedRoles: [] } });
+    const result = await release(
+      {
+        'content-type': 'application/json',
+        'x-ms-client-principal': principal({ upn: 'ceo@contoso.com', roles: 'Unisolate.Invoke' }),
+      },
+      body({ requestedBy: 'analyst@contoso.com' }),
+    );
+    expect(result.body).toMatchObject({ status: 'Accepted', requestedBy: 'analyst@contoso.com' });
+  });
+
+  it('fail closed (503 ConfigurationError) when roles are required but App Service Authentication is off', async () => {
+    const { defender } = install({
+      policy: { platformAuthEnabled: false, allowedRoles: ['Unisolate.Invoke'] },
+    });
+    const result = await release(
+      {
+        'content-type': 'application/json',
+        'x-ms-client-principal': principal({ upn: 'a@contoso.com', roles: 'Unisolate.Invoke' }),
+      },
+      body(),
+    );
+    expect(result).toMatchObject({ status: 503, body: { error: { code: 'ConfigurationError' } } });
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+});
+
+describe('settings', () => {
+  it('read WEBHOOK_SIGNING_SECRET_NAME, ALLOWED_CALLER_ROLES and WEBSITE_AUTH_ENABLED', () => {
+    const config = loadConfig({
+      KEY_VAULT_URL: 'https://kv.example/',
+      WEBHOOK_SIGNING_SECRET_NAME: 'unisolate-webhook',
+      ALLOWED_CALLER_ROLES: 'Unisolate.Invoke, Unisolate.Admin',
+      WEBSITE_AUTH_ENABLED: 'True',
+    });
+    expect(config.callers).toEqual({
+      webhookSigningSecretName: 'unisolate-webhook',
+      allowedRoles: ['Unisolate.Invoke', 'Unisolate.Admin'],
+      platformAuthEnabled: true,
+    });
+    expect(loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }).callers).toEqual({
+      webhookSigningSecretName: undefined,
+      allowedRoles: [],
+      platformAuthEnabled: false,
+    });
+  });
+
+  it('reject a WEBHOOK_SIGNING_SECRET_NAME that is not a Key Vault secret name', () => {
+    expect(() =>
+      loadConfig({ KEY_VAULT_URL: 'https://kv.example/', WEBHOOK_SIGNING_SECRET_NAME: 'a/b' }),
+    ).toThrow(/WEBHOOK_SIGNING_SECRET_NAME/);
+  });
+
+  it('build the webhook secret reader only when a secret name is set', () => {
+    const base = { KEY_VAULT_URL: 'https://kv.example/', IDENTITY_ENDPOINT: 'http://127.0.0.1:1/msi' };
+    expect(buildDependencies(base).callers?.webhookSecret).toBeUndefined();
+    expect(
+      buildDependencies({ ...base, WEBHOOK_SIGNING_SECRET_NAME: 'hook' }).callers?.webhookSecret,
+    ).toBeDefined();
+  });
+});
