@@ -13,10 +13,14 @@ import type { Outcome } from '../core/outcome';
 import { safetyOptions } from '../config';
 import { responseQueue } from './responseQueue';
 
-/** A message body may arrive as an object, a JSON string, or bytes. */
+/**
+ * A message body may arrive as an object, a JSON string, or bytes (Buffer, Uint8Array, ArrayBuffer). Anything
+ * else (number, boolean, null, array) is passed on and reported Invalid: never thrown, so never redelivered.
+ */
 export function decodeMessage(message: unknown): { body: unknown } | { error: UnisolateError } {
   let text: string | undefined;
   if (Buffer.isBuffer(message) || message instanceof Uint8Array) text = Buffer.from(message).toString('utf8');
+  else if (message instanceof ArrayBuffer) text = Buffer.from(message).toString('utf8');
   else if (typeof message === 'string') text = message;
   if (text === undefined) return { body: message };
   if (Buffer.byteLength(text) > 256 * 1024) {

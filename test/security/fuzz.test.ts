@@ -441,6 +441,7 @@ describe('Service Bus trigger under hostile input', () => {
     { weight: 2, arbitrary: requestObject.map((o) => JSON.stringify(o)) },
     { weight: 2, arbitrary: requestObject.map((o) => Buffer.from(JSON.stringify(o))) },
     { weight: 1, arbitrary: requestObject.map((o) => new Uint8Array(Buffer.from(JSON.stringify(o)))) },
+    { weight: 1, arbitrary: requestObject.map((o) => new TextEncoder().encode(JSON.stringify(o)).buffer) },
     { weight: 1, arbitrary: fc.anything({ maxDepth: 2 }) },
     { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 100 }) },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 100 }).map((a) => Buffer.from(a)) },
@@ -460,6 +461,7 @@ describe('Service Bus trigger under hostile input', () => {
 
   function decodePayload(message: unknown): unknown {
     if (message instanceof Uint8Array) return decodes(Buffer.from(message).toString('utf8'));
+    if (message instanceof ArrayBuffer) return decodes(Buffer.from(message).toString('utf8'));
     if (typeof message === 'string') return decodes(message);
     return { ok: true, value: message };
   }
@@ -485,6 +487,42 @@ describe('Service Bus trigger under hostile input', () => {
       }),
       { numRuns: NUM_RUNS * 2 },
     );
+  });
+
+  it.each<[string, unknown]>([
+    ['an object', { machineId: MACHINE_ID, comment: 'ok' }],
+    ['a JSON string', JSON.stringify({ machineId: MACHINE_ID, comment: 'ok' })],
+    ['a Buffer', Buffer.from(JSON.stringify({ machineId: MACHINE_ID, comment: 'ok' }))],
+    ['a Uint8Array', new TextEncoder().encode(JSON.stringify({ machineId: MACHINE_ID, comment: 'ok' }))],
+    [
+      'an ArrayBuffer',
+      new TextEncoder().encode(JSON.stringify({ machineId: MACHINE_ID, comment: 'ok' })).buffer,
+    ],
+  ])('accept a valid request as %s', async (_kind, message) => {
+    const { calls } = install();
+    const result = await invokeServiceBus('unisolateServiceBus', message);
+    expect(result.messages).toEqual([expect.objectContaining({ status: 'Accepted', machineId: MACHINE_ID })]);
+    expect(calls.length).toBeGreaterThan(0);
+  });
+
+  it.each<[string, unknown]>([
+    ['a number', 42],
+    ['NaN', NaN],
+    ['a boolean', true],
+    ['null', null],
+    ['undefined', undefined],
+    ['an array', [{ machineId: MACHINE_ID, comment: 'ok' }]],
+    ['an empty string', ''],
+    ['an empty Buffer', Buffer.alloc(0)],
+    ['invalid UTF-8 bytes', Buffer.from([0xff, 0xfe, 0x7b])],
+    ['a JSON string of a string', JSON.stringify(JSON.stringify({ machineId: MACHINE_ID, comment: 'ok' }))],
+    ['deeply nested JSON', '['.repeat(100_000)],
+  ])('report %s as Invalid and complete (no throw, no Defender call)', async (_kind, message) => {
+    const { calls } = install();
+    const result = await invokeServiceBus('unisolateServiceBus', message);
+    expect(result.error).toBeUndefined();
+    expect(result.messages).toEqual([expect.objectContaining({ status: 'Invalid' })]);
+    expect(calls).toEqual([]);
   });
 
   it('complete a poison message with an Invalid outcome on every delivery (no redelivery loop)', async () => {
