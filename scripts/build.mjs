@@ -1,6 +1,11 @@
-// Bundles the app (src/index.ts) into dist/index.js with esbuild: one minified file plus a source map,
-// which is what `package.json` `main` loads and what gets deployed. Prints the bundle size.
+// Bundles the app into dist/index.js with esbuild: one minified file plus a source map, which is what
+// `package.json` `main` loads and what gets deployed. Prints the bundle size.
 // `--if-available` (used by `prepare`) skips quietly when esbuild is absent (production-only installs).
+//
+// The entry is src/index.ts (app setup + every function file). The bundle also exports the composition root
+// (`buildDependencies`, `getDependencies`, `setDependencies`): the Functions host ignores a v4 app's exports,
+// and this lets the benchmarks (`npm run bench`) and the sandbox drive the deployed file itself with a scaled
+// clock or a different rate budget instead of a rebuilt copy.
 import { statSync } from 'node:fs';
 
 const optional = process.argv.includes('--if-available');
@@ -13,7 +18,15 @@ try {
 }
 
 await esbuild.build({
-  entryPoints: ['src/index.ts'],
+  stdin: {
+    contents: [
+      "import './src/index';",
+      "export { buildDependencies, getDependencies, setDependencies } from './src/composition';",
+    ].join('\n'),
+    resolveDir: process.cwd(),
+    sourcefile: 'deploy-entry.ts',
+    loader: 'ts',
+  },
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -27,5 +40,8 @@ await esbuild.build({
   // (its OpenTelemetry internals resolve modules dynamically, so it stays in node_modules).
   external: ['@azure/functions-core', 'applicationinsights'],
 });
-const kib = (statSync('dist/index.js').size / 1024).toFixed(0);
-console.log(`dist/index.js: ${kib} KiB`);
+const bytes = statSync('dist/index.js').size;
+const mapBytes = statSync('dist/index.js.map').size;
+console.log(
+  `dist/index.js: ${(bytes / 1024).toFixed(0)} KiB (source map ${(mapBytes / 1024).toFixed(0)} KiB)`,
+);

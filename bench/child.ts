@@ -1,0 +1,234 @@
+/**
+ * A benchmark child process: a fresh `node` running the deployed bundle (`dist/index.js`) under the worker
+ * stand-in of `./host`, driven by the harness over IPC. Modes (argv[2]):
+ *
+ * - `cold-app` / `cold-baseline`: load the app, answer one request, report, then flush telemetry and exit.
+ * - `warm`: answer blocks of releases (through the handler, or bare axios POSTs) on command; report counters.
+ * - `drain`: run queued releases through the Service Bus handler on a scaled clock, with N in flight.
+ *
+ * Settings come from the environment the harness sets (simulator URLs, `CHECK_ISOLATION_STATE`, ...).
+ */
+import '../test/support/loopbackOnly';
+import https from 'node:https';
+import path from 'node:path';
+import axios from 'axios';
+import { httpInput, invoke, loadApp, type InvocationResult } from './host';
+import type { Command } from './protocol';
+
+/** The parts of the deployed bundle's exports (the composition root) the benchmark uses. */
+interface Clock {
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+}
+interface Deps {
+  release: { limiter: object; [key: string]: unknown };
+  telemetry: { flush(): Promise<void>; ready?: () => Promise<boolean> };
+  credentials?: { stats: { secretReads: number; tokenRequests: number }; getToken(): Promise<string> };
+  defenderClient?: { calls: number };
+}
+interface DeployedBundle {
+  buildDependencies(env: NodeJS.ProcessEnv, clock?: Clock): Deps;
+  getDependencies(): Deps;
+  setDependencies(deps?: Deps): void;
+}
+
+const BUNDLE = path.resolve(process.env.BENCH_APP ?? 'dist/index.js');
+const HTTP_URL = 'http://localhost:7071/api/machines/{machineId}/unisolate';
+
+function send(message: unknown): void {
+  process.send?.(message);
+}
+
+function releaseBody(id: string): { comment: string; correlationId: string } {
+  return {
+    comment: 'Released by the benchmark: clean and validated',
+    correlationId: `bench-${id.slice(0, 12)}`,
+  };
+}
+
+async function releaseViaHandler(id: string): Promise<InvocationResult> {
+  return invoke(
+    'unisolateMachine',
+    httpInput(HTTP_URL.replace('{machineId}', id), { machineId: id }, releaseBody(id)),
+  );
+}
+
+function statusOf(result: InvocationResult): string {
+  const body = result.http?.body as { status?: string } | undefined;
+  return body?.status ?? `HTTP ${result.http?.status ?? '?'}`;
+}
+
+async function cold(baseline: boolean): Promise<void> {
+  if (baseline) {
+    await loadApp(path.resolve(__dirname, 'baselineApp.js'));
+    const loadedMs = performance.now();
+    const result = await invoke('ping', httpInput('http://localhost:7071/api/ping', {}, { hello: 'world' }));
+    send({ type: 'outcome', inProcessMs: performance.now(), loadedMs, status: String(result.http?.status) });
+    return;
+  }
+  await loadApp(BUNDLE);
+  const loadedMs = performance.now();
+  const id = process.env.BENCH_MACHINE_ID ?? '';
+  const result = await releaseViaHandler(id);
+  const inProcessMs = performance.now();
+  send({ type: 'outcome', inProcessMs, loadedMs, status: statusOf(result), body: result.http?.body });
+  // Telemetry: the SDK loads after the first request; flush so the harness can count what arrived.
+  const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
+  const deps = bundle.getDependencies();
+  await deps.telemetry.flush();
+  send({ type: 'flushed', atMs: performance.now() });
+}
+
+async function warm(): Promise<void> {
+  await loadApp(BUNDLE);
+  const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
+  const deps = bundle.getDependencies();
+  // Figure 1 must not be rate limited: the real RateLimiter class, with a budget no run can reach.
+  const Limiter = deps.release.limiter.constructor as new (
+    windows: Array<{ limit: number; windowMs: number }>,
+    now: () => number,
+  ) => object;
+  deps.release.limiter = new Limiter(
+    [
+      { limit: 1e9, windowMs: 60_000 },
+      { limit: 1e9, windowMs: 3_600_000 },
+    ],
+    () => Date.now(),
+  );
+  const bare = axios.create({
+    baseURL: process.env.MDE_API_BASE_URL,
+    httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 50 }),
+    validateStatus: () => true,
+    proxy: false,
+  });
+  let outcomes = 0;
+  const unexpected: string[] = [];
+
+  process.on('message', (raw) => {
+    const command = raw as Command;
+    void (async () => {
+      if (command.cmd === 'app') {
+        const times: number[] = [];
+        for (const id of command.ids) {
+          const started = performance.now();
+          const result = await releaseViaHandler(id);
+          times.push(performance.now() - started);
+          outcomes += 1;
+          const status = statusOf(result);
+          if (status !== 'Accepted' && unexpected.length < 5) unexpected.push(status);
+        }
+        send({ type: 'times', times, unexpected });
+      } else if (command.cmd === 'bare') {
+        const token = await deps.credentials!.getToken();
+        const times: number[] = [];
+        for (const id of command.ids) {
+          const started = performance.now();
+          const response = await bare.post(
+            `/api/machines/${id}/unisolate`,
+            { Comment: releaseBody(id).comment },
+            { headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' } },
+          );
+          times.push(performance.now() - started);
+          if (response.status !== 201 && unexpected.length < 5)
+            unexpected.push(`bare HTTP ${response.status}`);
+        }
+        send({ type: 'times', times, unexpected });
+      } else if (command.cmd === 'stats') {
+        const ready = deps.telemetry.ready ? await deps.telemetry.ready() : false;
+        send({ type: 'stats', telemetryReady: ready, rssBytes: process.memoryUsage().rss });
+      } else if (command.cmd === 'finish') {
+        await deps.telemetry.flush();
+        send({
+          type: 'finished',
+          outcomes,
+          maxRssBytes: process.resourceUsage().maxRSS * 1024,
+          credentialStats: deps.credentials?.stats,
+        });
+      }
+    })();
+  });
+  // The harness disconnects when it is done with this process.
+  process.on('disconnect', () => process.exit(0));
+  send({ type: 'ready' });
+}
+
+async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void> {
+  const { scale, t0 } = command;
+  // The simulator runs on the same scaled clock: simulated time = t0 + (wall - t0) * scale.
+  const clock: Clock = {
+    now: () => t0 + (Date.now() - t0) * scale,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms / scale)),
+  };
+  await loadApp(BUNDLE);
+  const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
+  const deps = bundle.buildDependencies(process.env, clock);
+  bundle.setDependencies(deps);
+  // A warm instance: secrets and token already cached (no Defender call). On a cold instance the first
+  // in-flight calls reserve their rate-limit slots, then wait for Key Vault + token, and reach MDE later
+  // than the limiter recorded them — see the report of issue 8.
+  if (process.env.BENCH_DRAIN_COLD !== '1') await deps.credentials?.getToken();
+
+  type Message = { id: string; messageId: string; deliveryCount: number };
+  const queue: Message[] = command.ids.map((id, i) => ({ id, messageId: `msg-${i}`, deliveryCount: 1 }));
+  const outcomes = new Map<string, string[]>();
+  let redeliveries = 0;
+  const deadline = Date.now() + command.timeoutMs;
+  const started = clock.now();
+
+  const worker = async (): Promise<void> => {
+    while (queue.length > 0 && Date.now() < deadline) {
+      const message = queue.shift()!;
+      const result = await invoke(
+        'unisolateServiceBus',
+        { json: JSON.stringify({ machineId: message.id, ...releaseBody(message.id) }) },
+        { deliveryCount: { int: message.deliveryCount }, messageId: { string: message.messageId } },
+      );
+      if (result.error) {
+        // Service Bus redelivers an abandoned message (deliveryCount + 1).
+        redeliveries += 1;
+        queue.push({ ...message, deliveryCount: message.deliveryCount + 1 });
+        continue;
+      }
+      const outcome = Object.values(result.outputs)[0] as { status?: string } | undefined;
+      const list = outcomes.get(message.messageId) ?? [];
+      list.push(outcome?.status ?? 'none');
+      outcomes.set(message.messageId, list);
+    }
+  };
+  await Promise.all(Array.from({ length: command.concurrency }, () => worker()));
+  const statuses: Record<string, number> = {};
+  let multiple = 0;
+  for (const list of outcomes.values()) {
+    if (list.length > 1) multiple += 1;
+    for (const s of list) statuses[s] = (statuses[s] ?? 0) + 1;
+  }
+  send({
+    type: 'drained',
+    messages: command.ids.length,
+    withOutcome: outcomes.size,
+    multiple,
+    statuses,
+    redeliveries,
+    simulatedMs: clock.now() - started,
+    appCalls: deps.defenderClient?.calls ?? 0,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+  });
+}
+
+const mode = process.argv[2];
+const fail = (error: unknown): void => {
+  send({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+  process.exitCode = 1;
+};
+if (mode === 'cold-app' || mode === 'cold-baseline') {
+  cold(mode === 'cold-baseline').then(() => process.exit(0), fail);
+} else if (mode === 'warm') {
+  warm().catch(fail);
+} else if (mode === 'drain') {
+  process.once('message', (command) => {
+    drain(command as Extract<Command, { cmd: 'drain' }>).then(() => process.exit(0), fail);
+  });
+  send({ type: 'ready' });
+} else {
+  fail(new Error(`unknown mode ${mode ?? '(none)'}`));
+}

@@ -1,0 +1,459 @@
+/**
+ * The benchmark suite behind `npm run bench` (issue 8). It starts the local simulators in this process and
+ * measures the deployed bundle (`dist/index.js`) in fresh child processes (`./child`), printing a table of
+ * five figures with their targets and writing `bench/results.json`. Comparisons are measured side by side in
+ * the same run (interleaved), because the machine is shared and noisy. Everything listens on 127.0.0.1;
+ * every loop is bounded in count and time.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import {
+  connectionString,
+  startDefender,
+  startEntra,
+  startIngestion,
+  startKeyVault,
+  startManagedIdentity,
+  type DefenderSimulator,
+} from '../test/support/simulators';
+import { machineId, type Command } from './protocol';
+
+const ROOT = process.cwd();
+const CHILD = path.join(__dirname, 'child.js');
+const BUNDLE = path.join(ROOT, 'dist', 'index.js');
+const TENANT = '11111111-1111-1111-1111-111111111111';
+const CLIENT_ID = '22222222-2222-2222-2222-222222222222';
+const CLIENT_SECRET = 'bench-client-secret-value';
+
+/** Run sizes; `BENCH_QUICK=1` shrinks them for a smoke run. */
+const QUICK = process.env.BENCH_QUICK === '1';
+const SIZE = {
+  coldRuns: QUICK ? 3 : 7,
+  warmRounds: QUICK ? 2 : 10,
+  warmPerRound: QUICK ? 50 : 200,
+  warmup: QUICK ? 50 : 200,
+  drainRuns: QUICK ? 1 : 3,
+  drainMessages: QUICK ? 300 : 1000,
+  drainConcurrency: 16,
+  drainScale: 30,
+};
+
+/** `BENCH_ONLY=cold,warm,drain` runs a subset (for working on one figure). */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'cold,warm,drain').split(','));
+
+/** One figure of the table. */
+interface Figure {
+  figure: string;
+  measured: string;
+  target: string;
+  pass: boolean;
+  notes?: string;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+const round = (n: number, digits = 2): number => Number(n.toFixed(digits));
+
+/** Waits for the next IPC message of `type` from `child`, failing after `timeoutMs`. */
+function nextMessage<T>(child: ChildProcess, type: string, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`child did not send "${type}" within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onMessage = (raw: unknown): void => {
+      const message = raw as { type?: string; message?: string };
+      if (message.type === 'error') {
+        cleanup();
+        reject(new Error(`child failed: ${message.message ?? ''}`));
+      } else if (message.type === type) {
+        cleanup();
+        resolve(message as T);
+      }
+    };
+    const onExit = (code: number | null): void => {
+      cleanup();
+      reject(new Error(`child exited (code ${code ?? 'null'}) before sending "${type}"`));
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+function startChild(mode: string, env: NodeJS.ProcessEnv): ChildProcess {
+  const execArgv = process.env.BENCH_CHILD_EXEC_ARGV?.split(' ').filter(Boolean) ?? [];
+  return fork(CHILD, [mode], { env, execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+}
+
+/** Lets a child exit by itself (it exits after its last report), killing it after `graceMs`. */
+function stop(child: ChildProcess, graceMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const term = setTimeout(() => child.kill(), graceMs);
+    const kill = setTimeout(() => child.kill('SIGKILL'), graceMs + 5000);
+    child.once('exit', () => {
+      clearTimeout(term);
+      clearTimeout(kill);
+      resolve();
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const bundleBytes = statSync(BUNDLE).size;
+  const mi = await startManagedIdentity();
+  const entra = await startEntra({ tenantId: TENANT, clients: { [CLIENT_ID]: CLIENT_SECRET } });
+  const keyVault = await startKeyVault({
+    secrets: { 'mde-tenant-id': TENANT, 'mde-client-id': CLIENT_ID, 'mde-client-secret': CLIENT_SECRET },
+  });
+  const ingestion = await startIngestion();
+  const coldIds = Array.from({ length: SIZE.coldRuns }, (_, i) => machineId(`cold-${i}`));
+  const warmIds = Array.from({ length: 2 * (SIZE.warmup + SIZE.warmRounds * SIZE.warmPerRound) }, (_, i) =>
+    machineId(`warm-${i}`),
+  );
+  // Figure 1's simulator does not rate limit; every release targets a distinct isolated device, so each is
+  // exactly one POST answered 201 (no ActiveRequestAlreadyExists look-up).
+  const defender = await startDefender({
+    limits: false,
+    machines: [...coldIds, ...warmIds].map((id) => ({
+      id,
+      computerDnsName: `${id.slice(0, 8)}.bench.local`,
+      // Cold runs use the default settings, where the app first checks that the device is isolated.
+      isolated: coldIds.includes(id),
+    })),
+  });
+  const sims: Array<{ close(): Promise<void> }> = [mi, entra, keyVault, ingestion, defender];
+
+  const baseEnv: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    NODE_EXTRA_CA_CERTS: path.join(ROOT, 'test', 'support', 'certs', 'ca.pem'),
+    BENCH_APP: BUNDLE,
+    ...mi.env,
+    KEY_VAULT_URL: keyVault.url,
+    MDE_API_BASE_URL: defender.url,
+    MDE_AUTHORITY_HOST: entra.url,
+    // BENCH_NO_TELEMETRY=1: run the app without Application Insights (to see what telemetry costs).
+    APPLICATIONINSIGHTS_CONNECTION_STRING:
+      process.env.BENCH_NO_TELEMETRY === '1' ? undefined : connectionString(ingestion),
+    APPLICATIONINSIGHTS_STATSBEAT_DISABLED: 'true',
+    APPLICATIONINSIGHTS_SDKSTATS_DISABLED: 'true',
+    WEBSITE_SITE_NAME: 'mde-unisolate-bench',
+    REQUEST_QUEUE_NAME: 'unisolate-requests',
+    RESPONSE_QUEUE_NAME: 'unisolate-responses',
+  };
+  const figures: Figure[] = [];
+  const results: Record<string, unknown> = {
+    machine: { node: process.version, cpus: (await import('node:os')).cpus().length },
+    bundle: { file: 'dist/index.js', bytes: bundleBytes },
+    sizes: SIZE,
+  };
+
+  try {
+    // ---- 2. Cold start (first, while the machine is quiet) ----------------------------------------------
+    if (ONLY.has('cold')) await coldStart();
+    async function coldStart(): Promise<void> {
+      const coldApp: number[] = [];
+      const coldBase: number[] = [];
+      const coldInProcess: number[] = [];
+      const coldLoaded: number[] = [];
+      const baseLoaded: number[] = [];
+      let coldEventsMissing = 0;
+      for (let i = 0; i < SIZE.coldRuns; i += 1) {
+        for (const which of i % 2 === 0 ? ['app', 'baseline'] : ['baseline', 'app']) {
+          const eventsBefore = ingestion.events('UnisolateOutcome').length;
+          const started = performance.now();
+          const child = startChild(which === 'app' ? 'cold-app' : 'cold-baseline', {
+            ...baseEnv,
+            BENCH_MACHINE_ID: coldIds[i],
+          });
+          const outcome = await nextMessage<{
+            inProcessMs: number;
+            loadedMs: number;
+            status: string;
+            body?: unknown;
+          }>(child, 'outcome', 20_000);
+          const elapsed = performance.now() - started;
+          if (process.env.BENCH_TRACE === '1' && which === 'app') {
+            const wall = Date.now() - elapsed;
+            const trace = [mi, keyVault, entra, defender, ingestion]
+              .flatMap((sim, k) => sim.requests.map((r) => ({ k, r })))
+              .filter(({ r }) => r.at >= wall)
+              .sort((a, b) => a.r.at - b.r.at)
+              .map(
+                ({ k, r }) =>
+                  `${(r.at - wall).toFixed(0)}ms ${['mi', 'kv', 'entra', 'mde', 'ai'][k]} ${r.method} ${r.path.slice(0, 60)}`,
+              );
+            console.log(
+              `cold run: loaded ${outcome.loadedMs.toFixed(0)} ms, outcome ${outcome.inProcessMs.toFixed(0)} ms\n  ${trace.join('\n  ')}`,
+            );
+          }
+          if (which === 'app') {
+            if (outcome.status !== 'Accepted')
+              throw new Error(
+                `cold release answered ${JSON.stringify(outcome.body)}; Defender saw ${defender.requests.map((r) => `${r.method} ${r.path}`).join(', ')}`,
+              );
+            coldApp.push(elapsed);
+            coldInProcess.push(outcome.inProcessMs);
+            coldLoaded.push(outcome.loadedMs);
+            await nextMessage(child, 'flushed', 20_000);
+            if (ingestion.events('UnisolateOutcome').length - eventsBefore !== 1) coldEventsMissing += 1;
+          } else {
+            coldBase.push(elapsed);
+            baseLoaded.push(outcome.loadedMs);
+          }
+          await stop(child);
+        }
+      }
+      const coldRatio = median(coldApp) / median(coldBase);
+      results.coldStart = {
+        appMs: coldApp.map((v) => round(v, 1)),
+        baselineMs: coldBase.map((v) => round(v, 1)),
+        appInProcessMs: coldInProcess.map((v) => round(v, 1)),
+        appLoadedMs: coldLoaded.map((v) => round(v, 1)),
+        baselineLoadedMs: baseLoaded.map((v) => round(v, 1)),
+        medianAppMs: round(median(coldApp), 1),
+        medianBaselineMs: round(median(coldBase), 1),
+        ratio: round(coldRatio),
+        runsWithoutTheirTelemetryEvent: coldEventsMissing,
+      };
+      figures.push({
+        figure: '2. Cold start: fresh process → first outcome (KV read + token included)',
+        measured: `${median(coldApp).toFixed(0)} ms vs ${median(coldBase).toFixed(0)} ms baseline = ${coldRatio.toFixed(2)}×`,
+        target: '≤ 2.0×, < 800 ms',
+        pass: coldRatio <= 2 && median(coldApp) < 800,
+        notes: `median of ${SIZE.coldRuns} runs each, interleaved; telemetry on, ${SIZE.coldRuns - coldEventsMissing}/${SIZE.coldRuns} outcome events reached ingestion`,
+      });
+    }
+
+    // ---- 1, 3, 5. Warm process -------------------------------------------------------------------------
+    if (ONLY.has('warm')) await warmProcess();
+    async function warmProcess(): Promise<void> {
+      const eventsBefore = ingestion.events('UnisolateOutcome').length;
+      const warm = startChild('warm', { ...baseEnv, CHECK_ISOLATION_STATE: 'false' });
+      await nextMessage(warm, 'ready', 20_000);
+      let cursor = 0;
+      const take = (n: number): string[] => {
+        const ids = warmIds.slice(cursor, cursor + n);
+        cursor += n;
+        return ids;
+      };
+      const run = async (cmd: 'app' | 'bare', n: number): Promise<number[]> => {
+        warm.send({ cmd, ids: take(n) } satisfies Command);
+        const reply = await nextMessage<{ times: number[]; unexpected: string[] }>(warm, 'times', 120_000);
+        if (reply.unexpected.length > 0)
+          throw new Error(`unexpected answers: ${reply.unexpected.join(', ')}`);
+        return reply.times;
+      };
+      await run('app', SIZE.warmup);
+      await run('bare', SIZE.warmup);
+      warm.send({ cmd: 'stats' } satisfies Command);
+      await nextMessage(warm, 'stats', 30_000);
+      const counters = (): { secretReads: number; tokens: number; identityTokens: number } => ({
+        secretReads: keyVault.secretReads,
+        tokens: entra.tokensIssued,
+        identityTokens: mi.tokensIssued,
+      });
+      const before = counters();
+      const appTimes: number[] = [];
+      const bareTimes: number[] = [];
+      const roundRatios: number[] = [];
+      for (let r = 0; r < SIZE.warmRounds; r += 1) {
+        const order: Array<'app' | 'bare'> = r % 2 === 0 ? ['app', 'bare'] : ['bare', 'app'];
+        const got: Record<string, number[]> = {};
+        for (const which of order) got[which] = await run(which, SIZE.warmPerRound);
+        appTimes.push(...got.app!);
+        bareTimes.push(...got.bare!);
+        roundRatios.push(median(got.app!) / median(got.bare!));
+      }
+      const after = counters();
+      warm.send({ cmd: 'finish' } satisfies Command);
+      const finished = await nextMessage<{ outcomes: number; maxRssBytes: number }>(warm, 'finished', 30_000);
+      await stop(warm);
+      const warmEvents = ingestion.events('UnisolateOutcome').length - eventsBefore;
+
+      const warmRatio = median(appTimes) / median(bareTimes);
+      results.warmOverhead = {
+        requestsEach: appTimes.length,
+        app: { medianMs: round(median(appTimes), 3), p99Ms: round(percentile(appTimes, 99), 3) },
+        bareAxios: { medianMs: round(median(bareTimes), 3), p99Ms: round(percentile(bareTimes, 99), 3) },
+        ratio: round(warmRatio),
+        roundRatios: roundRatios.map((v) => round(v)),
+        settings: 'CHECK_ISOLATION_STATE=false, simulator limits off, app RateLimiter budget 1e9/min',
+      };
+      figures.push({
+        figure: `1. Warm overhead: ${appTimes.length} releases via handler vs bare axios POST`,
+        measured: `median ${median(appTimes).toFixed(2)} vs ${median(bareTimes).toFixed(2)} ms = ${warmRatio.toFixed(2)}×; p99 ${percentile(appTimes, 99).toFixed(2)} vs ${percentile(bareTimes, 99).toFixed(2)} ms`,
+        target: '≤ 1.3×',
+        pass: warmRatio <= 1.3,
+        notes:
+          'CHECK_ISOLATION_STATE=false (same single POST); simulator limits off; app limiter budget 1e9/min injected',
+      });
+
+      const perThousand = (delta: number): number => (delta * 1000) / appTimes.length;
+      const kvPerK = perThousand(after.secretReads - before.secretReads);
+      const tokenPerK = perThousand(
+        after.tokens - before.tokens + after.identityTokens - before.identityTokens,
+      );
+      results.amortisation = {
+        warmRequests: appTimes.length,
+        keyVaultReadsPer1000: kvPerK,
+        tokenRequestsPer1000: tokenPerK,
+        entraTokens: after.tokens - before.tokens,
+        managedIdentityTokens: after.identityTokens - before.identityTokens,
+      };
+      figures.push({
+        figure: '3. Amortisation: per 1000 warm requests',
+        measured: `${kvPerK} Key Vault reads, ${tokenPerK} token requests`,
+        target: '0 and ≤ 1',
+        pass: kvPerK === 0 && tokenPerK <= 1,
+        notes: 'read from the Key Vault, Entra and managed identity simulators',
+      });
+
+      const rssMb = finished.maxRssBytes / 1024 / 1024;
+      results.memory = {
+        peakRssMb: round(rssMb, 1),
+        outcomes: finished.outcomes,
+        telemetryEvents: warmEvents,
+      };
+      figures.push({
+        figure: '5. Memory: peak RSS of the warm process',
+        measured: `${rssMb.toFixed(0)} MB`,
+        target: '< 150 MB',
+        pass: rssMb < 150,
+        notes: `after ${finished.outcomes} requests with telemetry on; ${warmEvents}/${finished.outcomes} outcome events ingested`,
+      });
+    }
+
+    // ---- 4. Drain -------------------------------------------------------------------------------------
+    if (ONLY.has('drain')) await drain();
+    async function drain(): Promise<void> {
+      const drains: Array<Record<string, number | string>> = [];
+      for (let r = 0; r < SIZE.drainRuns; r += 1) drains.push(await drainRun(baseEnv, sims));
+      const perMinute = median(drains.map((d) => Number(d.callsPerMinute)));
+      const throttled = Math.max(...drains.map((d) => Number(d.throttled)));
+      const allOutcomes = drains.every((d) => d.withOneOutcome === d.messages);
+      results.drain = { runs: drains, medianCallsPerMinute: perMinute };
+      figures.push({
+        figure: `4. Drain: ${SIZE.drainMessages} queued releases, ${SIZE.drainConcurrency} in flight, real limits`,
+        measured: `${perMinute.toFixed(1)} calls/min, ${throttled} × 429, ${allOutcomes ? 'every' : 'NOT every'} message one outcome`,
+        target: '≥ 95/min, 0 × 429',
+        pass: perMinute >= 95 && throttled === 0 && allOutcomes,
+        notes: `1 simulated minute = ${60 / SIZE.drainScale} s; simulator and app on the same scaled clock; CHECK_ISOLATION_STATE=false (one call per release, so 1000 releases fit the 1500/hour limit)`,
+      });
+    }
+  } finally {
+    await Promise.all(sims.map((s) => s.close()));
+  }
+
+  results.figures = figures;
+  results.at = new Date().toISOString();
+  writeFileSync(path.join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  printTable(figures, bundleBytes);
+  if (!figures.every((f) => f.pass)) process.exitCode = 1;
+}
+
+/** One drain run on a fresh rate-limited simulator (a fresh hourly window), on a scaled clock. */
+async function drainRun(
+  baseEnv: NodeJS.ProcessEnv,
+  sims: Array<{ close(): Promise<void> }>,
+): Promise<Record<string, number | string>> {
+  const scale = SIZE.drainScale;
+  const t0 = Date.now();
+  const simulated = (wall: number): number => t0 + (wall - t0) * scale;
+  const ids = Array.from({ length: SIZE.drainMessages }, (_, i) => machineId(`drain-${t0}-${i}`));
+  const defender: DefenderSimulator = await startDefender({
+    limits: { perMinute: 100, perHour: 1500 },
+    clock: { now: () => simulated(Date.now()) },
+    machines: ids.map((id) => ({ id, computerDnsName: `${id.slice(0, 8)}.drain.local` })),
+  });
+  sims.push(defender);
+  const child = startChild('drain', {
+    ...baseEnv,
+    MDE_API_BASE_URL: defender.url,
+    CHECK_ISOLATION_STATE: 'false',
+  });
+  try {
+    await nextMessage(child, 'ready', 20_000);
+    const timeoutMs = 120_000;
+    child.send({
+      cmd: 'drain',
+      ids,
+      concurrency: SIZE.drainConcurrency,
+      scale,
+      t0,
+      timeoutMs,
+    } satisfies Command);
+    const drained = await nextMessage<{
+      messages: number;
+      withOutcome: number;
+      multiple: number;
+      statuses: Record<string, number>;
+      redeliveries: number;
+    }>(child, 'drained', timeoutMs + 20_000);
+    const times = defender.requests.map((r) => simulated(r.at)).sort((a, b) => a - b);
+    const first = times[0] ?? 0;
+    const last = times[times.length - 1] ?? 0;
+    // Calls per full simulated minute from the first call (the last, partial minute is left out).
+    const buckets: number[] = [];
+    for (let start = first; start + 60_000 <= last; start += 60_000) {
+      buckets.push(times.filter((t) => t >= start && t < start + 60_000).length);
+    }
+    let maxWindow = 0;
+    for (let i = 0, j = 0; i < times.length; i += 1) {
+      while (times[i]! - times[j]! >= 60_000) j += 1;
+      maxWindow = Math.max(maxWindow, i - j + 1);
+    }
+    const accepted = drained.statuses.Accepted ?? 0;
+    return {
+      ...Object.fromEntries(Object.entries(drained.statuses).map(([k, v]) => [`status${k}`, v])),
+      messages: drained.messages,
+      withOneOutcome: drained.withOutcome - drained.multiple,
+      accepted,
+      redeliveries: drained.redeliveries,
+      calls: times.length,
+      throttled: defender.throttledCount,
+      simulatedMinutes: round((last - first) / 60_000),
+      callsPerMinute: buckets.length > 0 ? round(buckets.reduce((a, b) => a + b, 0) / buckets.length, 1) : 0,
+      fullMinutes: buckets.length,
+      maxCallsInAnyMinute: maxWindow,
+    };
+  } finally {
+    await stop(child);
+  }
+}
+
+function printTable(figures: Figure[], bundleBytes: number): void {
+  const rows = figures.map((f) => [f.figure, f.measured, f.target, f.pass ? 'PASS' : 'FAIL']);
+  const header = ['figure', 'measured', 'target', ''];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  console.log(
+    `\nmde-unisolate benchmark — deployed bundle dist/index.js (${(bundleBytes / 1024).toFixed(0)} KiB)`,
+  );
+  console.log(line(header));
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+  for (const row of rows) console.log(line(row));
+  console.log('');
+  for (const f of figures) if (f.notes) console.log(`- ${f.figure.split(':')[0]}: ${f.notes}`);
+  console.log('\nDetails: bench/results.json');
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
