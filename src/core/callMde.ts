@@ -53,16 +53,19 @@ export async function callMde(
   let attempts = 0;
   let credentialsRefreshed = false;
   for (;;) {
-    const remaining = ctx.deadline - ctx.clock.now();
-    const slot = ctx.limiter.reserve(Math.max(0, remaining - 1));
-    if (!slot.granted) {
-      throw new UnisolateError(
-        'MdeThrottled',
-        `The Defender API rate budget (100 calls/minute, 1500/hour) is used up on this instance; ${what} was not sent. Retry after ${Math.ceil(slot.waitMs / 1000)} s.`,
-        { retryAfterMs: slot.waitMs, attempts },
-      );
+    // Wait for a rate-limit slot, asking again after each sleep (other calls may have taken it).
+    let slot = ctx.limiter.acquire(Math.max(0, ctx.deadline - ctx.clock.now() - 1));
+    while (!slot.granted) {
+      if (!slot.affordable) {
+        throw new UnisolateError(
+          'MdeThrottled',
+          `The Defender API rate budget (100 calls/minute, 1500/hour) is used up on this instance; ${what} was not sent. Retry after ${Math.ceil(slot.waitMs / 1000)} s.`,
+          { retryAfterMs: slot.waitMs, attempts },
+        );
+      }
+      await ctx.clock.sleep(slot.waitMs);
+      slot = ctx.limiter.acquire(Math.max(0, ctx.deadline - ctx.clock.now() - 1));
     }
-    if (slot.waitMs > 0) await ctx.clock.sleep(slot.waitMs);
 
     attempts += 1;
     const timeoutMs = Math.max(1, Math.min(ctx.requestTimeoutMs, ctx.deadline - ctx.clock.now()));
@@ -70,7 +73,7 @@ export async function callMde(
     let failure: AttemptFailure | undefined;
     let response: ApiResponse | undefined;
     try {
-      response = await send({ timeoutMs });
+      response = await send({ timeoutMs }).finally(slot.done);
       failure = failureOf(response);
       ctx.onAttempt?.({
         status: String(response.status),

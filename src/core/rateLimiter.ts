@@ -1,8 +1,11 @@
 /**
  * Per-instance limiter for Defender API calls: MDE allows 100 calls per minute and 1500 per hour per app
  * and tenant (https://learn.microsoft.com/en-us/defender-endpoint/api/unisolate-machine#limitations).
- * A sliding log of granted call times keeps every window, sliding or fixed, within both limits, so one
- * instance never causes a 429 by itself.
+ *
+ * A sliding log keeps every window within both limits. Each call is logged when its response arrives (an
+ * upper bound of when MDE counted it), and calls still in flight count as "now": so however late a request
+ * reaches MDE, this instance never makes MDE see more than the limit in any window, and never causes a
+ * 429 by itself. A caller that must wait sleeps and asks again (nothing is reserved in advance).
  */
 
 /** One limit: at most `limit` calls in any `windowMs`. */
@@ -11,12 +14,18 @@ export interface RateWindow {
   windowMs: number;
 }
 
-/** Result of a reservation. */
-export type Reservation = { granted: true; waitMs: number } | { granted: false; waitMs: number };
+/** Result of {@link RateLimiter.acquire}. */
+export type Acquisition =
+  /** Call now; then call `done()` when the response (or failure) arrives. */
+  | { granted: true; done: () => void }
+  /** Not now: the earliest slot is `waitMs` away (`affordable`: within the caller's limit). */
+  | { granted: false; waitMs: number; affordable: boolean };
 
 /** Sliding-window rate limiter over several windows. Time comes from an injected clock. */
 export class RateLimiter {
-  private readonly grants: number[] = [];
+  /** Completion times of finished calls, ascending. */
+  private readonly completed: number[] = [];
+  private inFlight = 0;
   private blockedUntil = 0;
   private readonly longestWindowMs: number;
   private readonly largestLimit: number;
@@ -44,26 +53,36 @@ export class RateLimiter {
   nextSlot(): number {
     const now = this.now();
     let at = Math.max(now, this.blockedUntil);
+    const total = this.completed.length + this.inFlight;
     for (const { limit, windowMs } of this.windows) {
-      const index = this.grants.length - limit;
-      const oldestInWindow = index >= 0 ? this.grants[index] : undefined;
-      if (oldestInWindow !== undefined) at = Math.max(at, oldestInWindow + windowMs);
+      if (total < limit) continue;
+      // The call that must leave the window first; calls in flight are the newest and count as now.
+      const index = total - limit;
+      const leaving = index < this.completed.length ? this.completed[index]! : now;
+      at = Math.max(at, leaving + windowMs);
     }
     return at;
   }
 
   /**
-   * Reserves a slot for one call if it is available within `maxWaitMs`; the caller then waits `waitMs`
-   * and calls. A refused reservation reserves nothing and says how long the caller would have to wait.
+   * Asks to make one call now. Granted only when it fits every window right now; otherwise says how long to
+   * wait (`affordable` when that is within `maxWaitMs`): the caller sleeps and asks again.
    */
-  reserve(maxWaitMs: number): Reservation {
+  acquire(maxWaitMs: number): Acquisition {
     const now = this.now();
-    const at = this.nextSlot();
-    const waitMs = at - now;
-    if (waitMs > maxWaitMs) return { granted: false, waitMs };
-    this.grants.push(at);
-    this.prune(now);
-    return { granted: true, waitMs };
+    const waitMs = this.nextSlot() - now;
+    if (waitMs > 0) return { granted: false, waitMs, affordable: waitMs <= maxWaitMs };
+    this.inFlight += 1;
+    let finished = false;
+    return {
+      granted: true,
+      done: () => {
+        if (finished) return;
+        finished = true;
+        this.inFlight -= 1;
+        this.record(this.now());
+      },
+    };
   }
 
   /** Holds every call until `until` (MDE answered 429 with Retry-After: other instances share the quota). */
@@ -71,21 +90,25 @@ export class RateLimiter {
     this.blockedUntil = Math.max(this.blockedUntil, until);
   }
 
-  /** Calls granted in the last `windowMs` (for tests and diagnostics). */
+  /** Calls finished in the last `windowMs` plus those in flight (for tests and diagnostics). */
   countInLast(windowMs: number): number {
     const since = this.now() - windowMs;
-    return this.grants.filter((t) => t > since).length;
+    return this.completed.filter((t) => t > since).length + this.inFlight;
   }
 
-  private prune(now: number): void {
+  private record(at: number): void {
+    // Completion times arrive almost in order: insert from the end.
+    let i = this.completed.length;
+    while (i > 0 && this.completed[i - 1]! > at) i -= 1;
+    this.completed.splice(i, 0, at);
     // Keep what any window can still see, and never fewer than the largest limit needs.
     let drop = 0;
     while (
-      this.grants.length - drop > this.largestLimit &&
-      (this.grants[drop] ?? Infinity) <= now - this.longestWindowMs
+      this.completed.length - drop > this.largestLimit &&
+      this.completed[drop]! <= at - this.longestWindowMs
     ) {
       drop += 1;
     }
-    if (drop > 0) this.grants.splice(0, drop);
+    if (drop > 0) this.completed.splice(0, drop);
   }
 }

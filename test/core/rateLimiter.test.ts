@@ -1,24 +1,57 @@
 import { RateLimiter } from '../../src/core/rateLimiter';
 
+/** Makes one call through the limiter at the current time, taking `latencyMs` to answer. */
+function call(limiter: RateLimiter, clock: { now: number }, latencyMs = 0): boolean {
+  const slot = limiter.acquire(Infinity);
+  if (!slot.granted) return false;
+  clock.now += latencyMs;
+  slot.done();
+  return true;
+}
+
 describe('RateLimiter', () => {
-  it('grants 100 calls per minute, then schedules the next one when the oldest leaves the window', () => {
-    let now = 0;
-    const limiter = RateLimiter.forMde(100, 1500, () => now);
-    for (let i = 0; i < 100; i += 1) expect(limiter.reserve(0)).toEqual({ granted: true, waitMs: 0 });
-    expect(limiter.reserve(0)).toEqual({ granted: false, waitMs: 60_000 });
-    now = 10_000;
-    expect(limiter.reserve(60_000)).toEqual({ granted: true, waitMs: 50_000 });
+  it('grants 100 calls per minute, then says how long until the oldest leaves the window', () => {
+    const clock = { now: 0 };
+    const limiter = RateLimiter.forMde(100, 1500, () => clock.now);
+    for (let i = 0; i < 100; i += 1) expect(call(limiter, clock)).toBe(true);
+    expect(limiter.acquire(0)).toEqual({ granted: false, waitMs: 60_000, affordable: false });
+    clock.now = 10_000;
+    expect(limiter.acquire(50_000)).toEqual({ granted: false, waitMs: 50_000, affordable: true });
+    clock.now = 60_000;
+    expect(limiter.acquire(0).granted).toBe(true);
   });
 
-  it('never lets any sliding minute hold more than 100 calls nor any hour more than 1500', () => {
-    let now = 0;
-    const limiter = RateLimiter.forMde(100, 1500, () => now);
+  it('counts calls in flight as happening now', () => {
+    const clock = { now: 0 };
+    const limiter = RateLimiter.forMde(2, 1500, () => clock.now);
+    const a = limiter.acquire(0);
+    const b = limiter.acquire(0);
+    expect([a.granted, b.granted]).toEqual([true, true]);
+    clock.now = 5000;
+    expect(limiter.acquire(Infinity)).toMatchObject({ granted: false, waitMs: 60_000 });
+    if (a.granted) a.done();
+    // The window now starts from when the first call answered (5 s), not when it was sent.
+    expect(limiter.acquire(Infinity)).toMatchObject({ granted: false, waitMs: 60_000 });
+    clock.now = 65_000;
+    expect(limiter.acquire(0).granted).toBe(true);
+  });
+
+  it('never lets any sliding minute hold more than 100 calls nor any hour more than 1500, and uses them all', () => {
+    const clock = { now: 0 };
+    const limiter = RateLimiter.forMde(100, 1500, () => clock.now);
     const calls: number[] = [];
-    // Offer 3000 calls as fast as the limiter allows, walking the clock to each granted slot.
+    // Offer 3000 calls as fast as the limiter allows (10 ms latency each), walking the clock to each slot.
     for (let i = 0; i < 3000; i += 1) {
-      const slot = limiter.reserve(Infinity);
-      now += slot.waitMs;
-      calls.push(now);
+      for (;;) {
+        const slot = limiter.acquire(Infinity);
+        if (slot.granted) {
+          calls.push(clock.now);
+          clock.now += 10;
+          slot.done();
+          break;
+        }
+        clock.now += slot.waitMs;
+      }
     }
     let i0 = 0;
     let j0 = 0;
@@ -28,23 +61,14 @@ describe('RateLimiter', () => {
       expect(j - i0 + 1).toBeLessThanOrEqual(100);
       expect(j - j0 + 1).toBeLessThanOrEqual(1500);
     }
-    // And it uses the budget fully: 1500 calls within the first hour.
+    // 1500 in the first hour (100 a minute for 15 minutes), the next one when the first leaves the hour.
     expect(calls.filter((t) => t < 3_600_000)).toHaveLength(1500);
-  });
-
-  it('refuses without reserving when the wait exceeds what the caller can afford', () => {
-    let now = 0;
-    const limiter = RateLimiter.forMde(1, 1500, () => now);
-    expect(limiter.reserve(0).granted).toBe(true);
-    expect(limiter.reserve(1000).granted).toBe(false);
-    now = 60_000;
-    expect(limiter.reserve(0)).toEqual({ granted: true, waitMs: 0 });
+    expect(calls[1500]).toBe(3_600_000 + 10);
   });
 
   it("holds every call until MDE's Retry-After after a 429", () => {
-    const now = 1000;
-    const limiter = RateLimiter.forMde(100, 1500, () => now);
+    const limiter = RateLimiter.forMde(100, 1500, () => 1000);
     limiter.blockUntil(6000);
-    expect(limiter.reserve(10_000)).toEqual({ granted: true, waitMs: 5000 });
+    expect(limiter.acquire(10_000)).toEqual({ granted: false, waitMs: 5000, affordable: true });
   });
 });

@@ -90,7 +90,10 @@ describe('processRelease', () => {
 
   it('does not call MDE when the rate limiter would make it wait beyond the budget', async () => {
     const { deps, defender } = fakeDeps();
-    for (let i = 0; i < 100; i += 1) deps.limiter.reserve(0);
+    for (let i = 0; i < 100; i += 1) {
+      const slot = deps.limiter.acquire(0);
+      if (slot.granted) slot.done();
+    }
     const result = await processRelease(http, deps);
     expect(result.outcome).toMatchObject({ status: 'Throttled', attempts: 0 });
     expect(result.retryAfterSeconds).toBe(60);
