@@ -10,7 +10,6 @@ import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/
 
 const json = { 'content-type': 'application/json' };
 let env: LocalEnvironment;
-const WS = machineIdFor('ws-fin-042.contoso.local');
 
 function addMachine(name: string): string {
   return env.defender.addMachine({ id: machineIdFor(name), computerDnsName: name, isolated: true }).id;
