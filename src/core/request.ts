@@ -29,7 +29,14 @@ export interface ReleaseRequest {
 
 /** Names of the request fields (the keys of {@link REQUEST_FIELDS}). */
 export type RequestField =
-  'machineId' | 'deviceName' | 'comment' | 'correlationId' | 'requestedBy' | 'force' | 'devices';
+  | 'machineId'
+  | 'deviceName'
+  | 'comment'
+  | 'correlationId'
+  | 'requestedBy'
+  | 'force'
+  | 'devices'
+  | 'idempotencyKey';
 
 /** Description of one request field, for validation and for the OpenAPI schema. */
 export interface FieldSpec {
@@ -112,6 +119,17 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
     minLength: 1,
     maxLength: 256,
     example: 'analyst@contoso.com',
+  },
+  idempotencyKey: {
+    name: 'idempotencyKey',
+    description:
+      'Idempotency key (same as the Idempotency-Key header): a repeat with the same key within ' +
+      'IDEMPOTENCY_WINDOW_HOURS returns the stored outcome and never calls MDE again; the same key with ' +
+      'another body is rejected (422). 1-255 printable ASCII characters. Needs STATE_TABLE_URL.',
+    minLength: 1,
+    maxLength: 255,
+    pattern: '^[\\x20-\\x7E]{1,255}$',
+    example: '5f0c6a8e-3b1d-4c57-9a43-1f2e7d9b6c10',
   },
   force: {
     name: 'force',
@@ -324,6 +342,12 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
     else if (CONTROL_CHARS.test(trimmed) || /[\r\n\t]/.test(trimmed)) {
       problems.push('requestedBy must not contain control characters');
     } else requestedBy = trimmed;
+  }
+
+  // Used by core/idempotency.ts (the key itself); checked here so an unusable key is one more problem.
+  const rawIdempotencyKey = readText(fields, 'idempotencyKey', problems);
+  if (rawIdempotencyKey !== undefined && !/^[\x20-\x7E]{1,255}$/.test(rawIdempotencyKey)) {
+    problems.push('idempotencyKey must be 1-255 printable ASCII characters (a UUID is a good key)');
   }
 
   if (problems.length > 0 || comment === undefined) {
