@@ -110,6 +110,31 @@ export async function checkCaller(
   return { principal: decision.principal };
 }
 
+/**
+ * The signature covers the body, not the URL: with signed webhooks, `POST /api/machines/{machineId}/unisolate`
+ * must also name the device in the (signed) body, so a captured request cannot be pointed at another device.
+ * (A body value that differs from the route is rejected by the request parser.)
+ */
+export function routeBoundToSignature(
+  read: { body: unknown } | { error: UnisolateError },
+  routeMachineId: string | undefined,
+  checks: CallerChecks | undefined,
+): { body: unknown } | { error: UnisolateError } {
+  if (!('body' in read) || routeMachineId === undefined || !checks?.webhookSecret) return read;
+  const body = read.body;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return read;
+  const named = Object.entries(body).some(
+    ([key, value]) => key.toLowerCase() === 'machineid' && value != null,
+  );
+  if (named) return read;
+  return {
+    error: new UnisolateError(
+      'SignatureInvalid',
+      'The request signature was rejected: the signature covers the body, not the URL, so with signed webhooks send "machineId" in the body too (equal to the machine id in the URL).',
+    ),
+  };
+}
+
 /** Handler of both HTTP routes. */
 export async function unisolateHttp(
   request: HttpRequest,
@@ -119,7 +144,9 @@ export async function unisolateHttp(
   const raw = await readRawBody(request);
   // Who is calling is settled before anything in the body is looked at.
   const caller = 'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers) : { principal: null };
-  const read = 'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
+  const decoded =
+    'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
+  const read = routeBoundToSignature(decoded, request.params.machineId, deps.callers);
   // Idempotency (issue 6): `Idempotency-Key` header or `idempotencyKey` body field; an unusable key is invalid.
   const chosen =
     'body' in read ? chooseIdempotencyKey(read.body, request.headers.get('idempotency-key')) : null;

@@ -63,7 +63,7 @@ describe('signed webhooks', () => {
 
   it('accept a correctly signed request and release the device', async () => {
     const { defender, clock } = install({ webhookSecret });
-    const raw = body();
+    const raw = body({ machineId: MACHINE_ID });
     const result = await release(signed(raw, clock.now()), raw);
     expect(result).toMatchObject({ status: 201, body: { status: 'Accepted' } });
     expect(defender.unisolateCalls).toHaveLength(1);
@@ -79,6 +79,23 @@ describe('signed webhooks', () => {
       error: { code: 'SignatureInvalid', message: expect.stringMatching(/X-Unisolate-Signature/) },
     });
     expect(result.messages).toEqual([result.body]);
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+
+  it('require the device in the signed body on the machine route (the URL is not signed)', async () => {
+    const { defender, clock } = install({ webhookSecret });
+    const raw = body();
+    const result = await release(signed(raw, clock.now()), raw);
+    expect(result.status).toBe(401);
+    expect(result.body).toMatchObject({
+      status: 'Unauthorized',
+      error: { code: 'SignatureInvalid', message: expect.stringMatching(/machineId.*in the body/) },
+    });
+    expect(defender.unisolateCalls).toHaveLength(0);
+    // Signed for one device, sent to another: the signed body wins, nothing is released.
+    const other = body({ machineId: 'f'.repeat(40) });
+    const redirected = await release(signed(other, clock.now()), other);
+    expect(redirected.status).toBe(400);
     expect(defender.unisolateCalls).toHaveLength(0);
   });
 

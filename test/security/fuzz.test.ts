@@ -388,8 +388,17 @@ describe('HTTP triggers under hostile input', () => {
         };
         const first = await invokeChecked(routeId, headers, body);
         const decoded = decodes(body);
-        const valid = decoded.ok && isValidRequest(decoded.value, routeId);
-        expect(first.outcome.status === 'Unauthorized').toBe(false);
+        // The signature covers the body, not the URL: on the machine route the body must name the device too.
+        const object = decoded.ok && typeof decoded.value === 'object' && decoded.value !== null;
+        const unboundRoute =
+          routeId !== undefined &&
+          object &&
+          !Array.isArray(decoded.value) &&
+          !Object.entries(decoded.value as object).some(
+            ([key, value]) => key.toLowerCase() === 'machineid' && value != null,
+          );
+        const valid = decoded.ok && isValidRequest(decoded.value, routeId) && !unboundRoute;
+        expect(first.outcome.status === 'Unauthorized').toBe(unboundRoute);
         expect(calls.length > 0).toBe(valid);
         const before = calls.length;
         const replay = await invokeChecked(routeId, headers, body);

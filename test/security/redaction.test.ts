@@ -84,7 +84,13 @@ async function http(
   nonce += 1;
   const raw =
     rawBody ??
-    JSON.stringify({ comment: 'Clean and validated', correlationId: 'INC-REDACT', nonce, ...body });
+    JSON.stringify({
+      machineId,
+      comment: 'Clean and validated',
+      correlationId: 'INC-REDACT',
+      nonce,
+      ...body,
+    });
   const result = await invokeHttp('unisolateMachine', {
     params: { machineId },
     headers: (headers ?? signedHeaders)(raw),
@@ -171,7 +177,11 @@ describe('secret redaction across every path', () => {
       const result = await http(id, {}, headers);
       expect([result.status, codeOf(result)]).toEqual([401, 'SignatureInvalid']);
     }
-    const raw = JSON.stringify({ comment: 'Clean and validated', correlationId: 'INC-REDACT-ONCE' });
+    const raw = JSON.stringify({
+      machineId: id,
+      comment: 'Clean and validated',
+      correlationId: 'INC-REDACT-ONCE',
+    });
     const once = signedHeaders(raw);
     expect((await http(id, {}, () => once, raw)).status).toBe(201);
     const replayed = await http(id, {}, () => once, raw);
