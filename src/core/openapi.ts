@@ -4,18 +4,48 @@
  * can import it as a custom connector.
  */
 import { ERROR_TABLE, SUCCESS_HTTP, type OutcomeStatus } from './outcome';
-import { REQUEST_FIELDS, REQUIRED_FIELDS, type FieldSpec } from './request';
+import { ONE_OF_FIELDS, REQUEST_FIELDS, REQUIRED_FIELDS, type FieldSpec } from './request';
 
 type Schema = Record<string, unknown>;
 
+/**
+ * What each outcome status means. A `Record` over the union: adding a status without documenting it here is
+ * a compile error, so the description cannot fall behind the code.
+ */
+export const STATUS_DESCRIPTIONS: Readonly<Record<OutcomeStatus, string>> = {
+  Accepted: 'MDE queued the release (201 Created with a MachineAction, status Pending).',
+  AlreadyInProgress: 'A release of this device is already running; machineAction is that action when found.',
+  Invalid: 'The request failed validation; error.message lists every problem.',
+  NotFound: 'MDE does not know the device (or no device has that name).',
+  Forbidden: 'MDE refused: the app lacks Machine.Isolate, or the device is outside its device-group scope.',
+  Throttled: 'MDE rate limits (100/minute, 1500/hour) left no room within the retry budget; see Retry-After.',
+  Failed: 'MDE, Key Vault, Entra ID or the configuration failed once retries were spent.',
+  Ambiguous: 'The device name matches several devices; candidates lists them. Nothing was released.',
+  NotIsolated: 'The device is not isolated (never isolated, or already released). Nothing was sent.',
+  IsolationPending: 'An Isolate action is still running; releasing now could race it. Retry when it ends.',
+  Blocked: 'The health gate (RELEASE_POLICY) refused the device; "force": true bypasses it.',
+  Unauthorized: 'The caller was refused before anything was done (signature or role check).',
+  Released: 'phase "completed": the tracked Unisolate action Succeeded.',
+  ReleaseFailed: 'phase "completed": the tracked Unisolate action Failed, timed out or was cancelled.',
+  TrackingExpired: 'phase "completed": the action did not end within TRACK_MAX_HOURS.',
+};
+
 function fieldSchema(spec: FieldSpec): Schema {
-  const schema: Schema = {
-    type: 'string',
-    description: spec.description,
-    minLength: spec.minLength,
-    maxLength: spec.maxLength,
-    example: spec.example,
-  };
+  const type = spec.type ?? 'string';
+  const schema: Schema = { type, description: spec.description, example: spec.example };
+  if (type === 'string') Object.assign(schema, { minLength: spec.minLength, maxLength: spec.maxLength });
+  if (type === 'array') {
+    Object.assign(schema, {
+      minItems: spec.minLength,
+      maxItems: spec.maxLength,
+      items: {
+        type: 'object',
+        description: `Exactly one of ${(spec.items ?? []).join(', ')}`,
+        properties: Object.fromEntries((spec.items ?? []).map((f) => [f, fieldSchema(REQUEST_FIELDS[f])])),
+        oneOf: (spec.items ?? []).map((f) => ({ required: [f] })),
+      },
+    });
+  }
   if (spec.pattern) schema.pattern = spec.pattern;
   return schema;
 }
@@ -34,19 +64,22 @@ export function statusTable(): Map<OutcomeStatus, Set<number>> {
 function requestSchema(routeHasMachineId: boolean): Schema {
   const properties: Record<string, Schema> = {};
   for (const spec of Object.values(REQUEST_FIELDS)) properties[spec.name] = fieldSchema(spec);
-  return {
+  const schema: Schema = {
     type: 'object',
     description:
-      'Release request. Keys are matched case-insensitively (MDE\'s "Comment" works); unknown keys are ignored.',
+      'Release request. Keys are matched case-insensitively (MDE\'s "Comment" works); unknown keys are ignored. ' +
+      `Besides the required fields, exactly one of ${ONE_OF_FIELDS.join(', ')} identifies the device(s)` +
+      (routeHasMachineId ? ' (here the route gives machineId).' : '.'),
     properties,
-    required: REQUIRED_FIELDS.filter((f) => !(routeHasMachineId && f === 'machineId')),
+    required: [...REQUIRED_FIELDS],
   };
+  if (!routeHasMachineId) schema.oneOf = ONE_OF_FIELDS.map((f) => ({ required: [f] }));
+  return schema;
 }
 
 /** Builds the OpenAPI document. `serverUrl` is the app's base URL, e.g. `https://<app>.azurewebsites.net`. */
 export function buildOpenApi(serverUrl = '/'): Schema {
   const table = statusTable();
-  const statuses = [...table.keys()];
   const errorCodes = Object.keys(ERROR_TABLE);
   const responses: Record<string, Schema> = {};
   const byHttp = new Map<number, OutcomeStatus[]>();
@@ -64,6 +97,12 @@ export function buildOpenApi(serverUrl = '/'): Schema {
     }
     responses[String(code)] = response;
   }
+  responses['207'] = {
+    description: 'Bulk request ("devices"): one outcome per device, each with its index',
+    content: {
+      'application/json': { schema: { type: 'array', items: { $ref: '#/components/schemas/Outcome' } } },
+    },
+  };
   const operation = (operationId: string, summary: string, routeHasMachineId: boolean): Schema => ({
     operationId,
     summary,
@@ -126,7 +165,13 @@ export function buildOpenApi(serverUrl = '/'): Schema {
             schemaVersion: { type: 'integer', enum: [1] },
             correlationId: { type: 'string' },
             machineId: { type: 'string', nullable: true },
-            status: { type: 'string', enum: statuses },
+            status: {
+              type: 'string',
+              enum: Object.keys(STATUS_DESCRIPTIONS),
+              description: Object.entries(STATUS_DESCRIPTIONS)
+                .map(([status, text]) => `${status}: ${text}`)
+                .join(' '),
+            },
             machineAction: { allOf: [{ $ref: '#/components/schemas/MachineAction' }], nullable: true },
             error: {
               type: 'object',
@@ -142,6 +187,29 @@ export function buildOpenApi(serverUrl = '/'): Schema {
             receivedAt: { type: 'string', format: 'date-time' },
             completedAt: { type: 'string', format: 'date-time' },
             attempts: { type: 'integer', minimum: 0 },
+            deviceName: { type: 'string', description: 'The host name the caller gave.' },
+            candidates: {
+              type: 'array',
+              description: 'Ambiguous: the devices the name could mean.',
+              items: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string' },
+                  computerDnsName: { type: 'string' },
+                  lastSeen: { type: 'string', nullable: true },
+                  healthStatus: { type: 'string', nullable: true },
+                },
+              },
+            },
+            forced: { type: 'boolean', description: 'The health gate was bypassed with "force": true.' },
+            index: { type: 'integer', description: 'Bulk requests: position in "devices".' },
+            warnings: { type: 'array', items: { type: 'string' }, description: 'Checks that were skipped.' },
+            phase: {
+              type: 'string',
+              enum: ['accepted', 'completed'],
+              description: 'accepted: the answer to the request; completed: the tracked action ended.',
+            },
+            replayed: { type: 'boolean', description: 'A stored outcome repeated for a duplicate request.' },
           },
         },
         MachineAction: {

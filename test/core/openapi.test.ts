@@ -2,43 +2,89 @@
  * The OpenAPI description is generated from the validation schema and the outcome table; these tests check
  * it against the real parser and handlers, so a drift fails here.
  */
-import { buildOpenApi, statusTable } from '../../src/core/openapi';
+import { buildOpenApi, statusTable, STATUS_DESCRIPTIONS } from '../../src/core/openapi';
 import { ERROR_TABLE } from '../../src/core/outcome';
-import { parseReleaseRequest, REQUEST_FIELDS } from '../../src/core/request';
+import { ONE_OF_FIELDS, parseReleaseRequest, REQUEST_FIELDS } from '../../src/core/request';
 import { invokeHttp, loadApp } from '../support/functionsHost';
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** Reads a nested property of the generated document (throws when missing, so a drift fails loudly). */
+function at(value: unknown, ...path: string[]): unknown {
+  let current = value;
+  for (const key of path) {
+    if (typeof current !== 'object' || current === null || !(key in current))
+      throw new Error(`missing ${path.join('.')}`);
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
 
 const doc = buildOpenApi('https://example.test');
-const bodySchema = doc.paths['/api/unisolate'].post.requestBody.content['application/json'].schema as Json;
+const bodySchema = at(
+  doc,
+  'paths',
+  '/api/unisolate',
+  'post',
+  'requestBody',
+  'content',
+  'application/json',
+  'schema',
+);
+const comment = REQUEST_FIELDS.comment.example;
 
 describe('OpenAPI description', () => {
-  it('documents every request field with the constraints the parser enforces', () => {
+  it('documents every request field, and each documented example is accepted by the real parser', () => {
     for (const spec of Object.values(REQUEST_FIELDS)) {
-      const field = bodySchema.properties[spec.name] as Json;
-      expect(field).toMatchObject({ type: 'string', maxLength: spec.maxLength });
-      // A value one character over the documented maximum is rejected by the real parser...
-      const tooLong = spec.name === 'machineId' ? 'a'.repeat(41) : 'a'.repeat(spec.maxLength + 1);
-      const valid = { machineId: REQUEST_FIELDS.machineId.example, comment: 'x' };
-      expect(parseReleaseRequest({ ...valid, [spec.name]: tooLong }).ok).toBe(false);
-      // ...and the documented example is accepted.
-      expect(parseReleaseRequest({ ...valid, [spec.name]: spec.example }).ok).toBe(true);
-      if (field.pattern) expect(new RegExp(field.pattern as string).test(spec.example)).toBe(true);
+      const field = at(bodySchema, 'properties', spec.name) as Record<string, unknown>;
+      expect(field.type).toBe(spec.type ?? 'string');
+      const identity = ONE_OF_FIELDS.includes(spec.name)
+        ? {}
+        : { machineId: REQUEST_FIELDS.machineId.example };
+      expect(parseReleaseRequest({ comment, ...identity, [spec.name]: spec.example }).ok).toBe(true);
     }
-    expect(bodySchema.required).toEqual(['machineId', 'comment']);
-    const routeSchema = doc.paths['/api/machines/{machineId}/unisolate'].post.requestBody.content[
-      'application/json'
-    ].schema as Json;
-    expect(routeSchema.required).toEqual(['comment']);
+  });
+
+  it('documents string limits the parser enforces (one character over is rejected)', () => {
+    for (const spec of Object.values(REQUEST_FIELDS)) {
+      if ((spec.type ?? 'string') !== 'string') continue;
+      const field = at(bodySchema, 'properties', spec.name) as Record<string, unknown>;
+      expect(field.maxLength).toBe(spec.maxLength);
+      const tooLong = 'a'.repeat(spec.maxLength + 1);
+      const identity = ONE_OF_FIELDS.includes(spec.name)
+        ? {}
+        : { machineId: REQUEST_FIELDS.machineId.example };
+      expect(parseReleaseRequest({ comment: 'x', ...identity, [spec.name]: tooLong }).ok).toBe(false);
+      if (typeof field.pattern === 'string') {
+        expect(new RegExp(field.pattern).test(spec.example as string)).toBe(true);
+      }
+    }
+  });
+
+  it('documents the bulk limit the parser enforces', () => {
+    const devices = at(bodySchema, 'properties', 'devices') as Record<string, unknown>;
+    const max = devices.maxItems as number;
+    const many = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ machineId: i.toString(16).padStart(40, '0') }));
+    expect(parseReleaseRequest({ comment, devices: many(max) }).ok).toBe(true);
+    expect(parseReleaseRequest({ comment, devices: many(max + 1) }).ok).toBe(false);
+  });
+
+  it('requires comment plus one of the device fields, and only comment on the machine route', () => {
+    expect(at(bodySchema, 'required')).toEqual(['comment']);
+    expect(at(bodySchema, 'oneOf')).toEqual(ONE_OF_FIELDS.map((f) => ({ required: [f] })));
+    expect(parseReleaseRequest({ comment }).ok).toBe(false);
+    const route = at(doc, 'paths', '/api/machines/{machineId}/unisolate', 'post', 'requestBody', 'content');
+    expect(at(route, 'application/json', 'schema', 'required')).toEqual(['comment']);
   });
 
   it('documents every outcome status, error code and HTTP status the app can answer', () => {
-    const outcome = doc.components.schemas.Outcome as Json;
-    const statuses = [...statusTable().keys()];
-    expect(outcome.properties.status.enum).toEqual(statuses);
-    expect(outcome.properties.error.properties.code.enum).toEqual(Object.keys(ERROR_TABLE));
-    const documented = Object.keys(doc.paths['/api/unisolate'].post.responses as Json).map(Number);
-    const answered = new Set([201, 200, ...Object.values(ERROR_TABLE).map((r) => r.http)]);
+    const outcome = at(doc, 'components', 'schemas', 'Outcome', 'properties');
+    expect(at(outcome, 'status', 'enum')).toEqual(Object.keys(STATUS_DESCRIPTIONS));
+    for (const status of statusTable().keys()) expect(Object.keys(STATUS_DESCRIPTIONS)).toContain(status);
+    expect(at(outcome, 'error', 'properties', 'code', 'enum')).toEqual(Object.keys(ERROR_TABLE));
+    const documented = Object.keys(at(doc, 'paths', '/api/unisolate', 'post', 'responses') as object).map(
+      Number,
+    );
+    const answered = new Set([201, 200, 207, ...Object.values(ERROR_TABLE).map((r) => r.http)]);
     expect(documented.sort()).toEqual([...answered].sort());
   });
 
