@@ -1,0 +1,108 @@
+import { readFileSync } from 'node:fs';
+import { CLOUD_PROFILES, ConfigError, loadConfig, SETTINGS } from '../src/config';
+
+const base = { KEY_VAULT_URL: 'https://kv-mde.vault.azure.net/' };
+
+describe('loadConfig', () => {
+  it('defaults to the commercial cloud and the documented names', () => {
+    const config = loadConfig(base);
+    expect(config.mde).toEqual({
+      apiBaseUrl: 'https://api.securitycenter.microsoft.com',
+      authorityHost: 'https://login.microsoftonline.com',
+      tokenScope: 'https://api.securitycenter.microsoft.com/.default',
+    });
+    expect(config.secretNames).toEqual({
+      tenantId: 'mde-tenant-id',
+      clientId: 'mde-client-id',
+      clientSecret: 'mde-client-secret',
+    });
+    expect([config.requestQueueName, config.responseQueueName, config.maxDeliveryCount]).toEqual([
+      'unisolate-requests',
+      'unisolate-responses',
+      10,
+    ]);
+    expect(config.retryBudgetMs).toEqual({ http: 20_000, serviceBus: 60_000 });
+  });
+
+  it.each([
+    ['GCC', 'https://api-gcc.securitycenter.microsoft.us', 'https://login.microsoftonline.com'],
+    ['GCCHigh', 'https://api-gov.securitycenter.microsoft.us', 'https://login.microsoftonline.us'],
+    ['DoD', 'https://api-gov.securitycenter.microsoft.us', 'https://login.microsoftonline.us'],
+  ])('picks host, authority and scope together for %s', (cloud, api, authority) => {
+    const config = loadConfig({ ...base, MDE_CLOUD: cloud });
+    expect(config.mde).toEqual({ apiBaseUrl: api, authorityHost: authority, tokenScope: `${api}/.default` });
+    expect(CLOUD_PROFILES[config.cloud].tokenScope).toBe(`${api}/.default`);
+  });
+
+  it('accepts overrides (regional API host) and a single retry budget for both triggers', () => {
+    const config = loadConfig({
+      ...base,
+      MDE_API_BASE_URL: 'https://us.api.security.microsoft.com/',
+      MDE_RETRY_BUDGET_MS: '5000',
+    });
+    expect(config.mde.apiBaseUrl).toBe('https://us.api.security.microsoft.com');
+    expect(config.mde.tokenScope).toBe('https://api.securitycenter.microsoft.com/.default');
+    expect(config.retryBudgetMs).toEqual({ http: 5000, serviceBus: 5000 });
+  });
+
+  it('lists every problem in one error', () => {
+    let error: unknown;
+    try {
+      loadConfig({
+        MDE_CLOUD: 'Azure',
+        MAX_DELIVERY_COUNT: '0',
+        MDE_API_BASE_URL: 'http://api',
+        KV_SECRET_CLIENT_SECRET: 'a b',
+      });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    for (const name of [
+      'KEY_VAULT_URL',
+      'MDE_CLOUD',
+      'MAX_DELIVERY_COUNT',
+      'MDE_API_BASE_URL',
+      'KV_SECRET_CLIENT_SECRET',
+    ]) {
+      expect(problems).toContain(name);
+    }
+  });
+});
+
+describe('settings documentation', () => {
+  const names = SETTINGS.map((s) => s.name);
+
+  it('local.settings.sample.json names every setting', () => {
+    const sample = JSON.parse(readFileSync('local.settings.sample.json', 'utf8')) as {
+      Values: Record<string, string>;
+    };
+    expect(Object.keys(sample.Values)).toEqual(expect.arrayContaining(names));
+  });
+
+  it('the README settings table documents every setting once, with its default', () => {
+    const readme = readFileSync('README.md', 'utf8');
+    for (const setting of SETTINGS) {
+      const rows = readme.split('\n').filter((line) => line.startsWith(`| \`${setting.name}\``));
+      expect({ setting: setting.name, rows: rows.length }).toEqual({ setting: setting.name, rows: 1 });
+    }
+  });
+
+  it('every process.env read in src/ is a documented setting', () => {
+    const { execSync } = jest.requireActual<typeof import('node:child_process')>('node:child_process');
+    // Direct reads (env.X, env['X']) and the config helpers' reads (text(env, 'X'), integer(env, 'X', ...)).
+    const hits = execSync(`grep -rhoE "env(\\.[A-Z][A-Za-z_]+|\\['[A-Za-z_]+|, '[A-Za-z_]+')" src`, {
+      encoding: 'utf8',
+    });
+    const read = new Set(
+      hits
+        .split('\n')
+        .filter(Boolean)
+        .map((h) => h.replace(/^env(\.|\['|, ')/, '').replace(/'$/, '')),
+    );
+    expect(read.size).toBeGreaterThan(15);
+    const platform = new Set(['IDENTITY_ENDPOINT', 'MSI_ENDPOINT', 'WEBSITE_SITE_NAME']);
+    for (const name of read) if (!platform.has(name)) expect(names).toContain(name);
+  });
+});
