@@ -316,7 +316,13 @@ export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(
           resultCode: record.resultCode,
           success: record.success,
           dependencyTypeName: 'HTTP',
-          properties: { correlationId: record.correlationId },
+          // The OpenTelemetry-based exporter classifies a dependency as HTTP (and reads its result code) from
+          // these semantic-convention attributes.
+          properties: {
+            correlationId: record.correlationId,
+            'http.method': record.name.split(' ')[0] ?? 'GET',
+            ...(/^\d{3}$/.test(record.resultCode) ? { 'http.status_code': Number(record.resultCode) } : {}),
+          },
         }),
       );
     },
