@@ -93,7 +93,7 @@ export const ERROR_TABLE: Readonly<
   MdeUnauthorized: { status: 'Forbidden', http: 502, transient: false },
   MdeThrottled: { status: 'Throttled', http: 429, transient: true },
   MdeUnavailable: { status: 'Failed', http: 502, transient: true },
-  MdeTimeout: { status: 'Failed', http: 504, transient: true },
+  MdeTimeout: { status: 'Failed', http: 502, transient: true },
   MdeUnexpectedResponse: { status: 'Failed', http: 502, transient: false },
   // Key Vault / managed identity / Entra outages: our own dependencies, so 503 (retry later).
   SecretUnavailable: { status: 'Failed', http: 503, transient: true },
@@ -101,7 +101,7 @@ export const ERROR_TABLE: Readonly<
   // The MDE app's credentials in Key Vault were refused by Entra ID: an operator must fix them.
   CredentialsRejected: { status: 'Failed', http: 503, transient: false },
   ConfigurationError: { status: 'Failed', http: 503, transient: false },
-  InternalError: { status: 'Failed', http: 500, transient: true },
+  InternalError: { status: 'Failed', http: 502, transient: true },
   // Safety checks: the request conflicts with the device's state; nothing was sent to MDE's release API.
   AmbiguousDeviceName: { status: 'Ambiguous', http: 409, transient: false },
   DeviceNotIsolated: { status: 'NotIsolated', http: 409, transient: false },

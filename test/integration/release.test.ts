@@ -207,7 +207,7 @@ describe('fault injection', () => {
     install({ MDE_REQUEST_TIMEOUT_MS: '200', MDE_RETRY_BUDGET_MS: '5000' });
     env.defender.failNext(20, { route: 'POST /api/machines/*/unisolate', hangMs: 2000 });
     const result = await release(id);
-    expect(result.status).toBe(504);
+    expect(result.status).toBe(502);
     expect(result.body).toMatchObject({ status: 'Failed', error: { code: 'MdeTimeout' } });
     expect((result.body as { attempts: number }).attempts).toBeGreaterThan(1);
   });
