@@ -9,7 +9,9 @@
  * Settings come from the environment the harness sets (simulator URLs, `CHECK_ISOLATION_STATE`, ...).
  */
 import '../test/support/loopbackOnly';
+import { writeFileSync } from 'node:fs';
 import https from 'node:https';
+import { Session } from 'node:inspector';
 import path from 'node:path';
 import axios from 'axios';
 import { httpInput, invoke, loadApp, type InvocationResult } from './host';
@@ -103,21 +105,25 @@ async function warm(): Promise<void> {
   });
   let outcomes = 0;
   const unexpected: string[] = [];
+  // BENCH_PROFILE=<file>: CPU profile of the warm phase (after warm-up), written at finish.
+  let profiler: Session | undefined;
 
   process.on('message', (raw) => {
     const command = raw as Command;
     void (async () => {
       if (command.cmd === 'app') {
         const times: number[] = [];
+        const withConversion: number[] = [];
         for (const id of command.ids) {
           const started = performance.now();
           const result = await releaseViaHandler(id);
-          times.push(performance.now() - started);
+          withConversion.push(performance.now() - started);
+          times.push(result.handlerMs);
           outcomes += 1;
           const status = statusOf(result);
           if (status !== 'Accepted' && unexpected.length < 5) unexpected.push(status);
         }
-        send({ type: 'times', times, unexpected });
+        send({ type: 'times', times, withConversion, unexpected });
       } else if (command.cmd === 'bare') {
         const token = await deps.credentials!.getToken();
         const times: number[] = [];
@@ -134,14 +140,35 @@ async function warm(): Promise<void> {
         }
         send({ type: 'times', times, unexpected });
       } else if (command.cmd === 'stats') {
+        if (process.env.BENCH_PROFILE) {
+          profiler = new Session();
+          profiler.connect();
+          profiler.post('Profiler.enable');
+          profiler.post('Profiler.start');
+        }
         const ready = deps.telemetry.ready ? await deps.telemetry.ready() : false;
         send({ type: 'stats', telemetryReady: ready, rssBytes: process.memoryUsage().rss });
       } else if (command.cmd === 'finish') {
         await deps.telemetry.flush();
+        if (profiler) {
+          const profile = await new Promise<unknown>((resolve) =>
+            profiler!.post('Profiler.stop', (_error, result) => resolve(result.profile)),
+          );
+          writeFileSync(process.env.BENCH_PROFILE!, JSON.stringify(profile));
+        }
+        // With --expose-gc (BENCH_CHILD_EXEC_ARGV), report the live heap too: growth vs garbage.
+        const gc = (globalThis as { gc?: () => void }).gc;
+        if (gc) {
+          gc();
+          console.error(
+            `warm child: live heap after GC ${(process.memoryUsage().heapUsed / 1048576).toFixed(1)} MB`,
+          );
+        }
         send({
           type: 'finished',
           outcomes,
           maxRssBytes: process.resourceUsage().maxRSS * 1024,
+          memory: process.memoryUsage(),
           credentialStats: deps.credentials?.stats,
         });
       }

@@ -81,6 +81,8 @@ export interface InvocationResult {
   outputs: Record<string, unknown>;
   /** The error the function threw (Service Bus redelivery), if any. */
   error?: Error;
+  /** Time in the app's handler (`invokeFunction`), excluding the worker's RPC ↔ object conversions. */
+  handlerMs: number;
 }
 
 function decode(data: RpcTypedData | null | undefined): unknown {
@@ -130,11 +132,14 @@ export async function invoke(
   const model = programmingModel.getInvocationModel(coreCtx);
   const { context, inputs } = await model.getArguments();
   let result: unknown;
+  const started = performance.now();
   try {
     result = await model.invokeFunction(context, inputs, registration.callback);
   } catch (error) {
-    return { outputs: {}, error: error instanceof Error ? error : new Error(String(error)) };
+    const handlerMs = performance.now() - started;
+    return { outputs: {}, error: error instanceof Error ? error : new Error(String(error)), handlerMs };
   }
+  const handlerMs = performance.now() - started;
   const response = await model.getResponse(context, result);
   const outputs: Record<string, unknown> = {};
   for (const output of response.outputData ?? []) outputs[output.name] = decode(output.data);
@@ -142,6 +147,7 @@ export async function invoke(
   return {
     outputs,
     http: http ? { status: Number(http.statusCode), body: decode(http.body) } : undefined,
+    handlerMs,
   };
 }
 
