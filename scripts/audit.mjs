@@ -12,7 +12,9 @@ try {
   process.exit(1);
 }
 if (report.statusCode || report.error) {
-  console.warn(`npm audit: advisory endpoint unavailable here (${report.statusCode ?? report.error?.code}); not checked.`);
+  console.warn(
+    `npm audit: advisory endpoint unavailable here (${report.statusCode ?? report.error?.code}); not checked.`,
+  );
   process.exit(0);
 }
 const counts = report.metadata?.vulnerabilities ?? {};
