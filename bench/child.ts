@@ -105,6 +105,20 @@ async function warm(): Promise<void> {
   });
   let outcomes = 0;
   const unexpected: string[] = [];
+  // BENCH_SPLIT=1 (diagnostics): time spent inside the Defender call, to split the handler's overhead.
+  let inDefenderMs = 0;
+  if (process.env.BENCH_SPLIT === '1') {
+    const defender = deps.release.defender as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const original = defender.unisolate!.bind(defender);
+    defender.unisolate = async (...args: unknown[]) => {
+      const started = performance.now();
+      try {
+        return await original(...args);
+      } finally {
+        inDefenderMs += performance.now() - started;
+      }
+    };
+  }
   // BENCH_PROFILE=<file>: CPU profile of the warm phase (after warm-up), written at finish.
   let profiler: Session | undefined;
 
@@ -123,6 +137,13 @@ async function warm(): Promise<void> {
           const status = statusOf(result);
           if (status !== 'Accepted' && unexpected.length < 5) unexpected.push(status);
         }
+        if (process.env.BENCH_SPLIT === '1') {
+          const total = times.reduce((x, y) => x + y, 0);
+          console.error(
+            `handler ${(total / times.length).toFixed(3)} ms/request, of which in the Defender call ${(inDefenderMs / times.length).toFixed(3)} ms`,
+          );
+          inDefenderMs = 0;
+        }
         send({ type: 'times', times, withConversion, unexpected });
       } else if (command.cmd === 'bare') {
         const token = await deps.credentials!.getToken();
@@ -137,6 +158,20 @@ async function warm(): Promise<void> {
           times.push(performance.now() - started);
           if (response.status !== 201 && unexpected.length < 5)
             unexpected.push(`bare HTTP ${response.status}`);
+        }
+        send({ type: 'times', times, unexpected });
+      } else if (command.cmd === 'client') {
+        // Diagnostics: the app's DefenderClient alone (no handler, no core), to split the overhead.
+        const client = deps.defenderClient as unknown as {
+          unisolate(id: string, comment: string, o: { timeoutMs: number }): Promise<{ status: number }>;
+        };
+        const times: number[] = [];
+        for (const id of command.ids) {
+          const started = performance.now();
+          const response = await client.unisolate(id, releaseBody(id).comment, { timeoutMs: 30_000 });
+          times.push(performance.now() - started);
+          if (response.status !== 201 && unexpected.length < 5)
+            unexpected.push(`client HTTP ${response.status}`);
         }
         send({ type: 'times', times, unexpected });
       } else if (command.cmd === 'stats') {

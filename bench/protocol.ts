@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 export type Command =
   | { cmd: 'app'; ids: string[] }
   | { cmd: 'bare'; ids: string[] }
+  | { cmd: 'client'; ids: string[] }
   | { cmd: 'stats' }
   | { cmd: 'finish' }
   | { cmd: 'drain'; ids: string[]; concurrency: number; scale: number; t0: number; timeoutMs: number };
