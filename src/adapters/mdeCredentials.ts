@@ -8,7 +8,7 @@
  * Errors are `UnisolateError`s whose messages never contain a secret or a token.
  */
 import type { AccessToken, TokenCredential } from '@azure/identity';
-import { AuthenticationError, ClientSecretCredential } from '@azure/identity';
+import { ClientSecretCredential } from '@azure/identity';
 import type { SecretClient } from '@azure/keyvault-secrets';
 import { UnisolateError } from '../core/errors';
 import type { Logger } from '../core/ports';
@@ -33,6 +33,19 @@ export interface MdeCredentialsOptions {
   /** Builds the MDE app credential; injectable for tests. */
   createCredential?: (secrets: MdeAppSecrets, authorityHost: string) => TokenCredential;
 }
+
+/**
+ * Entra ID errors meaning the app's credentials themselves are wrong (not an outage): invalid or expired
+ * secret, unknown or disabled app, unknown tenant. https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes
+ */
+const REJECTED_CREDENTIALS = new Set([
+  'AADSTS7000215',
+  'AADSTS7000222',
+  'AADSTS700016',
+  'AADSTS7000112',
+  'AADSTS90002',
+  'AADSTS900023',
+]);
 
 /** Tokens are renewed this long before they expire. */
 const TOKEN_RENEW_MARGIN_MS = 5 * 60_000;
@@ -121,10 +134,12 @@ export class MdeCredentials {
       return access;
     } catch (error) {
       const code = aadstsCode(error);
+      // MSAL reports a refused client secret as AuthenticationRequiredError or AuthenticationError depending on
+      // the path; what identifies it is the OAuth error / AADSTS code, not the class.
+      const text = error instanceof Error ? error.message : '';
       const rejected =
-        error instanceof AuthenticationError &&
-        (error.statusCode === 400 || error.statusCode === 401) &&
-        code !== undefined;
+        /\b(invalid_client|unauthorized_client|invalid_tenant)\b/.test(text) ||
+        (code !== undefined && REJECTED_CREDENTIALS.has(code));
       if (rejected) {
         throw new UnisolateError(
           'CredentialsRejected',

@@ -7,6 +7,7 @@
  * wait in a bounded in-memory queue and are replayed in order, so none is lost. Every SDK call is guarded:
  * telemetry errors are logged, never thrown.
  */
+import path from 'node:path';
 import type { TokenCredential } from '@azure/identity';
 import type { Outcome } from '../core/outcome';
 import type { DependencyRecord, Logger, Telemetry } from '../core/ports';
@@ -83,9 +84,43 @@ async function loadSdk(
   client.config.enableUseDiskRetryCaching = false;
   client.config.enableAutoCollectConsole = false;
   client.config.enableAutoCollectExceptions = false;
+  // Every dependency recorded (the distro's default rate-limited sampler drops spans after start-up).
+  client.config.azureMonitorOpenTelemetryOptions = { tracesPerSecond: 0, samplingRatio: 1 };
   if (credential) client.config.aadTokenCredential = credential();
   client.initialize();
+  stopConfigurationPolling(require.resolve('applicationinsights'));
   return client;
+}
+
+/**
+ * The exporter reports on itself ("statsbeat", SDK stats) to Microsoft-owned Application Insights resources
+ * outside the customer's tenant unless told not to. This app's telemetry goes to its own resource only. The
+ * variables are read when the exporter starts (on this thread or in the worker, which copies the environment).
+ */
+function disableSdkSelfReporting(): void {
+  process.env.APPLICATION_INSIGHTS_NO_STATSBEAT ??= 'true';
+  process.env.APPLICATIONINSIGHTS_STATSBEAT_DISABLED ??= 'true';
+  process.env.APPLICATIONINSIGHTS_SDKSTATS_DISABLED ??= 'true';
+}
+
+/**
+ * The exporter polls `settings.sdk.monitor.azure.com` for remote SDK configuration, whatever the statsbeat
+ * settings say. This app sends telemetry to its ingestion endpoint and nowhere else, so the poller is stopped
+ * (an internal of `@azure/monitor-opentelemetry-exporter`: if it moves, this does nothing).
+ */
+function stopConfigurationPolling(sdkPath: string): void {
+  try {
+    const entry = require.resolve('@azure/monitor-opentelemetry-exporter', {
+      paths: [path.dirname(sdkPath)],
+    });
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const manager = require(path.join(path.dirname(entry), '_configuration', 'configurationManager.js')) as {
+      ConfigurationManager?: { getInstance(): { shutdown(): void } };
+    };
+    manager.ConfigurationManager?.getInstance().shutdown();
+  } catch {
+    /* internals moved: the poller keeps running, nothing else changes */
+  }
 }
 
 /**
@@ -105,6 +140,7 @@ function start() {
   c.enableUseDiskRetryCaching = false;
   c.enableAutoCollectConsole = false;
   c.enableAutoCollectExceptions = false;
+  c.azureMonitorOpenTelemetryOptions = { tracesPerSecond: 0, samplingRatio: 1 };
   const aad = workerData.aad;
   if (aad) {
     const id = require(workerData.identityPath);
@@ -113,6 +149,12 @@ function start() {
       : new id.ChainedTokenCredential(new id.AzureCliCredential(), new id.AzureDeveloperCliCredential());
   }
   client.initialize();
+  // Same as stopConfigurationPolling() on the main thread.
+  try {
+    const path = require('node:path');
+    const entry = require.resolve('@azure/monitor-opentelemetry-exporter', { paths: [path.dirname(workerData.sdkPath)] });
+    require(path.join(path.dirname(entry), '_configuration', 'configurationManager.js')).ConfigurationManager.getInstance().shutdown();
+  } catch {}
   return client;
 }
 let client;
@@ -226,6 +268,7 @@ function outcomeEvent(outcome: Outcome, durationMs: number) {
 export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(): Promise<boolean> } {
   const { connectionString, log } = options;
   if (!connectionString) return { ...noTelemetry, ready: async () => false };
+  disableSdkSelfReporting();
   const queue: Item[] = [];
   let client: AppInsightsClient | undefined;
   let failed = false;

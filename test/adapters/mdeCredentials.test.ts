@@ -1,5 +1,5 @@
 import type { AccessToken, TokenCredential } from '@azure/identity';
-import { AuthenticationError } from '@azure/identity';
+import { AuthenticationRequiredError } from '@azure/identity';
 import { MdeCredentials, type MdeAppSecrets } from '../../src/adapters/mdeCredentials';
 import { recordingLogger } from '../support/fakes';
 
@@ -41,9 +41,11 @@ function setup(options: { ttlMs?: number } = {}) {
         getToken: async (): Promise<AccessToken> => {
           tokenCalls.push(secrets.clientSecret);
           if (secrets.clientSecret === rejectSecret) {
-            throw new AuthenticationError(401, {
-              error: 'invalid_client',
-              error_description: 'AADSTS7000215: Invalid client secret provided.',
+            // What MSAL surfaces for a refused secret (see the integration test against the Entra simulator).
+            throw new AuthenticationRequiredError({
+              scopes: ['https://api.securitycenter.microsoft.com/.default'],
+              message:
+                'invalid_client: Error(s): 7000215 - Description: AADSTS7000215: Invalid client secret provided.',
             });
           }
           return {

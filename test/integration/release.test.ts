@@ -226,6 +226,23 @@ describe('fault injection', () => {
     env.keyVault.setSecret('mde-client-secret', MDE_APP.clientSecret);
   });
 
+  it('client secret rejected by Entra ID: re-reads Key Vault once, then Failed 503 CredentialsRejected', async () => {
+    install();
+    env.entra.setClientSecret(MDE_APP.clientId, 'only~entra~knows~this~one');
+    try {
+      const result = await release(id);
+      expect(result.status).toBe(503);
+      expect(result.body).toMatchObject({ status: 'Failed', error: { code: 'CredentialsRejected' } });
+      expect((result.body as { error: { message: string } }).error.message).toMatch(
+        /AADSTS7000215.*mde-client-secret/,
+      );
+      expect(env.keyVault.secretReads).toBe(6);
+      expect(env.defender.requests).toHaveLength(0);
+    } finally {
+      env.entra.setClientSecret(MDE_APP.clientId, MDE_APP.clientSecret);
+    }
+  });
+
   it('Key Vault down: HTTP Failed 503 SecretUnavailable; Service Bus throws for redelivery', async () => {
     install();
     await env.keyVault.setDown(true);
