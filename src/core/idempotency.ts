@@ -50,7 +50,7 @@ export interface OnceFlags {
   replayed: boolean;
   /**
    * False when this request produced no outcome of its own: a replay, or a duplicate still running
-   * elsewhere (409). The HTTP trigger then sends nothing to the response queue: the original already did.
+   * elsewhere (409). (Both triggers still send the answer to the response queue, a replay marked `replayed`.)
    */
   fresh: boolean;
 }

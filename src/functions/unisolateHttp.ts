@@ -9,7 +9,7 @@ import { getDependencies, type CallerChecks } from '../composition';
 import { authorizeCaller, CLIENT_PRINCIPAL_HEADER, type CallerPrincipal } from '../core/callerPrincipal';
 import { toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
-import { httpStatusOf } from '../core/outcome';
+import { httpStatusOf, type Outcome } from '../core/outcome';
 import { chooseIdempotencyKey, processReleaseOnce } from '../core/idempotency';
 import { safetyOptions } from '../config';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
@@ -166,15 +166,17 @@ export async function unisolateHttp(
   );
   const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
   if (result.retryAfterSeconds !== undefined) headers['Retry-After'] = String(result.retryAfterSeconds);
-  // A replay answers exactly what was stored; it and a 409 send nothing new to the queue (the first did).
   if (result.replayed) headers['Idempotent-Replayed'] = 'true';
+  // Every request sends its outcome to the response queue, a replay included (marked `replayed`, as on the
+  // Service Bus path), so queue consumers see one message per request and can tell repeats apart.
+  const mark = (o: Outcome): Outcome => (result.replayed ? { ...o, replayed: true } : o);
   if (result.kind === 'bulk') {
     // An array output binding sends one response-queue message per element: one per device.
-    if (result.fresh) context.extraOutputs.set(responseQueue, result.outcomes);
+    context.extraOutputs.set(responseQueue, result.outcomes.map(mark));
     // 207 Multi-Status: each element carries its own status (and error).
     return { status: 207, jsonBody: result.outcomes, headers };
   }
-  if (result.fresh) context.extraOutputs.set(responseQueue, result.outcome);
+  context.extraOutputs.set(responseQueue, mark(result.outcome));
   return { status: httpStatusOf(result.outcome), jsonBody: result.outcome, headers };
 }
 
