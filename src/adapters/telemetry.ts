@@ -167,9 +167,12 @@ try {
 parentPort.on('message', (m) => {
   if (!client) return;
   try {
-    if (m.kind === 'event') client.trackEvent(m.item);
-    else if (m.kind === 'dependency') client.trackDependency(m.item);
-    else if (m.kind === 'flush') {
+    if (m.kind === 'batch') {
+      for (const [kind, item] of m.items) {
+        if (kind === 'event') client.trackEvent(item);
+        else client.trackDependency(item);
+      }
+    } else if (m.kind === 'flush') {
       const done = () => parentPort.postMessage({ kind: 'flushed', id: m.id });
       client.flush().then(done, done);
     }
@@ -178,6 +181,9 @@ parentPort.on('message', (m) => {
   }
 });
 `;
+
+/** How long telemetry items wait on this thread before going to the worker together. */
+const BATCH_MS = 50;
 
 type WorkerMessage =
   | { kind: 'ready' }
@@ -232,11 +238,28 @@ async function loadSdkOffThread(
       reject(new Error('the telemetry worker exited'));
     });
   });
+  // Items go to the worker in batches: one structured clone per BATCH_MS instead of one per item keeps the
+  // per-request cost of telemetry small (npm run bench, figure 1). The SDK batches for seconds anyway.
+  let batch: ['event' | 'dependency', unknown][] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const post = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (batch.length === 0) return;
+    worker.postMessage({ kind: 'batch', items: batch });
+    batch = [];
+  };
+  const enqueue = (kind: 'event' | 'dependency', item: unknown): void => {
+    batch.push([kind, item]);
+    if (batch.length >= 200) post();
+    else timer ??= setTimeout(post, BATCH_MS).unref();
+  };
   return {
-    trackEvent: (item) => worker.postMessage({ kind: 'event', item }),
-    trackDependency: (item) => worker.postMessage({ kind: 'dependency', item }),
+    trackEvent: (item) => enqueue('event', item),
+    trackDependency: (item) => enqueue('dependency', item),
     flush: () =>
       new Promise<void>((resolve) => {
+        post();
         const id = nextFlush++;
         worker.ref();
         flushes.set(id, () => {
