@@ -71,7 +71,8 @@ export interface IsolationCheck {
  * no Machine.Read.All) the check is skipped with a warning: the release itself only needs Machine.Isolate,
  * and refusing every release of a deployment without the read permission would be worse than releasing
  * unchecked (MDE itself then decides). When no Isolate was ever seen and the device is not known to exist,
- * `GET /api/machines/{id}` tells NotFound from NotIsolated.
+ * `GET /api/machines/{id}` tells a never-isolated device (NotIsolated) from an unknown id (the release call
+ * then answers NotFound).
  */
 export async function checkIsolation(
   ctx: CallContext,
@@ -103,11 +104,12 @@ export async function checkIsolation(
   // No Isolate/Unisolate visible: an unknown id, a device outside the app's scope, or never isolated.
   const machine = await callMde(ctx, 'the device check', (o) => ctx.defender.getMachine(machineId, o));
   if (machine.response.status === 404) {
-    throw new UnisolateError(
-      'MachineNotFound',
-      `Device ${machineId} was not found in Defender for Endpoint. Check the device id (the 40-character id in the device page URL) and the tenant.`,
-      { attempts: machine.attempts },
-    );
+    // Unknown here: the release call itself then answers 404 (NotFound) for a device MDE does not know,
+    // which keeps NotFound decided by the action that matters rather than by a read.
+    return {
+      state: { kind: 'Unknown', reason: 'the device could not be read (HTTP 404)' },
+      attempts: machine.attempts,
+    };
   }
   if (machine.response.status !== 200) {
     // 403: out of the app's device-group scope (or no read permission): let the release answer for itself.

@@ -292,7 +292,7 @@ describe('bulk', () => {
       const isolating = seeded('isolating', i);
       mde.addAction({ machineId: isolating, type: 'Isolate', status: 'InProgress' });
       add(null, { machineId: isolating }, 'IsolationPending', 1);
-      add(null, { machineId: machineIdFor(`unknown-${i}`) }, 'NotFound', 2); // history + getMachine 404
+      add(null, { machineId: machineIdFor(`unknown-${i}`) }, 'NotFound', 3); // history + getMachine 404 + unisolate 404
       add(null, { deviceName: `nobody-${i}.fabrikam.local` }, 'NotFound', 1); // listMachines
       seeded('twin', i, { isolated: true });
       mde.addMachine({
