@@ -6,6 +6,7 @@
  * forgotten in one of them.
  */
 
+import { isLoopbackUrl } from './adapters/loopback';
 import { parseReleasePolicy, type ReleasePolicy } from './core/healthGate';
 
 /** Sovereign cloud profiles of Microsoft Defender for Endpoint. */
@@ -341,7 +342,11 @@ function httpsUrl(env: Env, name: string, problems: string[], fallback?: string)
   if (raw === undefined) return undefined;
   try {
     const url = new URL(raw);
-    if (url.protocol !== 'https:') problems.push(`${name} must be an https URL (got ${url.protocol})`);
+    // Plain http only for a simulator on this machine (tests, sandbox); anything else must be https.
+    const loopbackHttp = url.protocol === 'http:' && isLoopbackUrl(raw);
+    if (url.protocol !== 'https:' && !loopbackHttp) {
+      problems.push(`${name} must be an https URL (got ${url.protocol})`);
+    }
     return raw.replace(/\/+$/, '');
   } catch {
     problems.push(`${name} must be an absolute URL (got "${raw}")`);

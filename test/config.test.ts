@@ -45,6 +45,13 @@ describe('loadConfig', () => {
     expect(config.retryBudgetMs).toEqual({ http: 5000, serviceBus: 5000 });
   });
 
+  it('accepts plain http only for a loopback simulator', () => {
+    expect(loadConfig({ ...base, MDE_API_BASE_URL: 'http://127.0.0.1:8080' }).mde.apiBaseUrl).toBe(
+      'http://127.0.0.1:8080',
+    );
+    expect(() => loadConfig({ ...base, MDE_API_BASE_URL: 'http://api.contoso.com' })).toThrow(/https URL/);
+  });
+
   it('lists every problem in one error', () => {
     let error: unknown;
     try {
