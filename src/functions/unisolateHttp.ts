@@ -19,6 +19,12 @@ import { responseQueue } from './responseQueue';
 export const MAX_BODY_BYTES = 64 * 1024;
 
 const JSON_TYPE = /^(application\/(?:[\w.+-]+\+)?json|text\/json)\s*(;|$)/i;
+/**
+ * What a fetch `Request` (which `HttpRequest` wraps) reports for a string body sent without a Content-Type.
+ * It says nothing about the caller, so like a missing header it means "undeclared": the body must then
+ * parse as JSON. Any other declared non-JSON type is refused with 415.
+ */
+const UNDECLARED_TYPE = 'text/plain;charset=UTF-8';
 
 /** Reads the raw body bytes, or says they are too large. */
 export async function readRawBody(
@@ -44,7 +50,7 @@ export function decodeBody(
 ): { body: unknown } | { error: UnisolateError } {
   const text = bytes.toString('utf8');
   const contentType = request.headers.get('content-type') ?? '';
-  if (!JSON_TYPE.test(contentType.trim())) {
+  if (contentType !== UNDECLARED_TYPE && contentType !== '' && !JSON_TYPE.test(contentType.trim())) {
     return {
       error: new UnisolateError(
         'UnsupportedMediaType',

@@ -118,6 +118,12 @@ describe('HTTP triggers', () => {
     expect(JSON.stringify(bad.body)).toMatch(/line 1, column 17 \(position 16\)/);
     const text = await invokeHttp('unisolate', { headers: { 'content-type': 'text/plain' }, body: '{}' });
     expect(text.status).toBe(415);
+    // No Content-Type declared (fetch then reports text/plain;charset=UTF-8): the body must parse as JSON.
+    const undeclared = await invokeHttp('unisolate', {
+      headers: {},
+      body: JSON.stringify({ machineId: MACHINE_ID, comment: 'x' }),
+    });
+    expect(undeclared.status).toBe(201);
     const huge = await invokeHttp('unisolate', {
       headers: json,
       body: JSON.stringify({ comment: 'x'.repeat(70_000) }),
