@@ -6,7 +6,7 @@
  * every loop is bounded in count and time.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   connectionString,
@@ -20,6 +20,15 @@ import {
 import { machineId, type Command } from './protocol';
 
 const ROOT = process.cwd();
+/**
+ * The node arguments the deployed app runs with (`languageWorkers__node__arguments` in infra/app/api.bicep),
+ * so the children measure what is deployed. `BENCH_CHILD_EXEC_ARGV` overrides them.
+ */
+function deployedNodeArguments(): string {
+  const bicep = readFileSync(path.join(ROOT, 'infra', 'app', 'api.bicep'), 'utf8');
+  return /languageWorkers__node__arguments:\s*'([^']*)'/.exec(bicep)?.[1] ?? '';
+}
+
 const CHILD = path.join(__dirname, 'child.js');
 const BUNDLE = path.join(ROOT, 'dist', 'index.js');
 const TENANT = '11111111-1111-1111-1111-111111111111';
@@ -97,7 +106,7 @@ function nextMessage<T>(child: ChildProcess, type: string, timeoutMs: number): P
 }
 
 function startChild(mode: string, env: NodeJS.ProcessEnv): ChildProcess {
-  const execArgv = process.env.BENCH_CHILD_EXEC_ARGV?.split(' ').filter(Boolean) ?? [];
+  const execArgv = (process.env.BENCH_CHILD_EXEC_ARGV ?? deployedNodeArguments()).split(' ').filter(Boolean);
   return fork(CHILD, [mode], { env, execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
 }
 
