@@ -1,15 +1,17 @@
 // Bundles the app into dist/index.js with esbuild: one minified file plus a source map, which is what
 // `package.json` `main` loads and what gets deployed. Prints the bundle size.
-// `--if-available` (used by `prepare`) skips quietly when esbuild is absent (production-only installs).
+// `--if-available` (used by `prepare`) skips quietly when esbuild or the sources are absent: a production-only
+// install, or an `npm install` run on the deployed package (which holds dist/ but not src/).
 //
 // The entry is src/index.ts (app setup + every function file). The bundle also exports the composition root
 // (`buildDependencies`, `getDependencies`, `setDependencies`): the Functions host ignores a v4 app's exports,
 // and this lets the benchmarks (`npm run bench`) and the sandbox drive the deployed file itself with a scaled
 // clock or a different rate budget instead of a rebuilt copy.
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 const optional = process.argv.includes('--if-available');
+if (optional && !existsSync(path.join('src', 'index.ts'))) process.exit(0);
 let esbuild;
 try {
   esbuild = await import('esbuild');
