@@ -5,6 +5,7 @@
  */
 import { callMde, type CallContext } from './callMde';
 import { UnisolateError } from './errors';
+import { isMachineAction } from './machineActions';
 import type { MachineAction } from './outcome';
 
 /** What the action history says. */
@@ -25,15 +26,6 @@ export const HISTORY_PAGE = 100;
 
 const RUNNING = new Set(['Pending', 'InProgress']);
 
-function isAction(value: unknown): value is MachineAction {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { type?: unknown }).type === 'string' &&
-    typeof (value as { status?: unknown }).status === 'string'
-  );
-}
-
 /**
  * Pure: the isolation state from a page of actions (any order). Only Isolate/Unisolate count; a Failed,
  * TimeOut or Cancelled one changed nothing, so the one before it decides.
@@ -41,7 +33,7 @@ function isAction(value: unknown): value is MachineAction {
  */
 export function deriveIsolationState(actions: readonly unknown[], pageFull: boolean): IsolationState {
   const relevant = actions
-    .filter(isAction)
+    .filter(isMachineAction)
     .filter((a) => a.type === 'Isolate' || a.type === 'Unisolate')
     .sort((a, b) => (b.creationDateTimeUtc ?? '').localeCompare(a.creationDateTimeUtc ?? ''));
   for (const action of relevant) {

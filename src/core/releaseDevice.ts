@@ -8,6 +8,7 @@ import { AmbiguousDeviceError, resolveDeviceName, type MachineRecord } from './d
 import { toUnisolateError, UnisolateError } from './errors';
 import { applyHealthGate, gateEnabled, type ReleasePolicy } from './healthGate';
 import { checkIsolation, isolationError } from './isolationState';
+import { unisolateActionsOf, isMachineAction } from './machineActions';
 import type { MachineAction, Outcome, OutcomeStatus, Trigger } from './outcome';
 import { ERROR_TABLE } from './outcome';
 import type { Clock, DefenderApi, Logger, Telemetry } from './ports';
@@ -92,15 +93,6 @@ function mdeError(body: unknown): { code?: string; message?: string } {
   };
 }
 
-function isMachineAction(body: unknown): body is MachineAction {
-  return (
-    typeof body === 'object' &&
-    body !== null &&
-    typeof (body as { id?: unknown }).id === 'string' &&
-    typeof (body as { status?: unknown }).status === 'string'
-  );
-}
-
 /**
  * Finds the Unisolate action that is already running for a machine (newest Pending/InProgress one), for an
  * `ActiveRequestAlreadyExists` answer. Best effort: any failure gives null, never a failed release.
@@ -111,18 +103,8 @@ async function findPendingUnisolate(
   log: Logger,
 ): Promise<MachineAction | null> {
   try {
-    // machineId is validated hex: safe inside an OData string literal.
-    const filter = `machineId eq '${machineId}' and type eq 'Unisolate'`;
-    const { response } = await callMde(ctx, 'the look-up of the pending action', (o) =>
-      ctx.defender.listMachineActions(filter, o),
-    );
-    const value = (response.body as { value?: unknown } | null)?.value;
-    if (response.status !== 200 || !Array.isArray(value)) return null;
-    const pending = value
-      .filter(isMachineAction)
-      .filter((a) => a.status === 'Pending' || a.status === 'InProgress')
-      .sort((a, b) => (b.creationDateTimeUtc ?? '').localeCompare(a.creationDateTimeUtc ?? ''));
-    return pending[0] ?? null;
+    const actions = await unisolateActionsOf(ctx, machineId, 'the look-up of the pending action');
+    return actions?.find((a) => a.status === 'Pending' || a.status === 'InProgress') ?? null;
   } catch (error) {
     log.warn('Could not look up the pending unisolate action; answering AlreadyInProgress without it', {
       machineId,

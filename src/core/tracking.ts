@@ -11,6 +11,7 @@
 import { callMde, type CallContext } from './callMde';
 import { toUnisolateError } from './errors';
 import type { MachineAction, Outcome, OutcomeStatus } from './outcome';
+import { isMachineAction, unisolateActionsOf } from './machineActions';
 import type { Clock, DefenderApi, Logger, ReleaseRecord, ReleaseStore, Telemetry, Versioned } from './ports';
 import type { RateLimiter } from './rateLimiter';
 
@@ -145,29 +146,10 @@ export interface TrackerDeps {
   pollBudgetMs?: number;
 }
 
-function isMachineAction(body: unknown): body is MachineAction {
-  return (
-    typeof body === 'object' &&
-    body !== null &&
-    typeof (body as { id?: unknown }).id === 'string' &&
-    typeof (body as { status?: unknown }).status === 'string'
-  );
-}
-
 /** Finds the Unisolate action of an AlreadyInProgress release recorded without it (newest first). */
 async function findAction(ctx: CallContext, record: ReleaseRecord): Promise<MachineAction | null> {
-  // machineId is validated hex: safe inside an OData string literal.
-  const filter = `machineId eq '${record.machineId}' and type eq 'Unisolate'`;
-  const { response } = await callMde(ctx, 'the look-up of the tracked action', (o) =>
-    ctx.defender.listMachineActions(filter, o),
-  );
-  const value = (response.body as { value?: unknown } | null)?.value;
-  if (response.status !== 200 || !Array.isArray(value)) return null;
-  const actions = value
-    .filter(isMachineAction)
-    .filter((a) => ACTION_ID.test(a.id))
-    .sort((a, b) => (b.creationDateTimeUtc ?? '').localeCompare(a.creationDateTimeUtc ?? ''));
-  return actions[0] ?? null;
+  const actions = await unisolateActionsOf(ctx, record.machineId, 'the look-up of the tracked action');
+  return actions?.find((a) => ACTION_ID.test(a.id)) ?? null;
 }
 
 /**
