@@ -12,8 +12,8 @@ import { callMde, type CallContext } from './callMde';
 import { toUnisolateError } from './errors';
 import type { MachineAction, Outcome, OutcomeStatus } from './outcome';
 import { isMachineAction, unisolateActionsOf } from './machineActions';
-import type { Clock, DefenderApi, Logger, ReleaseRecord, ReleaseStore, Telemetry, Versioned } from './ports';
-import type { RateLimiter } from './rateLimiter';
+import type { Logger, ReleaseRecord, ReleaseStore, Versioned } from './ports';
+import type { ReleaseDeps } from './releaseDevice';
 
 /** MachineAction statuses that end an action, and the completion status each gives. */
 export const TERMINAL_STATUS: Readonly<Record<string, Extract<OutcomeStatus, 'Released' | 'ReleaseFailed'>>> =
@@ -130,16 +130,11 @@ export function completionOutcome(
 }
 
 /** What the tracker needs (the release path's Defender client, limiter and clock: one shared budget). */
-export interface TrackerDeps {
+export interface TrackerDeps extends Pick<
+  ReleaseDeps,
+  'defender' | 'limiter' | 'clock' | 'random' | 'telemetry' | 'log' | 'requestTimeoutMs' | 'apiHost'
+> {
   store: ReleaseStore;
-  defender: DefenderApi;
-  limiter: RateLimiter;
-  clock: Clock;
-  random: () => number;
-  telemetry: Telemetry;
-  log: Logger;
-  requestTimeoutMs: number;
-  apiHost: string;
   /** TRACK_MAX_HOURS in ms. */
   trackMaxMs: number;
   maxPollsPerRun?: number;
