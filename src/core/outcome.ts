@@ -133,15 +133,6 @@ export const SUCCESS_HTTP: Readonly<Record<'Accepted' | 'AlreadyInProgress', num
   AlreadyInProgress: 200,
 };
 
-/** Every documented HTTP status per outcome status (for the OpenAPI description and tests). */
-export function httpStatusesOf(status: OutcomeStatus): number[] {
-  if (status === 'Accepted' || status === 'AlreadyInProgress') return [SUCCESS_HTTP[status]];
-  const codes = Object.values(ERROR_TABLE)
-    .filter((row) => row.status === status)
-    .map((row) => row.http);
-  return [...new Set(codes)].sort();
-}
-
 /** The error part of an outcome. */
 export interface OutcomeError {
   code: ErrorCode;

@@ -90,12 +90,6 @@ export class RateLimiter {
     this.blockedUntil = Math.max(this.blockedUntil, until);
   }
 
-  /** Calls finished in the last `windowMs` plus those in flight (for tests and diagnostics). */
-  countInLast(windowMs: number): number {
-    const since = this.now() - windowMs;
-    return this.completed.filter((t) => t > since).length + this.inFlight;
-  }
-
   private record(at: number): void {
     // Completion times arrive almost in order: insert from the end.
     let i = this.completed.length;

@@ -72,12 +72,6 @@ export function decodeBody(
   return { body: parsed.value };
 }
 
-/** Reads and decodes the body, or says why it cannot be used. */
-export async function readBody(request: HttpRequest): Promise<{ body: unknown } | { error: UnisolateError }> {
-  const raw = await readRawBody(request);
-  return 'error' in raw ? raw : decodeBody(request, raw.bytes);
-}
-
 /**
  * The caller checks beyond the function key (docs/security.md), before the body is parsed: the Entra ID
  * app role (App Service Authentication's `X-MS-CLIENT-PRINCIPAL`), then the webhook signature over the raw
