@@ -179,7 +179,12 @@ async function acquire(
 }
 
 /** An outcome for a request refused by the idempotency check (nothing was sent to MDE). */
-function refusal(input: ReleaseInput, deps: ReleaseDeps, error: UnisolateError): Outcome {
+/**
+ * The outcome of a request refused before (or instead of) a release: status and error from the error table,
+ * what could be read from the request, reported to telemetry. Used for idempotency refusals and by the
+ * triggers' last-resort guard.
+ */
+export function refusal(input: ReleaseInput, deps: ReleaseDeps, error: UnisolateError): Outcome {
   const parsed = parseReleaseRequest(input.bodyError ? {} : input.body, input);
   const now = new Date(deps.clock.now()).toISOString();
   const outcome: Outcome = {

@@ -10,7 +10,7 @@ import { authorizeCaller, CLIENT_PRINCIPAL_HEADER, type CallerPrincipal } from '
 import { toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
 import { httpStatusOf, type Outcome } from '../core/outcome';
-import { chooseIdempotencyKey, processReleaseOnce } from '../core/idempotency';
+import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
 import { safetyOptions } from '../config';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
 import { responseQueue } from './responseQueue';
@@ -140,6 +140,33 @@ export async function unisolateHttp(
   request: HttpRequest,
   context: InvocationContext,
 ): Promise<HttpResponseInit> {
+  try {
+    return await handle(request, context);
+  } catch (error) {
+    // Last resort: a bug must still end in one outcome (502 InternalError), never a bare 500 from the host.
+    const failure = toUnisolateError(error);
+    const log = createLogger(context);
+    log.error('Unexpected error in the HTTP trigger', {
+      error: error instanceof Error ? error.name : 'unknown',
+    });
+    const deps = getDependencies();
+    const outcome = refusal(
+      {
+        body: undefined,
+        bodyError: failure,
+        routeMachineId: request.params.machineId,
+        trigger: 'http',
+        canRedeliver: false,
+      },
+      { ...deps.release, log },
+      failure,
+    );
+    context.extraOutputs.set(responseQueue, outcome);
+    return { status: httpStatusOf(outcome), jsonBody: outcome, headers: { 'Retry-After': '30' } };
+  }
+}
+
+async function handle(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const deps = getDependencies();
   const raw = await readRawBody(request);
   // Who is calling is settled before anything in the body is looked at.

@@ -6,10 +6,11 @@
 import { app, type InvocationContext } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
-import { UnisolateError } from '../core/errors';
+import { toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
-import { chooseIdempotencyKey, processReleaseOnce } from '../core/idempotency';
+import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
 import type { Outcome } from '../core/outcome';
+import { RedeliveryRequested } from '../core/releaseDevice';
 import { safetyOptions } from '../config';
 import { responseQueue } from './responseQueue';
 
@@ -48,19 +49,45 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
     'body' in decoded
       ? chooseIdempotencyKey(decoded.body, undefined, metadataText(metadata.messageId))
       : null;
-  const result = await processReleaseOnce(
-    {
-      body: 'body' in decoded ? decoded.body : undefined,
-      bodyError: 'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
-      fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
-      trigger: 'serviceBus',
-      canRedeliver: deliveryCount < deps.maxDeliveryCount,
-      deliveryCount,
-    },
-    chosen && 'key' in chosen ? chosen.key : undefined,
-    { ...deps.release, safety: safetyOptions(deps.config), log: createLogger(context) },
-    deps.state,
-  );
+  let result;
+  try {
+    result = await processReleaseOnce(
+      {
+        body: 'body' in decoded ? decoded.body : undefined,
+        bodyError:
+          'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
+        fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+        trigger: 'serviceBus',
+        canRedeliver: deliveryCount < deps.maxDeliveryCount,
+        deliveryCount,
+      },
+      chosen && 'key' in chosen ? chosen.key : undefined,
+      { ...deps.release, safety: safetyOptions(deps.config), log: createLogger(context) },
+      deps.state,
+    );
+  } catch (error) {
+    if (error instanceof RedeliveryRequested || deliveryCount < deps.maxDeliveryCount) throw error;
+    // Last resort on the last delivery: a bug must still end in one outcome, not a silent dead letter.
+    const failure = toUnisolateError(error);
+    const log = createLogger(context);
+    log.error('Unexpected error in the Service Bus trigger', {
+      error: error instanceof Error ? error.name : 'unknown',
+    });
+    const outcome = refusal(
+      {
+        body: undefined,
+        bodyError: failure,
+        fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+        trigger: 'serviceBus',
+        canRedeliver: false,
+        deliveryCount,
+      },
+      { ...deps.release, log },
+      failure,
+    );
+    context.extraOutputs.set(responseQueue, outcome);
+    return;
+  }
   const mark = (o: Outcome): Outcome => (result.replayed ? { ...o, replayed: true } : o);
   // Bulk: an array, so the binding sends one response-queue message per device.
   context.extraOutputs.set(

@@ -6,6 +6,7 @@ import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import * as idempotency from '../../src/core/idempotency';
 
 function install(defender: FakeDefender, maxDeliveryCount = 10) {
   const { deps, telemetry } = fakeDeps(defender);
@@ -202,6 +203,42 @@ describe('Service Bus trigger', () => {
       expect.objectContaining({
         status: 'Failed',
         error: expect.objectContaining({ code: 'MdeUnavailable' }),
+      }),
+    ]);
+  });
+});
+
+describe('last-resort guard', () => {
+  afterEach(() => jest.restoreAllMocks());
+  const body = JSON.stringify({ machineId: MACHINE_ID, comment: 'x', correlationId: 'INC-BUG' });
+
+  it('turns an unexpected error into one Failed outcome (HTTP 502), not a bare host 500', async () => {
+    install(new FakeDefender());
+    jest.spyOn(idempotency, 'processReleaseOnce').mockRejectedValue(new Error('bug with a detail'));
+    const result = await invokeHttp('unisolate', { headers: json, body });
+    expect(result.status).toBe(502);
+    expect(result.body).toMatchObject({ status: 'Failed', error: { code: 'InternalError' } });
+    expect(JSON.stringify(result.body)).not.toContain('bug with a detail');
+    expect(result.messages).toHaveLength(1);
+  });
+
+  it('Service Bus: redelivers an unexpected error, and reports it on the last delivery', async () => {
+    install(new FakeDefender(), 3);
+    jest.spyOn(idempotency, 'processReleaseOnce').mockRejectedValue(new Error('bug'));
+    const early = await invokeServiceBus('unisolateServiceBus', body, {
+      deliveryCount: 1,
+      correlationId: 'SB-BUG',
+    });
+    expect(early.error?.message).toBe('bug');
+    const last = await invokeServiceBus('unisolateServiceBus', body, {
+      deliveryCount: 3,
+      correlationId: 'SB-BUG',
+    });
+    expect(last.messages).toEqual([
+      expect.objectContaining({
+        status: 'Failed',
+        correlationId: 'SB-BUG',
+        error: expect.objectContaining({ code: 'InternalError' }),
       }),
     ]);
   });
