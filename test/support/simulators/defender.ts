@@ -742,6 +742,19 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
     for (const m of machinesById.values()) if (m.computerDnsName.toLowerCase() === lower) return m;
     return undefined;
   };
+  /** A machine the app may see, or the 404/403 answer MDE gives for it. */
+  const visibleMachine = (idOrName: string): Machine | SimResponse => {
+    const machine = findMachine(idOrName);
+    if (!machine) return error(404, 'ResourceNotFound', `Machine ${idOrName} was not found`);
+    if (forbidden.has(machine.id)) {
+      return error(
+        403,
+        'Forbidden',
+        `The application does not have permission to access machine ${idOrName}.`,
+      );
+    }
+    return machine;
+  };
 
   const handler = (req: SimRequest): SimResponse => {
     const token = bearerToken(req.headers.authorization);
@@ -818,27 +831,13 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
         return { status: 200, body: collection('Machines', result) };
       }
       case 'getMachine': {
-        const machine = findMachine(r.id!);
-        if (!machine) return error(404, 'ResourceNotFound', `Machine ${r.id!} was not found`);
-        if (forbidden.has(machine.id)) {
-          return error(
-            403,
-            'Forbidden',
-            `The application does not have permission to access machine ${r.id!}.`,
-          );
-        }
+        const machine = visibleMachine(r.id!);
+        if ('status' in machine) return machine;
         return { status: 200, body: single('Machines', machine) };
       }
       case 'alerts': {
-        const machine = findMachine(r.id!);
-        if (!machine) return error(404, 'ResourceNotFound', `Machine ${r.id!} was not found`);
-        if (forbidden.has(machine.id)) {
-          return error(
-            403,
-            'Forbidden',
-            `The application does not have permission to access machine ${r.id!}.`,
-          );
-        }
+        const machine = visibleMachine(r.id!);
+        if ('status' in machine) return machine;
         const result = listQuery(
           req,
           (alertsByMachine.get(machine.id) ?? []) as unknown as Record<string, unknown>[],
