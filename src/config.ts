@@ -191,6 +191,12 @@ export const SETTINGS: readonly SettingSpec[] = [
     scope: 'optional',
   },
   {
+    name: 'MDE_RATE_LIMIT_PER_HOUR',
+    default: '1500',
+    meaning: 'per-instance cap on Defender API calls per hour (MDE limit: 1500)',
+    scope: 'optional',
+  },
+  {
     name: 'CHECK_ISOLATION_STATE',
     default: 'true',
     meaning:
@@ -205,12 +211,6 @@ export const SETTINGS: readonly SettingSpec[] = [
       'health gate, e.g. `blockRiskScore=High;blockAlertSeverity=Medium`: refuse (Blocked) devices at or above ' +
       'that risk score or with unresolved alerts of that severity or higher; `"force": true` bypasses it. Needs ' +
       'Machine.Read.All / Alert.Read.All',
-    scope: 'optional',
-  },
-  {
-    name: 'MDE_RATE_LIMIT_PER_HOUR',
-    default: '1500',
-    meaning: 'per-instance cap on Defender API calls per hour (MDE limit: 1500)',
     scope: 'optional',
   },
   {
