@@ -323,22 +323,25 @@ describe('Defender for Endpoint simulator', () => {
   });
 
   describe('rate limits', () => {
-    test('101st call within a minute is 429 with Retry-After; the window slides on the injected clock', async () => {
+    test('each API has its own 100/minute: the 101st call of one API is 429 with Retry-After, other APIs still answer', async () => {
       const clock = manualClock();
       const { sim, api: client } = await start({ clock, tls: false });
       for (let i = 0; i < 100; i++) {
-        // Mixed endpoints: the quota is per app across all APIs.
-        const res =
-          i % 2 === 0 ? await client.get('/api/machines') : await client.get(`/api/machines/${FIN}/alerts`);
-        expect(res.status).toBe(200);
+        expect((await client.get('/api/machines')).status).toBe(200);
         clock.advance(100); // 100 calls over 10 s
       }
-      const throttled = await client.get('/api/machineactions');
+      const throttled = await client.get('/api/machines');
       expect(throttled.status).toBe(429);
       expect(throttled.data.error.code).toBe('TooManyRequests');
       // Oldest call was 10 s ago → it leaves the window in 50 s.
       expect(throttled.headers['retry-after']).toBe('50');
       expect(sim.throttledCount).toBe(1);
+      expect(sim.throttledByRoute.listMachines).toBe(1);
+
+      // Every other API of the same app still has its whole budget (limits are per API).
+      expect((await client.get('/api/machineactions')).status).toBe(200);
+      expect((await client.get(`/api/machines/${FIN}/alerts`)).status).toBe(200);
+      expect((await client.post(`/api/machines/${FIN}/unisolate`, { Comment: 'x' })).status).toBe(201);
 
       // Another app has its own quota.
       const other = mint(registry, OTHER_APP);
@@ -347,8 +350,9 @@ describe('Defender for Endpoint simulator', () => {
       ).toBe(200);
 
       clock.advance(50_000);
-      expect((await client.get('/api/machineactions')).status).toBe(200);
-      expect(sim.counts.listMachines + sim.counts.alerts + sim.counts.listActions).toBe(102);
+      expect((await client.get('/api/machines')).status).toBe(200);
+      expect(sim.counts.listMachines).toBe(102);
+      expect(sim.throttledCount).toBe(1);
     });
 
     test('hourly limit applies even when each minute stays under the per-minute limit', async () => {

@@ -13,8 +13,10 @@
  * - Errors as `{"error":{"code","message","target"}}` with the documented codes
  *   (https://learn.microsoft.com/defender-endpoint/api/common-errors): 401 Unauthorized, 403 Forbidden,
  *   404 ResourceNotFound, 400 InvalidRequestBody / ODataError, 429 TooManyRequests with `Retry-After`.
- * - Rate limits: per app (the token's client id), sliding windows of 100 calls/minute and 1500 calls/hour
- *   counted over all endpoints, on an injectable clock so a benchmark can run on scaled time.
+ * - Rate limits: per app (the token's client id) and per API (each API's page states its own limit), sliding
+ *   windows of 100 calls/minute and 1500 calls/hour, on an injectable clock so a benchmark can run on scaled
+ *   time. E.g. https://learn.microsoft.com/defender-endpoint/api/unisolate-machine#limitations and
+ *   https://learn.microsoft.com/defender-endpoint/api/get-machineactions-collection#limitations.
  *
  * Built for speed (benchmarks make thousands of sequential calls): no logging, no sync I/O, actions indexed
  * by machine, action status progression computed lazily from the clock instead of timers.
@@ -165,7 +167,7 @@ export interface MachineSeed extends Partial<Machine> {
 export type DefenderRoute =
   'unisolate' | 'isolate' | 'listActions' | 'getAction' | 'listMachines' | 'getMachine' | 'alerts';
 
-/** Sliding-window rate limits per app. */
+/** Sliding-window rate limits, per app and API. */
 export interface DefenderLimits {
   perMinute: number;
   perHour: number;
@@ -213,6 +215,8 @@ export interface DefenderSimulator extends SimulatorHandle {
   readonly counts: Record<DefenderRoute, number>;
   /** Requests answered 429 since start/reset. */
   readonly throttledCount: number;
+  /** Requests answered 429 since start/reset, per route (each API has its own limit). */
+  readonly throttledByRoute: Record<DefenderRoute, number>;
   /** Requests answered 401 since start/reset. */
   readonly unauthorizedCount: number;
   /** The clock in use. */
@@ -380,10 +384,11 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
   const manual = new Set<string>();
   /** Creation instant (ms) per action id, for auto-progress. */
   const createdAt = new Map<string, number>();
-  /** Per app: call timestamps in the last hour, ascending. */
+  /** Per app and API (`<appId> <route>`): call timestamps in the last hour, ascending. */
   const windows = new Map<string, number[]>();
   let counts = emptyCounts();
   let throttledCount = 0;
+  let throttledByRoute = emptyCounts();
   let unauthorizedCount = 0;
   let seq = 0;
 
@@ -607,13 +612,14 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
   for (const seed of options.machines ?? []) addMachine(seed);
 
   /** Sliding-window throttle; returns seconds to wait, or 0 when the call is admitted (and counted). */
-  const throttle = (appId: string): number => {
+  const throttle = (appId: string, api: DefenderRoute): number => {
     if (limits === false) return 0;
     const now = clock.now();
-    let window = windows.get(appId);
+    const key = `${appId} ${api}`;
+    let window = windows.get(key);
     if (!window) {
       window = [];
-      windows.set(appId, window);
+      windows.set(key, window);
     }
     let drop = 0;
     while (drop < window.length && window[drop]! <= now - HOUR) drop++;
@@ -768,9 +774,13 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
         ? verdict.appId
         : (registry.lookup(token!)?.clientId ?? 'unknown-application');
 
-    const retryAfter = throttle(appId);
+    const r = route(req);
+    if ('status' in r) return r;
+
+    const retryAfter = throttle(appId, r.name);
     if (retryAfter > 0) {
       throttledCount++;
+      throttledByRoute[r.name]++;
       return error(
         429,
         'TooManyRequests',
@@ -780,9 +790,6 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
         { 'Retry-After': String(retryAfter) },
       );
     }
-
-    const r = route(req);
-    if ('status' in r) return r;
     counts[r.name]++;
     if (denied.has(r.name)) {
       return error(
@@ -873,6 +880,7 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
     onReset: () => {
       counts = emptyCounts();
       throttledCount = 0;
+      throttledByRoute = emptyCounts();
       unauthorizedCount = 0;
       windows.clear();
     },
@@ -882,6 +890,7 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
   return Object.defineProperties(server.handle as DefenderSimulator, {
     counts: { enumerable: true, get: () => counts },
     throttledCount: { enumerable: true, get: () => throttledCount },
+    throttledByRoute: { enumerable: true, get: () => throttledByRoute },
     unauthorizedCount: { enumerable: true, get: () => unauthorizedCount },
     clock: { enumerable: true, value: clock },
     addMachine: { value: addMachine },
