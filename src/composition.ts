@@ -13,7 +13,8 @@ import { SecretClient } from '@azure/keyvault-secrets';
 import { ConfigError, loadConfig, type Config } from './config';
 import { UnisolateError } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
-import { RateLimiter } from './core/rateLimiter';
+import { LocalBudget, MDE_LIMITS, type BudgetLimits } from './core/budget';
+import { SharedBudget } from './core/sharedBudget';
 import type { ReleaseDeps } from './core/releaseDevice';
 import type { StateDeps } from './core/idempotency';
 import { createReleaseStore } from './adapters/releaseStore';
@@ -58,6 +59,9 @@ const systemClock: Clock = {
 
 const consoleLogger: Logger = createLogger(console);
 
+/** The tracker's share of the list-machine-actions budget. */
+const TRACKER_SHARE = { perMinute: 2, perHour: 60 };
+
 /**
  * The identity the app reads Key Vault (and sends telemetry) with: the managed identity in Azure (the
  * platform sets IDENTITY_ENDPOINT), the developer's Azure CLI / azd login elsewhere.
@@ -100,11 +104,10 @@ export function buildDependencies(
     consoleLogger.error('Invalid app settings; every release will fail until they are fixed', {
       problems: error.problems,
     });
-    const limiter = RateLimiter.forMde(100, 1500, clock.now);
     return {
       release: {
         defender: unconfiguredDefender(error),
-        limiter,
+        budget: new LocalBudget({ perApi: MDE_LIMITS, tracker: TRACKER_SHARE }, clock.now),
         clock,
         random: Math.random,
         telemetry: noTelemetry,
@@ -149,10 +152,17 @@ export function buildDependencies(
       : undefined,
     log: consoleLogger,
   });
+  const limits: BudgetLimits = {
+    perApi: { perMinute: config.rateLimit.perMinute, perHour: config.rateLimit.perHour },
+    tracker: TRACKER_SHARE,
+  };
+  const state = buildState(config, getIdentity);
   return {
     release: {
       defender: defenderClient,
-      limiter: RateLimiter.forMde(config.rateLimit.perMinute, config.rateLimit.perHour, clock.now),
+      budget: state
+        ? new SharedBudget({ store: state.store, limits, now: clock.now, log: consoleLogger })
+        : new LocalBudget(limits, clock.now),
       clock,
       random: Math.random,
       telemetry,
@@ -165,7 +175,7 @@ export function buildDependencies(
     telemetry,
     credentials,
     defenderClient,
-    state: buildState(config, getIdentity),
+    state,
     callers: {
       policy: config.callers,
       webhookSecret: config.callers.webhookSigningSecretName

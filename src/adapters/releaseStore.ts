@@ -17,6 +17,7 @@
  */
 import { TableClient, type TableEntityResult, type TransactionAction } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
+import { isLedger, type Ledger } from '../core/budget';
 import type { IdempotencyRecord, ReleaseRecord, ReleaseStore, Versioned } from '../core/ports';
 import { releaseIdOf } from '../core/tracking';
 import { isLoopbackUrl } from './loopback';
@@ -240,11 +241,38 @@ export class TableReleaseStore implements ReleaseStore {
     return won;
   }
 
+  async readLedger(pool: string): Promise<Versioned<Ledger> | undefined> {
+    const entity = await this.get(BUDGET, pool);
+    if (!entity) return undefined;
+    const value = parseJson<unknown>(entity.ledger);
+    if (!isLedger(value)) throw new Error(`Stored budget ledger ${pool} is malformed`);
+    return { value, etag: entity.etag };
+  }
+
+  async writeLedger(pool: string, ledger: Ledger, etag: string | undefined): Promise<string | undefined> {
+    await this.ensureTable();
+    const entity: Entity = { partitionKey: BUDGET, rowKey: pool, ledger: JSON.stringify(ledger) };
+    try {
+      const response =
+        etag === undefined
+          ? await this.client.createEntity(entity, this.options())
+          : await this.client.updateEntity(entity, 'Replace', { ...this.options(), etag });
+      return response.etag ?? (await this.get(BUDGET, pool))?.etag;
+    } catch (error) {
+      const status = statusOf(error);
+      if (status === 409 || status === 412 || status === 404) return undefined;
+      throw error;
+    }
+  }
+
   /** Deletes a closed open entry. Best effort: {@link listOpen} skips (and retries deleting) closed ones. */
   private async removeOpen(releaseId: string): Promise<void> {
     await this.client.deleteEntity(RELEASES, OPEN + rowId(releaseId), this.options()).catch(() => undefined);
   }
 }
+
+/** Partition of the Defender API budget ledgers (one row per pool, see core/budget.ts). */
+const BUDGET = 'budget';
 
 /** Builds the store for a table. */
 export function createReleaseStore(

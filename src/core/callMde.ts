@@ -1,17 +1,21 @@
 /**
- * The retry loop around one logical Defender API call: rate limiter, per-attempt timeout, pure retry
- * decisions, one credential refresh after a 401. The decisions are in `retry.ts`; this only waits.
+ * The retry loop around one logical Defender API call: the call budget of its API, per-attempt timeout, pure
+ * retry decisions, one credential refresh after a 401. The decisions are in `retry.ts`; this only waits.
  */
+import type { Budget, MdeApi, Slot, Spender } from './budget';
 import { UnisolateError } from './errors';
 import type { ApiResponse, AttemptOptions, Clock, DefenderApi } from './ports';
 import { TransportError } from './ports';
-import type { RateLimiter } from './rateLimiter';
 import { decideRetry, type AttemptFailure, type BackoffPolicy } from './retry';
 
 /** What a call needs. */
 export interface CallContext {
   defender: DefenderApi;
-  limiter: RateLimiter;
+  budget: Budget;
+  /** Whose share of the budget the call spends. */
+  spender: Spender;
+  /** Calls reserved in advance (see `reserve` in budget.ts): the first attempt of that API uses its slot. */
+  reserved?: Map<MdeApi, Slot>;
   clock: Clock;
   random: () => number;
   /** Absolute deadline (ms since epoch) of this invocation's retry budget. */
@@ -41,39 +45,28 @@ function describe(failure: AttemptFailure): string {
 
 /**
  * Runs `send` until it gets a final answer or the budget is spent. Throws `UnisolateError`:
- * `MdeThrottled` (429 or the limiter's wait beyond the budget, with `retryAfterMs`), `MdeUnavailable`
+ * `MdeThrottled` (429, or a budget wait beyond the deadline, with `retryAfterMs`), `MdeUnavailable`
  * (5xx / network), `MdeTimeout`; credential errors from the adapter pass through unchanged.
  * A final 4xx (other than 401 before the refresh) is returned, not thrown: its meaning is the caller's.
  */
 export async function callMde(
   ctx: CallContext,
+  api: MdeApi,
   what: string,
   send: (options: AttemptOptions) => Promise<ApiResponse>,
 ): Promise<CallResult> {
   let attempts = 0;
   let credentialsRefreshed = false;
   for (;;) {
-    // Wait for a rate-limit slot, asking again after each sleep (other calls may have taken it).
-    let slot = ctx.limiter.acquire(Math.max(0, ctx.deadline - ctx.clock.now() - 1));
-    while (!slot.granted) {
-      if (!slot.affordable) {
-        throw new UnisolateError(
-          'MdeThrottled',
-          `The Defender API rate budget (100 calls/minute, 1500/hour) is used up on this instance; ${what} was not sent. Retry after ${Math.ceil(slot.waitMs / 1000)} s.`,
-          { retryAfterMs: slot.waitMs, attempts },
-        );
-      }
-      await ctx.clock.sleep(slot.waitMs);
-      slot = ctx.limiter.acquire(Math.max(0, ctx.deadline - ctx.clock.now() - 1));
-    }
-
+    const slot = await takeSlot(ctx, api, what, attempts);
     attempts += 1;
     const timeoutMs = Math.max(1, Math.min(ctx.requestTimeoutMs, ctx.deadline - ctx.clock.now()));
     const started = ctx.clock.now();
     let failure: AttemptFailure | undefined;
     let response: ApiResponse | undefined;
     try {
-      response = await send({ timeoutMs }).finally(slot.done);
+      response = await send({ timeoutMs });
+      slot.release(true);
       failure = failureOf(response);
       ctx.onAttempt?.({
         status: String(response.status),
@@ -81,6 +74,8 @@ export async function callMde(
         success: failure === undefined,
       });
     } catch (error) {
+      // A transport failure may have reached MDE: it counts. Credentials that could not be had sent nothing.
+      slot.release(error instanceof TransportError);
       if (!(error instanceof TransportError)) throw error;
       failure = error.kind === 'timeout' ? { kind: 'timeout' } : { kind: 'network', code: error.code };
       ctx.onAttempt?.({ status: error.code, durationMs: ctx.clock.now() - started, success: false });
@@ -97,9 +92,9 @@ export async function callMde(
       credentialsRefreshed,
       policy: ctx.backoff,
     });
-    if (failure?.kind === 'status' && failure.status === 429 && decision.retry) {
-      // Other instances share MDE's quota: hold this instance's calls until MDE's Retry-After.
-      ctx.limiter.blockUntil(now + decision.delayMs);
+    if (failure?.kind === 'status' && failure.status === 429) {
+      // MDE's own word on this API's budget: hold every call of it (every instance, when shared) until then.
+      ctx.budget.pause(api, now + (decision.retry ? decision.delayMs : (decision.waitMs ?? 60_000)));
     }
     if (decision.retry) {
       if (decision.refreshCredentials) {
@@ -111,6 +106,31 @@ export async function callMde(
     }
     if (response && decision.reason === 'not-retriable') return { response, attempts };
     throw exhausted(what, failure!, attempts, decision.waitMs);
+  }
+}
+
+/**
+ * A slot of `api`'s budget: the reserved one for the first attempt, else one from the budget, waiting for it
+ * while the deadline allows. Throws `MdeThrottled` (with when to retry) when it would not come in time.
+ */
+async function takeSlot(ctx: CallContext, api: MdeApi, what: string, attempts: number): Promise<Slot> {
+  const reserved = ctx.reserved?.get(api);
+  if (reserved) {
+    ctx.reserved!.delete(api);
+    return reserved;
+  }
+  for (;;) {
+    const answer = await ctx.budget.acquire(api, ctx.spender);
+    if (answer.granted) return answer.slot;
+    const remaining = ctx.deadline - ctx.clock.now() - 1;
+    if (answer.waitMs > remaining) {
+      throw new UnisolateError(
+        'MdeThrottled',
+        `The Defender API budget of this API (100 calls/minute and 1500/hour per API, or the configured limits) is used up; ${what} was not sent. Retry after ${Math.ceil(answer.waitMs / 1000)} s.`,
+        { retryAfterMs: answer.waitMs, attempts },
+      );
+    }
+    await ctx.clock.sleep(answer.waitMs);
   }
 }
 

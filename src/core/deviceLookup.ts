@@ -97,7 +97,7 @@ export async function resolveDeviceName(
   name: string,
 ): Promise<{ machine: MachineRecord; attempts: number }> {
   const { filter, top } = machineQueryFor(name);
-  const { response, attempts } = await callMde(ctx, 'the device look-up', (o) =>
+  const { response, attempts } = await callMde(ctx, 'listMachines', 'the device look-up', (o) =>
     ctx.defender.listMachines(filter, o, top),
   );
   if (response.status === 401 || response.status === 403) {

@@ -135,7 +135,9 @@ export async function applyHealthGate(
   if (policy.blockRiskScore) {
     if (known && typeof known.riskScore === 'string') machine = known;
     else {
-      const read = await callMde(ctx, 'the health check', (o) => ctx.defender.getMachine(machineId, o));
+      const read = await callMde(ctx, 'getMachine', 'the health check', (o) =>
+        ctx.defender.getMachine(machineId, o),
+      );
       attempts = read.attempts;
       if (read.response.status === 404) {
         throw new UnisolateError(
@@ -156,7 +158,9 @@ export async function applyHealthGate(
   }
   let alerts: unknown[] | null = null;
   if (policy.blockAlertSeverity) {
-    const read = await callMde(ctx, 'the alert check', (o) => ctx.defender.getMachineAlerts(machineId, o));
+    const read = await callMde(ctx, 'getMachineAlerts', 'the alert check', (o) =>
+      ctx.defender.getMachineAlerts(machineId, o),
+    );
     attempts = read.attempts;
     const value = (read.response.body as { value?: unknown } | null)?.value;
     if (read.response.status === 404) {

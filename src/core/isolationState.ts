@@ -72,7 +72,7 @@ export async function checkIsolation(
   deviceKnown: boolean,
 ): Promise<IsolationCheck> {
   // machineId is validated 40-hex: safe inside the OData literal.
-  const { response, attempts } = await callMde(ctx, 'the isolation-state check', (o) =>
+  const { response, attempts } = await callMde(ctx, 'listMachineActions', 'the isolation-state check', (o) =>
     ctx.defender.listMachineActions(`machineId eq '${machineId}'`, o, HISTORY_PAGE),
   );
   const value = (response.body as { value?: unknown } | null)?.value;
@@ -94,7 +94,9 @@ export async function checkIsolation(
       : { state, attempts };
   }
   // No Isolate/Unisolate visible: an unknown id, a device outside the app's scope, or never isolated.
-  const machine = await callMde(ctx, 'the device check', (o) => ctx.defender.getMachine(machineId, o));
+  const machine = await callMde(ctx, 'getMachine', 'the device check', (o) =>
+    ctx.defender.getMachine(machineId, o),
+  );
   if (machine.response.status === 404) {
     // Unknown here: the release call itself then answers 404 (NotFound) for a device MDE does not know,
     // which keeps NotFound decided by the action that matters rather than by a read.

@@ -35,7 +35,9 @@ export async function unisolateActionsOf(
   what: string,
 ): Promise<MachineAction[] | null> {
   const filter = `machineId eq '${machineId}' and type eq 'Unisolate'`;
-  const { response } = await callMde(ctx, what, (o) => ctx.defender.listMachineActions(filter, o));
+  const { response } = await callMde(ctx, 'listMachineActions', what, (o) =>
+    ctx.defender.listMachineActions(filter, o),
+  );
   const value = (response.body as { value?: unknown } | null)?.value;
   if (response.status !== 200 || !Array.isArray(value)) return null;
   return newestFirst(value.filter(isMachineAction));

@@ -3,6 +3,7 @@
  * real adapters at local simulators.
  */
 import type { Outcome } from './outcome';
+import type { LedgerStore } from './sharedBudget';
 
 /** One Defender API response, as the core sees it (any status; transport failures are thrown). */
 export interface ApiResponse {
@@ -140,7 +141,7 @@ export interface ReleaseRecord {
  * Durable release state (Azure Table Storage). Results that are part of normal concurrency (already exists,
  * ETag mismatch, gone) are return values; anything else (store unreachable, refused) is thrown.
  */
-export interface ReleaseStore {
+export interface ReleaseStore extends LedgerStore {
   readKey(keyHash: string): Promise<Versioned<IdempotencyRecord> | undefined>;
   /** Inserts a claim: its ETag, or undefined when the key is already claimed (insert that fails on conflict). */
   insertKey(record: IdempotencyRecord): Promise<string | undefined>;

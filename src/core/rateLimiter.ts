@@ -1,25 +1,19 @@
 /**
- * Per-instance limiter for Defender API calls: MDE allows 100 calls per minute and 1500 per hour per app
- * and tenant (https://learn.microsoft.com/en-us/defender-endpoint/api/unisolate-machine#limitations).
+ * A per-instance sliding-window limiter: one pool of the Defender API budget on this instance (see
+ * `budget.ts`; MDE allows 100 calls per minute and 1500 per hour per API, app and tenant).
  *
  * A sliding log keeps every window within both limits. Each call is logged when its response arrives (an
  * upper bound of when MDE counted it), and calls still in flight count as "now": so however late a request
  * reaches MDE, this instance never makes MDE see more than the limit in any window, and never causes a
- * 429 by itself. A caller that must wait sleeps and asks again (nothing is reserved in advance).
+ * 429 by itself. A caller that must wait sleeps and asks again.
  */
+import type { Acquisition } from './budget';
 
 /** One limit: at most `limit` calls in any `windowMs`. */
 export interface RateWindow {
   limit: number;
   windowMs: number;
 }
-
-/** Result of {@link RateLimiter.acquire}. */
-export type Acquisition =
-  /** Call now; then call `done()` when the response (or failure) arrives. */
-  | { granted: true; done: () => void }
-  /** Not now: the earliest slot is `waitMs` away (`affordable`: within the caller's limit). */
-  | { granted: false; waitMs: number; affordable: boolean };
 
 /** Sliding-window rate limiter over several windows. Time comes from an injected clock. */
 export class RateLimiter {
@@ -65,22 +59,24 @@ export class RateLimiter {
   }
 
   /**
-   * Asks to make one call now. Granted only when it fits every window right now; otherwise says how long to
-   * wait (`affordable` when that is within `maxWaitMs`): the caller sleeps and asks again.
+   * Asks to make one call now: a slot when it fits every window right now (release it `used` when the call
+   * was sent, so it is counted from that moment; unused, it is given back), else how long to wait.
    */
-  acquire(maxWaitMs: number): Acquisition {
+  tryAcquire(): Acquisition {
     const now = this.now();
     const waitMs = this.nextSlot() - now;
-    if (waitMs > 0) return { granted: false, waitMs, affordable: waitMs <= maxWaitMs };
+    if (waitMs > 0) return { granted: false, waitMs };
     this.inFlight += 1;
     let finished = false;
     return {
       granted: true,
-      done: () => {
-        if (finished) return;
-        finished = true;
-        this.inFlight -= 1;
-        this.record(this.now());
+      slot: {
+        release: (used) => {
+          if (finished) return;
+          finished = true;
+          this.inFlight -= 1;
+          if (used) this.record(this.now());
+        },
       },
     };
   }

@@ -12,13 +12,14 @@ import { unisolateActionsOf, isMachineAction } from './machineActions';
 import type { MachineAction, Outcome, OutcomeStatus, Trigger } from './outcome';
 import { ERROR_TABLE } from './outcome';
 import type { Clock, DefenderApi, Logger, Telemetry } from './ports';
-import type { RateLimiter } from './rateLimiter';
+import type { Budget } from './budget';
 import { parseReleaseRequest, type ReleaseRequest, type RequestContext } from './request';
 
 /** Dependencies of the core, built once per cold start by the composition root. */
 export interface ReleaseDeps {
   defender: DefenderApi;
-  limiter: RateLimiter;
+  /** The Defender API call budget (per API; shared by every instance when durable state is configured). */
+  budget: Budget;
   clock: Clock;
   random: () => number;
   telemetry: Telemetry;
@@ -123,7 +124,7 @@ export async function releaseDevice(
   ctx: CallContext,
   log: Logger,
 ): Promise<Released> {
-  const { response, attempts } = await callMde(ctx, 'the release', (o) =>
+  const { response, attempts } = await callMde(ctx, 'unisolate', 'the release', (o) =>
     ctx.defender.unisolate(request.machineId, request.comment, o),
   );
   const { status, body } = response;
@@ -180,7 +181,8 @@ export function callContexts(
 ): CallsFor {
   return (name) => ({
     defender: deps.defender,
-    limiter: deps.limiter,
+    budget: deps.budget,
+    spender: 'release',
     clock: deps.clock,
     random: deps.random,
     deadline,

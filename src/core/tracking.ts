@@ -132,7 +132,7 @@ export function completionOutcome(
 /** What the tracker needs (the release path's Defender client, limiter and clock: one shared budget). */
 export interface TrackerDeps extends Pick<
   ReleaseDeps,
-  'defender' | 'limiter' | 'clock' | 'random' | 'telemetry' | 'log' | 'requestTimeoutMs' | 'apiHost'
+  'defender' | 'budget' | 'clock' | 'random' | 'telemetry' | 'log' | 'requestTimeoutMs' | 'apiHost'
 > {
   store: ReleaseStore;
   /** TRACK_MAX_HOURS in ms. */
@@ -162,7 +162,8 @@ export async function trackReleases(deps: TrackerDeps): Promise<Outcome[]> {
     const record = entry.value;
     const ctx: CallContext = {
       defender: deps.defender,
-      limiter: deps.limiter,
+      budget: deps.budget,
+      spender: 'tracker',
       clock: deps.clock,
       random: deps.random,
       deadline: deps.clock.now() + (deps.pollBudgetMs ?? TRACKING_DEFAULTS.pollBudgetMs),
@@ -209,7 +210,7 @@ async function trackOne(
       actionId = action?.id ?? null;
     }
     if (actionId) {
-      const { response } = await callMde(ctx, 'the status poll of the release', (o) =>
+      const { response } = await callMde(ctx, 'getMachineAction', 'the status poll of the release', (o) =>
         ctx.defender.getMachineAction(actionId, o),
       );
       if (response.status === 200 && isMachineAction(response.body)) action = response.body;

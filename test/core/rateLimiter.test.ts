@@ -2,10 +2,10 @@ import { RateLimiter } from '../../src/core/rateLimiter';
 
 /** Makes one call through the limiter at the current time, taking `latencyMs` to answer. */
 function call(limiter: RateLimiter, clock: { now: number }, latencyMs = 0): boolean {
-  const slot = limiter.acquire(Infinity);
+  const slot = limiter.tryAcquire();
   if (!slot.granted) return false;
   clock.now += latencyMs;
-  slot.done();
+  slot.slot.release(true);
   return true;
 }
 
@@ -14,26 +14,26 @@ describe('RateLimiter', () => {
     const clock = { now: 0 };
     const limiter = RateLimiter.forMde(100, 1500, () => clock.now);
     for (let i = 0; i < 100; i += 1) expect(call(limiter, clock)).toBe(true);
-    expect(limiter.acquire(0)).toEqual({ granted: false, waitMs: 60_000, affordable: false });
+    expect(limiter.tryAcquire()).toEqual({ granted: false, waitMs: 60_000 });
     clock.now = 10_000;
-    expect(limiter.acquire(50_000)).toEqual({ granted: false, waitMs: 50_000, affordable: true });
+    expect(limiter.tryAcquire()).toEqual({ granted: false, waitMs: 50_000 });
     clock.now = 60_000;
-    expect(limiter.acquire(0).granted).toBe(true);
+    expect(limiter.tryAcquire().granted).toBe(true);
   });
 
   it('counts calls in flight as happening now', () => {
     const clock = { now: 0 };
     const limiter = RateLimiter.forMde(2, 1500, () => clock.now);
-    const a = limiter.acquire(0);
-    const b = limiter.acquire(0);
+    const a = limiter.tryAcquire();
+    const b = limiter.tryAcquire();
     expect([a.granted, b.granted]).toEqual([true, true]);
     clock.now = 5000;
-    expect(limiter.acquire(Infinity)).toMatchObject({ granted: false, waitMs: 60_000 });
-    if (a.granted) a.done();
+    expect(limiter.tryAcquire()).toMatchObject({ granted: false, waitMs: 60_000 });
+    if (a.granted) a.slot.release(true);
     // The window now starts from when the first call answered (5 s), not when it was sent.
-    expect(limiter.acquire(Infinity)).toMatchObject({ granted: false, waitMs: 60_000 });
+    expect(limiter.tryAcquire()).toMatchObject({ granted: false, waitMs: 60_000 });
     clock.now = 65_000;
-    expect(limiter.acquire(0).granted).toBe(true);
+    expect(limiter.tryAcquire().granted).toBe(true);
   });
 
   it('never lets any sliding minute hold more than 100 calls nor any hour more than 1500, and uses them all', () => {
@@ -43,11 +43,11 @@ describe('RateLimiter', () => {
     // Offer 3000 calls as fast as the limiter allows (10 ms latency each), walking the clock to each slot.
     for (let i = 0; i < 3000; i += 1) {
       for (;;) {
-        const slot = limiter.acquire(Infinity);
+        const slot = limiter.tryAcquire();
         if (slot.granted) {
           calls.push(clock.now);
           clock.now += 10;
-          slot.done();
+          slot.slot.release(true);
           break;
         }
         clock.now += slot.waitMs;
@@ -66,9 +66,19 @@ describe('RateLimiter', () => {
     expect(calls[1500]).toBe(3_600_000 + 10);
   });
 
+  it('gives an unused slot back without counting it', () => {
+    const clock = { now: 0 };
+    const limiter = RateLimiter.forMde(1, 1500, () => clock.now);
+    const slot = limiter.tryAcquire();
+    expect(slot.granted).toBe(true);
+    expect(limiter.tryAcquire().granted).toBe(false);
+    if (slot.granted) slot.slot.release(false);
+    expect(limiter.tryAcquire().granted).toBe(true);
+  });
+
   it("holds every call until MDE's Retry-After after a 429", () => {
     const limiter = RateLimiter.forMde(100, 1500, () => 1000);
     limiter.blockUntil(6000);
-    expect(limiter.acquire(10_000)).toEqual({ granted: false, waitMs: 5000, affordable: true });
+    expect(limiter.tryAcquire()).toEqual({ granted: false, waitMs: 5000 });
   });
 });

@@ -91,8 +91,8 @@ describe('processRelease', () => {
   it('does not call MDE when the rate limiter would make it wait beyond the budget', async () => {
     const { deps, defender } = fakeDeps();
     for (let i = 0; i < 100; i += 1) {
-      const slot = deps.limiter.acquire(0);
-      if (slot.granted) slot.done();
+      const slot = await deps.budget.acquire('unisolate', 'release');
+      if (slot.granted) slot.slot.release(true);
     }
     const result = await processRelease(http, deps);
     expect(result.outcome).toMatchObject({ status: 'Throttled', attempts: 0 });

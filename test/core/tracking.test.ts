@@ -3,9 +3,8 @@
  * expiry, racing trackers, the rate budget.
  */
 import { processReleaseOnce, type StateDeps } from '../../src/core/idempotency';
-import { RateLimiter } from '../../src/core/rateLimiter';
 import { nextPollDelayMs, trackReleases, type TrackerDeps } from '../../src/core/tracking';
-import { FakeDefender, fakeDeps, FakeReleaseStore, MACHINE_ID } from '../support/fakes';
+import { FakeDefender, fakeDeps, FakeReleaseStore, localBudget, MACHINE_ID } from '../support/fakes';
 
 const HOUR = 3_600_000;
 
@@ -134,9 +133,13 @@ describe('trackReleases', () => {
 
   it('stays within the shared rate budget: no poll when the limiter has no slot', async () => {
     const { tracker, defender, clock } = await accepted();
-    const limiter = RateLimiter.forMde(1, 1500, clock.now);
-    limiter.acquire(0);
-    const completions = await trackReleases({ ...tracker, limiter, pollBudgetMs: 1000 });
+    const budget = localBudget(100, 1500, clock.now);
+    // The tracker's own share (2 calls a minute) is spent; the releases' share is untouched.
+    for (let i = 0; i < 2; i += 1) {
+      const slot = await budget.acquire('getMachineAction', 'tracker');
+      if (slot.granted) slot.slot.release(true);
+    }
+    const completions = await trackReleases({ ...tracker, budget, pollBudgetMs: 1000 });
     expect(completions).toEqual([]);
     expect(defender.actionCalls).toHaveLength(0);
   });

@@ -7,9 +7,8 @@ import { DefenderClient } from '../../src/adapters/defenderClient';
 import { processRequest, type RequestResult } from '../../src/core/bulk';
 import { parseReleasePolicy } from '../../src/core/healthGate';
 import type { Outcome } from '../../src/core/outcome';
-import { RateLimiter } from '../../src/core/rateLimiter';
 import type { ReleaseDeps, SafetyOptions } from '../../src/core/releaseDevice';
-import { FakeClock, RecordingTelemetry, recordingLogger } from '../support/fakes';
+import { FakeClock, localBudget, RecordingTelemetry, recordingLogger } from '../support/fakes';
 import { machineIdFor, startDefender, type DefenderSimulator, type MachineSeed } from '../support/simulators';
 
 const ISOLATED = 'ws-iso-01.contoso.local';
@@ -58,10 +57,10 @@ let mde: DefenderSimulator;
 let clock: FakeClock;
 let client: DefenderClient;
 
-function deps(safety: SafetyOptions, limiter = RateLimiter.forMde(100, 1500, clock.now)): ReleaseDeps {
+function deps(safety: SafetyOptions, limiter = localBudget(100, 1500, clock.now)): ReleaseDeps {
   return {
     defender: client,
-    limiter,
+    budget: limiter,
     clock,
     random: () => 0.5,
     telemetry: new RecordingTelemetry(),
@@ -323,7 +322,7 @@ describe('bulk', () => {
       checkIsolationState: true,
       releasePolicy: parseReleasePolicy('blockRiskScore=High').policy,
     };
-    const limiter = RateLimiter.forMde(100, 1500, clock.now);
+    const limiter = localBudget(100, 1500, clock.now);
     const callsBefore = client.calls;
     const result: RequestResult = await processRequest(
       {

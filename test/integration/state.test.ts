@@ -12,10 +12,9 @@ import { loadConfig } from '../../src/config';
 import type { StateDeps } from '../../src/core/idempotency';
 import type { Outcome } from '../../src/core/outcome';
 import type { Clock, ReleaseStore } from '../../src/core/ports';
-import { RateLimiter } from '../../src/core/rateLimiter';
 import { trackReleases } from '../../src/core/tracking';
 import { startAzuriteTables, type AzuriteTables } from '../support/azurite';
-import { recordingLogger, RecordingTelemetry } from '../support/fakes';
+import { localBudget, recordingLogger, RecordingTelemetry } from '../support/fakes';
 import { registrations } from '../support/functionsCore';
 import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
 import { machineIdFor, startDefender, type DefenderSimulator } from '../support/simulators';
@@ -72,7 +71,7 @@ function install(state: Partial<StateDeps> & { store?: ReleaseStore } = {}): Sta
   const deps: AppDependencies = {
     release: {
       defender,
-      limiter: RateLimiter.forMde(100, 1500, clock.now),
+      budget: localBudget(100, 1500, clock.now, { perMinute: 10, perHour: 100 }),
       clock,
       random: Math.random,
       telemetry,
@@ -294,7 +293,7 @@ describe('tracking against Azurite', () => {
     mde.setActionStatus((accepted.body as Outcome).machineAction!.id, 'Succeeded');
     const base = {
       defender: new DefenderClient(mde.url, { getToken: async () => 't', refresh: async () => undefined }),
-      limiter: RateLimiter.forMde(100, 1500, clock.now),
+      budget: localBudget(100, 1500, clock.now, { perMinute: 10, perHour: 100 }),
       clock,
       random: Math.random,
       telemetry,

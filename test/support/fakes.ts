@@ -13,7 +13,7 @@ import type {
   Telemetry,
 } from '../../src/core/ports';
 import { TransportError } from '../../src/core/ports';
-import { RateLimiter } from '../../src/core/rateLimiter';
+import { LocalBudget, type Ledger } from '../../src/core/budget';
 import { releaseIdOf } from '../../src/core/tracking';
 import type { ReleaseDeps } from '../../src/core/releaseDevice';
 
@@ -165,13 +165,23 @@ export function recordingLogger(): Logger & { lines: string[] } {
   };
 }
 
+/** This instance's budget with `perMinute` / `perHour` per API (the tracker's share: 2 / 60 by default). */
+export function localBudget(
+  perMinute: number,
+  perHour: number,
+  now: () => number,
+  tracker = { perMinute: 2, perHour: 60 },
+): LocalBudget {
+  return new LocalBudget({ perApi: { perMinute, perHour }, tracker }, now);
+}
+
 /** Core dependencies over fakes. */
 export function fakeDeps(defender = new FakeDefender(), clock = new FakeClock()) {
   const telemetry = new RecordingTelemetry();
   const log = recordingLogger();
   const deps: ReleaseDeps = {
     defender,
-    limiter: RateLimiter.forMde(100, 1500, clock.now),
+    budget: localBudget(100, 1500, clock.now),
     clock,
     random: () => 0.5,
     telemetry,
@@ -196,6 +206,7 @@ export class FakeReleaseStore implements ReleaseStore {
   readonly keys = new Map<string, Versioned<IdempotencyRecord>>();
   readonly releases = new Map<string, ReleaseRecord>();
   readonly open = new Map<string, Versioned<ReleaseRecord>>();
+  readonly ledgers = new Map<string, Versioned<Ledger>>();
   down = false;
   private version = 0;
   private etag(): string {
@@ -230,6 +241,18 @@ export class FakeReleaseStore implements ReleaseStore {
   async deleteKey(keyHash: string, etag: string) {
     this.check();
     if (this.keys.get(keyHash)?.etag === etag) this.keys.delete(keyHash);
+  }
+  async readLedger(pool: string) {
+    this.check();
+    const found = this.ledgers.get(pool);
+    return found && this.copy(found);
+  }
+  async writeLedger(pool: string, ledger: Ledger, etag: string | undefined) {
+    this.check();
+    if (this.ledgers.get(pool)?.etag !== etag) return undefined;
+    const next = this.etag();
+    this.ledgers.set(pool, { value: this.copy(ledger), etag: next });
+    return next;
   }
   async saveRelease(record: ReleaseRecord) {
     this.check();
