@@ -5,6 +5,7 @@
  */
 import { app, type InvocationContext } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
+import { triggerText } from '../adapters/rawTriggerMetadata';
 import { getDependencies } from '../composition';
 import { toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
@@ -33,21 +34,20 @@ export function decodeMessage(message: unknown): { body: unknown } | { error: Un
     : { error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.message}.`) };
 }
 
-function metadataText(value: unknown): string | undefined {
-  return typeof value === 'string' && value.length > 0 ? value : undefined;
-}
-
 /** Handler of the request queue. */
 export async function unisolateServiceBus(message: unknown, context: InvocationContext): Promise<void> {
   const deps = getDependencies();
   const metadata = context.triggerMetadata ?? {};
   const deliveryCount = Number(metadata.deliveryCount ?? 1) || 1;
+  // The ids as the sender set them (the library turns number-like strings into numbers).
+  const messageId = triggerText(context, 'messageId');
+  const fallbackCorrelationId = triggerText(context, 'correlationId') ?? messageId;
   const decoded = decodeMessage(message);
   // Idempotency (issue 6): the body's `idempotencyKey`, else the message id (a redelivered or re-sent
   // duplicate of the same message gets the stored outcome again, marked `replayed`).
   const chosen =
     'body' in decoded
-      ? chooseIdempotencyKey(decoded.body, undefined, metadataText(metadata.messageId))
+      ? chooseIdempotencyKey(decoded.body, undefined, messageId)
       : null;
   let result;
   try {
@@ -56,7 +56,7 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
         body: 'body' in decoded ? decoded.body : undefined,
         bodyError:
           'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
-        fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+        fallbackCorrelationId,
         trigger: 'serviceBus',
         canRedeliver: deliveryCount < deps.maxDeliveryCount,
         deliveryCount,
@@ -77,7 +77,7 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
       {
         body: undefined,
         bodyError: failure,
-        fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+        fallbackCorrelationId,
         trigger: 'serviceBus',
         canRedeliver: false,
         deliveryCount,
