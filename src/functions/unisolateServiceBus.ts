@@ -15,19 +15,34 @@ import { RedeliveryRequested } from '../core/releaseDevice';
 import { safetyOptions } from '../config';
 import { responseQueue } from './responseQueue';
 
+/** Largest accepted message body: Service Bus Standard's message size limit; a release request is tiny. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+const tooLarge = (): { error: UnisolateError } => ({
+  error: new UnisolateError(
+    'RequestTooLarge',
+    `The message body is larger than ${MAX_MESSAGE_BYTES / 1024} KiB; a release request is a small JSON object.`,
+  ),
+});
+
 /**
  * A message body may arrive as an object, a JSON string, or bytes (Buffer, Uint8Array, ArrayBuffer). Anything
  * else (number, boolean, null, array) is passed on and reported Invalid: never thrown, so never redelivered.
+ * The size cap applies to every form: the library JSON-parses a JSON message before the handler sees it, so
+ * an object is measured by its serialized size.
  */
 export function decodeMessage(message: unknown): { body: unknown } | { error: UnisolateError } {
   let text: string | undefined;
   if (Buffer.isBuffer(message) || message instanceof Uint8Array) text = Buffer.from(message).toString('utf8');
   else if (message instanceof ArrayBuffer) text = Buffer.from(message).toString('utf8');
   else if (typeof message === 'string') text = message;
-  if (text === undefined) return { body: message };
-  if (Buffer.byteLength(text) > 256 * 1024) {
-    return { error: new UnisolateError('RequestTooLarge', 'The message body is larger than 256 KiB.') };
+  if (text === undefined) {
+    const serialized = JSON.stringify(message) as string | undefined;
+    return serialized !== undefined && Buffer.byteLength(serialized) > MAX_MESSAGE_BYTES
+      ? tooLarge()
+      : { body: message };
   }
+  if (Buffer.byteLength(text) > MAX_MESSAGE_BYTES) return tooLarge();
   const parsed = parseJson(text);
   return parsed.ok
     ? { body: parsed.value }
@@ -45,10 +60,7 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
   const decoded = decodeMessage(message);
   // Idempotency (issue 6): the body's `idempotencyKey`, else the message id (a redelivered or re-sent
   // duplicate of the same message gets the stored outcome again, marked `replayed`).
-  const chosen =
-    'body' in decoded
-      ? chooseIdempotencyKey(decoded.body, undefined, messageId)
-      : null;
+  const chosen = 'body' in decoded ? chooseIdempotencyKey(decoded.body, undefined, messageId) : null;
   let result;
   try {
     result = await processReleaseOnce(
