@@ -237,7 +237,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   {
     name: 'TRACK_SCHEDULE',
     default: '0 */1 * * * *',
-    meaning: 'NCRONTAB schedule of the tracker that polls accepted releases until their MachineAction ends',
+    meaning:
+      'NCRONTAB schedule (six fields, seconds first) of the tracker that polls accepted releases until their MachineAction ends; an invalid value is reported and the default used',
     scope: 'azure',
   },
   {
@@ -331,6 +332,65 @@ export function safetyOptions(config: Config | ConfigError): {
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
+
+/** Fields of an NCRONTAB expression: second, minute, hour, day, month, day of week (Sunday = 0). */
+const NCRONTAB_FIELDS: readonly { min: number; max: number; names?: readonly string[] }[] = [
+  { min: 0, max: 59 },
+  { min: 0, max: 59 },
+  { min: 0, max: 23 },
+  { min: 1, max: 31 },
+  {
+    min: 1,
+    max: 12,
+    names: ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'],
+  },
+  { min: 0, max: 6, names: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] },
+];
+
+/**
+ * Whether `expression` is a six-field NCRONTAB expression as the timer trigger takes it: each field `*`, a
+ * value, a range `a-b` or a list of those, each optionally with a step `/n`; month and day names allowed.
+ * https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
+ */
+export function isNcrontab(expression: string): boolean {
+  const fields = expression.trim().split(/\s+/);
+  if (fields.length !== NCRONTAB_FIELDS.length) return false;
+  return fields.every((field, index) => {
+    const spec = NCRONTAB_FIELDS[index]!;
+    const value = (text: string): number | undefined => {
+      const named = spec.names?.indexOf(text.toLowerCase()) ?? -1;
+      const n = named >= 0 ? named + spec.min : /^\d{1,2}$/.test(text) ? Number(text) : NaN;
+      return n >= spec.min && n <= spec.max ? n : undefined;
+    };
+    return field.split(',').every((item) => {
+      const match = /^(\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:\/(\d{1,2}))?$/.exec(item);
+      if (!match) return false;
+      if (match[2] !== undefined && Number(match[2]) < 1) return false;
+      if (match[1] === '*') return true;
+      const [from, to] = match[1]!.split('-');
+      const low = value(from!);
+      const high = to === undefined ? low : value(to);
+      return low !== undefined && high !== undefined && low <= high;
+    });
+  });
+}
+
+/**
+ * The tracker's timer schedule: `TRACK_SCHEDULE` when it is valid NCRONTAB, else the documented default (and
+ * the problem). Resolved when the timer is registered, because a `%TRACK_SCHEDULE%` binding expression
+ * without that app setting stops the host from indexing the function.
+ */
+export function trackSchedule(env: Env = process.env): { schedule: string; problem?: string } {
+  const fallback = SETTINGS.find((s) => s.name === 'TRACK_SCHEDULE')!.default;
+  const raw = text(env, 'TRACK_SCHEDULE');
+  if (raw === undefined) return { schedule: fallback };
+  const schedule = raw.split(/\s+/).join(' ');
+  if (isNcrontab(schedule)) return { schedule };
+  return {
+    schedule: fallback,
+    problem: `TRACK_SCHEDULE must be an NCRONTAB expression with six fields, seconds first, e.g. "${fallback}" (got "${raw}")`,
+  };
+}
 
 function text(env: Env, name: string): string | undefined {
   const value = env[name]?.trim();
@@ -447,6 +507,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const policy = parseReleasePolicy(env.RELEASE_POLICY);
   problems.push(...policy.problems);
+  const schedule = trackSchedule(env);
+  if (schedule.problem !== undefined) problems.push(schedule.problem);
 
   const config: Config = {
     keyVaultUrl: keyVaultUrl ?? '',
