@@ -8,7 +8,7 @@ import { createLogger } from '../adapters/logger';
 import { triggerText } from '../adapters/rawTriggerMetadata';
 import { getDependencies } from '../composition';
 import { toUnisolateError, UnisolateError } from '../core/errors';
-import { parseJson } from '../core/json';
+import { depthProblem, parseJson } from '../core/json';
 import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
 import type { Outcome } from '../core/outcome';
 import { RedeliveryRequested } from '../core/releaseDevice';
@@ -28,8 +28,8 @@ const tooLarge = (): { error: UnisolateError } => ({
 /**
  * A message body may arrive as an object, a JSON string, or bytes (Buffer, Uint8Array, ArrayBuffer). Anything
  * else (number, boolean, null, array) is passed on and reported Invalid: never thrown, so never redelivered.
- * The size cap applies to every form: the library JSON-parses a JSON message before the handler sees it, so
- * an object is measured by its serialized size.
+ * The size cap and the nesting limit apply to every form: the library JSON-parses a JSON message before the
+ * handler sees it, so an object is checked for depth and measured by its serialized size.
  */
 export function decodeMessage(message: unknown): { body: unknown } | { error: UnisolateError } {
   let text: string | undefined;
@@ -37,6 +37,11 @@ export function decodeMessage(message: unknown): { body: unknown } | { error: Un
   else if (message instanceof ArrayBuffer) text = Buffer.from(message).toString('utf8');
   else if (typeof message === 'string') text = message;
   if (text === undefined) {
+    // Checked first: serializing (and every later step) must never walk an unbounded nesting.
+    const tooDeep = depthProblem(message);
+    if (tooDeep !== undefined) {
+      return { error: new UnisolateError('InvalidRequest', `Invalid request: ${tooDeep}.`) };
+    }
     const serialized = JSON.stringify(message) as string | undefined;
     return serialized !== undefined && Buffer.byteLength(serialized) > MAX_MESSAGE_BYTES
       ? tooLarge()
