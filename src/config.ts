@@ -310,12 +310,45 @@ export interface Config {
   };
 }
 
-/** Thrown when settings are invalid; the message lists every problem at once. */
+/** The setting a problem is about: every problem message starts with the setting's name. */
+export function settingOf(problem: string): string {
+  return /^[A-Za-z0-9_]+/.exec(problem)?.[0] ?? problem;
+}
+
+/**
+ * Thrown when settings are invalid. `problems` (and the message) list every problem with the values found:
+ * for the function log only. `settings` names the invalid settings without values: what a caller may see.
+ */
 export class ConfigError extends Error {
+  /** Names of the invalid settings, without values. */
+  readonly settings: readonly string[];
+
   constructor(readonly problems: readonly string[]) {
     super(`Invalid app settings: ${problems.join('; ')}`);
     this.name = 'ConfigError';
+    this.settings = [...new Set(problems.map(settingOf))];
   }
+}
+
+/**
+ * The settings of the HTTP caller checks (docs/security.md). They are judged on their own
+ * ({@link callerCheckProblems}), so that a mistake in an unrelated setting never switches the checks off.
+ */
+export const CALLER_CHECK_SETTINGS: readonly string[] = [
+  'WEBHOOK_SIGNING_SECRET_NAME',
+  'ALLOWED_CALLER_ROLES',
+  'WEBSITE_AUTH_ENABLED',
+];
+
+/**
+ * The problems that concern the caller checks: their own settings, and `KEY_VAULT_URL` when signatures are
+ * required (the signing key is read from Key Vault). None: the checks can run even if other settings are
+ * invalid. Any: the checks cannot be trusted, so every HTTP release must be refused (fail closed).
+ */
+export function callerCheckProblems(parsed: { config: Config; problems: readonly string[] }): string[] {
+  const concerned = new Set(CALLER_CHECK_SETTINGS);
+  if (parsed.config.callers.webhookSigningSecretName !== undefined) concerned.add('KEY_VAULT_URL');
+  return parsed.problems.filter((problem) => concerned.has(settingOf(problem)));
 }
 
 /**
@@ -461,6 +494,17 @@ function stateTable(env: Env, problems: string[]): Config['stateTable'] {
  * @param env - usually `process.env`
  */
 export function loadConfig(env: Env = process.env): Config {
+  const { config, problems } = parseSettings(env);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/**
+ * Parses the settings without throwing: every value (an invalid one replaced by its default, or empty) and
+ * every problem, each message starting with its setting's name ({@link settingOf}).
+ * @param env - usually `process.env`
+ */
+export function parseSettings(env: Env = process.env): { config: Config; problems: string[] } {
   const problems: string[] = [];
 
   const keyVaultUrl = httpsUrl(env, 'KEY_VAULT_URL', problems);
@@ -540,6 +584,5 @@ export function loadConfig(env: Env = process.env): Config {
       platformAuthEnabled: /^(true|1)$/i.test(text(env, 'WEBSITE_AUTH_ENABLED') ?? ''),
     },
   };
-  if (problems.length > 0) throw new ConfigError(problems);
-  return config;
+  return { config, problems };
 }
