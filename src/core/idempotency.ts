@@ -16,7 +16,7 @@ import { toUnisolateError, UnisolateError } from './errors';
 import { ERROR_TABLE, type Outcome } from './outcome';
 import type { IdempotencyRecord, ReleaseStore, Versioned } from './ports';
 import { processRequest, type RequestResult } from './bulk';
-import { RedeliveryRequested, type ReleaseDeps, type ReleaseInput } from './releaseDevice';
+import { RedeliveryRequested, requesterOf, type ReleaseDeps, type ReleaseInput } from './releaseDevice';
 import { parseReleaseRequest } from './request';
 import { recordRelease } from './tracking';
 
@@ -233,7 +233,6 @@ async function acquire(
   return { kind: 'busy' };
 }
 
-/** An outcome for a request refused by the idempotency check (nothing was sent to MDE). */
 /**
  * The outcome of a request refused before (or instead of) a release: status and error from the error table,
  * what could be read from the request, reported to telemetry. Used for idempotency refusals and by the
@@ -250,7 +249,7 @@ export function refusal(input: ReleaseInput, deps: ReleaseDeps, error: Unisolate
     machineAction: null,
     error: { code: error.code, message: error.message },
     trigger: input.trigger,
-    requestedBy: parsed.ok ? parsed.request.requestedBy : parsed.requestedBy,
+    requestedBy: requesterOf(input, parsed.ok ? parsed.request.requestedBy : parsed.requestedBy),
     receivedAt: now,
     completedAt: now,
     attempts: 0,

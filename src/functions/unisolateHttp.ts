@@ -174,8 +174,10 @@ export async function unisolateHttp(
   request: HttpRequest,
   context: InvocationContext,
 ): Promise<HttpResponseInit> {
+  // Who called, once known: the last-resort outcome records it like every other outcome.
+  const seen: { caller: CallerPrincipal | null } = { caller: null };
   try {
-    return await handle(request, context);
+    return await handle(request, context, seen);
   } catch (error) {
     // Last resort: a bug must still end in one outcome (502 InternalError), never a bare 500 from the host.
     const failure = toUnisolateError(error);
@@ -191,6 +193,7 @@ export async function unisolateHttp(
         routeMachineId: request.params.machineId,
         trigger: 'http',
         canRedeliver: false,
+        caller: seen.caller,
       },
       { ...deps.release, log },
       failure,
@@ -200,13 +203,18 @@ export async function unisolateHttp(
   }
 }
 
-async function handle(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+async function handle(
+  request: HttpRequest,
+  context: InvocationContext,
+  seen: { caller: CallerPrincipal | null },
+): Promise<HttpResponseInit> {
   const deps = getDependencies();
   const log = createLogger(context);
   const raw = await readRawBody(request);
   // Who is calling is settled before anything in the body is looked at.
   const caller =
     'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers, log) : { principal: null };
+  seen.caller = caller.principal;
   const decoded =
     'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
   const read = routeBoundToSignature(decoded, request.params.machineId, deps.callers);

@@ -10,8 +10,9 @@ import {
 } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { UnisolateError } from '../../src/core/errors';
+import * as idempotency from '../../src/core/idempotency';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
-import { FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { FakeDefender, FakeReleaseStore, fakeDeps, MACHINE_ID } from '../support/fakes';
 import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
 
 const SECRET = 'caller-checks-webhook-secret-0123456789abcdef';
@@ -22,7 +23,7 @@ function principal(claims: Record<string, string>): string {
   return Buffer.from(JSON.stringify({ auth_typ: 'aad', claims: list })).toString('base64');
 }
 
-function install(callers: Partial<CallerChecks>) {
+function install(callers: Partial<CallerChecks>, store?: FakeReleaseStore) {
   const defender = new FakeDefender();
   const { deps, telemetry, clock } = fakeDeps(defender);
   const app: AppDependencies = {
@@ -30,6 +31,7 @@ function install(callers: Partial<CallerChecks>) {
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 10,
     telemetry,
+    ...(store ? { state: { store, idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 } } : {}),
     callers: {
       policy: { platformAuthEnabled: false, allowedRoles: [] },
       signatures: new SignatureVerifier({ now: clock.now }),
@@ -141,6 +143,46 @@ describe('Entra ID callers (App Service Authentication)', () => {
       requestedBy: `analyst@contoso.com (via app ${APP_ID}) for "ticket owner"`,
     });
     expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('record the authenticated caller in every outcome: a reused idempotency key (422), a bug (502)', async () => {
+    const store = new FakeReleaseStore();
+    const { defender } = install({ policy: enforcing }, store);
+    const as = (upn: string) => ({
+      'content-type': 'application/json',
+      'idempotency-key': 'key-7',
+      'x-ms-client-principal': principal({ upn, roles: 'Unisolate.Invoke' }),
+    });
+    const first = await release(as('analyst@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
+    expect(first.body).toMatchObject({
+      status: 'Accepted',
+      requestedBy: 'analyst@contoso.com for "ciso@contoso.com"',
+    });
+    const reused = await release(
+      as('mallory@contoso.com'),
+      body({ requestedBy: 'ciso@contoso.com', comment: 'something else' }),
+    );
+    expect(reused.status).toBe(422);
+    expect(reused.body).toMatchObject({
+      status: 'Invalid',
+      error: { code: 'IdempotencyKeyReused' },
+      requestedBy: 'mallory@contoso.com for "ciso@contoso.com"',
+    });
+    expect(reused.messages).toEqual([reused.body]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+
+    const bug = jest.spyOn(idempotency, 'processReleaseOnce').mockRejectedValue(new Error('bug'));
+    try {
+      const failed = await release(as('mallory@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
+      expect(failed.status).toBe(502);
+      // The body is not read after an internal error; who really called still is recorded.
+      expect(failed.body).toMatchObject({
+        error: { code: 'InternalError' },
+        requestedBy: 'mallory@contoso.com',
+      });
+    } finally {
+      bug.mockRestore();
+    }
   });
 
   it('refuse a caller without the role with 403 CallerNotAllowed, still recording who tried', async () => {
