@@ -339,7 +339,8 @@ export async function processReleaseOnce(
       `A request with this idempotency key is still being processed. Retry after ${waitSeconds} s to get its outcome; the device is released only once.`,
       { retryAfterMs: waitSeconds * 1000 },
     );
-    const outcome = refusal(input, deps, error);
+    // Marked: the first request's outcome (same correlation id) is the real one.
+    const outcome: Outcome = { ...refusal(input, deps, error), duplicate: true };
     if (input.canRedeliver) throw new RedeliveryRequested(outcome, error);
     return { kind: 'single', outcome, retryAfterSeconds: waitSeconds, replayed: false, fresh: false };
   }
