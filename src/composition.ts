@@ -10,8 +10,8 @@ import {
   type TokenCredential,
 } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
-import { ConfigError, loadConfig, type Config } from './config';
-import { UnisolateError } from './core/errors';
+import { callerCheckProblems, ConfigError, parseSettings, type Config } from './config';
+import { misconfigured } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
 import { LocalBudget, MDE_LIMITS, type BudgetLimits } from './core/budget';
 import { SharedBudget } from './core/sharedBudget';
@@ -45,6 +45,11 @@ export interface AppDependencies {
 
 /** HTTP caller checks (docs/security.md): signed webhooks and Entra ID app roles. */
 export interface CallerChecks {
+  /**
+   * Present when the caller-check settings themselves are invalid: the problems (with values, for the log).
+   * The checks cannot be trusted then, so every HTTP release is refused (fail closed).
+   */
+  misconfigured?: readonly string[];
   policy: CallerPolicy;
   /** Present when WEBHOOK_SIGNING_SECRET_NAME is set: every request must then be signed. */
   webhookSecret?: Pick<WebhookSecret, 'keys'>;
@@ -74,11 +79,9 @@ export function appIdentity(clientId: string | undefined, env = process.env): To
 }
 
 function unconfiguredDefender(error: ConfigError): DefenderApi {
+  // Reached only by callers that passed the caller checks: the names of the invalid settings, no values.
   const fail = async (): Promise<never> => {
-    throw new UnisolateError(
-      'ConfigurationError',
-      `The function app is misconfigured: ${error.problems.join('; ')}. Fix the app settings.`,
-    );
+    throw misconfigured(error.settings);
   };
   return {
     unisolate: fail,
@@ -96,14 +99,32 @@ export function buildDependencies(
   env: NodeJS.ProcessEnv = process.env,
   clock: Clock = systemClock,
 ): AppDependencies {
-  let config: Config;
-  try {
-    config = loadConfig(env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
+  const parsed = parseSettings(env);
+  const { config } = parsed;
+  let identity: TokenCredential | undefined;
+  const getIdentity = (): TokenCredential => (identity ??= appIdentity(config.managedIdentityClientId, env));
+  let secretClient: SecretClient | undefined;
+  const getSecretClient = (): SecretClient =>
+    (secretClient ??= new SecretClient(config.keyVaultUrl, getIdentity(), {
+      // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults always do.
+      disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
+    }));
+
+  if (parsed.problems.length > 0) {
+    const error = new ConfigError(parsed.problems);
     consoleLogger.error('Invalid app settings; every release will fail until they are fixed', {
       problems: error.problems,
     });
+    // The caller checks are judged on their own settings: an unrelated mistake never switches them off.
+    const callerProblems = callerCheckProblems(parsed);
+    const callers: CallerChecks =
+      callerProblems.length === 0
+        ? callerChecksOf(config, getSecretClient, clock)
+        : {
+            misconfigured: callerProblems,
+            policy: config.callers,
+            signatures: new SignatureVerifier({ now: clock.now }),
+          };
     return {
       release: {
         defender: unconfiguredDefender(error),
@@ -116,19 +137,14 @@ export function buildDependencies(
         apiHost: 'unconfigured',
       },
       config: error,
-      maxDeliveryCount: Number(env.MAX_DELIVERY_COUNT) || 10,
+      maxDeliveryCount: config.maxDeliveryCount,
       telemetry: noTelemetry,
+      callers,
     };
   }
 
-  let identity: TokenCredential | undefined;
-  const getIdentity = (): TokenCredential => (identity ??= appIdentity(config.managedIdentityClientId, env));
-  const secretClient = new SecretClient(config.keyVaultUrl, getIdentity(), {
-    // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults always do.
-    disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
-  });
   const credentials = new MdeCredentials({
-    secretClient,
+    secretClient: getSecretClient(),
     secretNames: config.secretNames,
     authorityHost: config.mde.authorityHost,
     scope: config.mde.tokenScope,
@@ -176,19 +192,25 @@ export function buildDependencies(
     credentials,
     defenderClient,
     state,
-    callers: {
-      policy: config.callers,
-      webhookSecret: config.callers.webhookSigningSecretName
-        ? new WebhookSecret({
-            secretClient,
-            name: config.callers.webhookSigningSecretName,
-            ttlMs: config.secretCacheTtlMs,
-            now: clock.now,
-            log: consoleLogger,
-          })
-        : undefined,
-      signatures: new SignatureVerifier({ now: clock.now }),
-    },
+    callers: callerChecksOf(config, getSecretClient, clock),
+  };
+}
+
+/** The caller checks from valid caller-check settings (the signing key is read from Key Vault, cached). */
+function callerChecksOf(config: Config, secretClient: () => SecretClient, clock: Clock): CallerChecks {
+  const name = config.callers.webhookSigningSecretName;
+  return {
+    policy: config.callers,
+    webhookSecret: name
+      ? new WebhookSecret({
+          secretClient: secretClient(),
+          name,
+          ttlMs: config.secretCacheTtlMs,
+          now: clock.now,
+          log: consoleLogger,
+        })
+      : undefined,
+    signatures: new SignatureVerifier({ now: clock.now }),
   };
 }
 

@@ -237,7 +237,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   {
     name: 'TRACK_SCHEDULE',
     default: '0 */1 * * * *',
-    meaning: 'NCRONTAB schedule of the tracker that polls accepted releases until their MachineAction ends',
+    meaning:
+      'NCRONTAB schedule (six fields, seconds first) of the tracker that polls accepted releases until their MachineAction ends; an invalid value is reported and the default used',
     scope: 'azure',
   },
   {
@@ -309,12 +310,45 @@ export interface Config {
   };
 }
 
-/** Thrown when settings are invalid; the message lists every problem at once. */
+/** The setting a problem is about: every problem message starts with the setting's name. */
+export function settingOf(problem: string): string {
+  return /^[A-Za-z0-9_]+/.exec(problem)?.[0] ?? problem;
+}
+
+/**
+ * Thrown when settings are invalid. `problems` (and the message) list every problem with the values found:
+ * for the function log only. `settings` names the invalid settings without values: what a caller may see.
+ */
 export class ConfigError extends Error {
+  /** Names of the invalid settings, without values. */
+  readonly settings: readonly string[];
+
   constructor(readonly problems: readonly string[]) {
     super(`Invalid app settings: ${problems.join('; ')}`);
     this.name = 'ConfigError';
+    this.settings = [...new Set(problems.map(settingOf))];
   }
+}
+
+/**
+ * The settings of the HTTP caller checks (docs/security.md). They are judged on their own
+ * ({@link callerCheckProblems}), so that a mistake in an unrelated setting never switches the checks off.
+ */
+export const CALLER_CHECK_SETTINGS: readonly string[] = [
+  'WEBHOOK_SIGNING_SECRET_NAME',
+  'ALLOWED_CALLER_ROLES',
+  'WEBSITE_AUTH_ENABLED',
+];
+
+/**
+ * The problems that concern the caller checks: their own settings, and `KEY_VAULT_URL` when signatures are
+ * required (the signing key is read from Key Vault). None: the checks can run even if other settings are
+ * invalid. Any: the checks cannot be trusted, so every HTTP release must be refused (fail closed).
+ */
+export function callerCheckProblems(parsed: { config: Config; problems: readonly string[] }): string[] {
+  const concerned = new Set(CALLER_CHECK_SETTINGS);
+  if (parsed.config.callers.webhookSigningSecretName !== undefined) concerned.add('KEY_VAULT_URL');
+  return parsed.problems.filter((problem) => concerned.has(settingOf(problem)));
 }
 
 /**
@@ -331,6 +365,65 @@ export function safetyOptions(config: Config | ConfigError): {
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
+
+/** Fields of an NCRONTAB expression: second, minute, hour, day, month, day of week (Sunday = 0). */
+const NCRONTAB_FIELDS: readonly { min: number; max: number; names?: readonly string[] }[] = [
+  { min: 0, max: 59 },
+  { min: 0, max: 59 },
+  { min: 0, max: 23 },
+  { min: 1, max: 31 },
+  {
+    min: 1,
+    max: 12,
+    names: ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'],
+  },
+  { min: 0, max: 6, names: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] },
+];
+
+/**
+ * Whether `expression` is a six-field NCRONTAB expression as the timer trigger takes it: each field `*`, a
+ * value, a range `a-b` or a list of those, each optionally with a step `/n`; month and day names allowed.
+ * https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
+ */
+export function isNcrontab(expression: string): boolean {
+  const fields = expression.trim().split(/\s+/);
+  if (fields.length !== NCRONTAB_FIELDS.length) return false;
+  return fields.every((field, index) => {
+    const spec = NCRONTAB_FIELDS[index]!;
+    const value = (text: string): number | undefined => {
+      const named = spec.names?.indexOf(text.toLowerCase()) ?? -1;
+      const n = named >= 0 ? named + spec.min : /^\d{1,2}$/.test(text) ? Number(text) : NaN;
+      return n >= spec.min && n <= spec.max ? n : undefined;
+    };
+    return field.split(',').every((item) => {
+      const match = /^(\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:\/(\d{1,2}))?$/.exec(item);
+      if (!match) return false;
+      if (match[2] !== undefined && Number(match[2]) < 1) return false;
+      if (match[1] === '*') return true;
+      const [from, to] = match[1]!.split('-');
+      const low = value(from!);
+      const high = to === undefined ? low : value(to);
+      return low !== undefined && high !== undefined && low <= high;
+    });
+  });
+}
+
+/**
+ * The tracker's timer schedule: `TRACK_SCHEDULE` when it is valid NCRONTAB, else the documented default (and
+ * the problem). Resolved when the timer is registered, because a `%TRACK_SCHEDULE%` binding expression
+ * without that app setting stops the host from indexing the function.
+ */
+export function trackSchedule(env: Env = process.env): { schedule: string; problem?: string } {
+  const fallback = SETTINGS.find((s) => s.name === 'TRACK_SCHEDULE')!.default;
+  const raw = text(env, 'TRACK_SCHEDULE');
+  if (raw === undefined) return { schedule: fallback };
+  const schedule = raw.split(/\s+/).join(' ');
+  if (isNcrontab(schedule)) return { schedule };
+  return {
+    schedule: fallback,
+    problem: `TRACK_SCHEDULE must be an NCRONTAB expression with six fields, seconds first, e.g. "${fallback}" (got "${raw}")`,
+  };
+}
 
 function text(env: Env, name: string): string | undefined {
   const value = env[name]?.trim();
@@ -401,6 +494,17 @@ function stateTable(env: Env, problems: string[]): Config['stateTable'] {
  * @param env - usually `process.env`
  */
 export function loadConfig(env: Env = process.env): Config {
+  const { config, problems } = parseSettings(env);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/**
+ * Parses the settings without throwing: every value (an invalid one replaced by its default, or empty) and
+ * every problem, each message starting with its setting's name ({@link settingOf}).
+ * @param env - usually `process.env`
+ */
+export function parseSettings(env: Env = process.env): { config: Config; problems: string[] } {
   const problems: string[] = [];
 
   const keyVaultUrl = httpsUrl(env, 'KEY_VAULT_URL', problems);
@@ -447,6 +551,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const policy = parseReleasePolicy(env.RELEASE_POLICY);
   problems.push(...policy.problems);
+  const schedule = trackSchedule(env);
+  if (schedule.problem !== undefined) problems.push(schedule.problem);
 
   const config: Config = {
     keyVaultUrl: keyVaultUrl ?? '',
@@ -478,6 +584,5 @@ export function loadConfig(env: Env = process.env): Config {
       platformAuthEnabled: /^(true|1)$/i.test(text(env, 'WEBSITE_AUTH_ENABLED') ?? ''),
     },
   };
-  if (problems.length > 0) throw new ConfigError(problems);
-  return config;
+  return { config, problems };
 }

@@ -3,6 +3,7 @@
  * registers every function.
  */
 import { app } from '@azure/functions';
+import { keepRawTriggerMetadata } from './adapters/rawTriggerMetadata';
 
 app.setup({ enableHttpStream: false });
 
@@ -11,3 +12,7 @@ import './functions/unisolateServiceBus';
 import './functions/trackReleases';
 import './functions/releaseStatus';
 import './functions/openapi';
+
+// After the registrations (the library sets its programming model on the first one): handlers can then read
+// Service Bus ids as the host sent them, before the library's JSON conversion.
+keepRawTriggerMetadata();

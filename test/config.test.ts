@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { CLOUD_PROFILES, ConfigError, loadConfig, SETTINGS } from '../src/config';
+import { CLOUD_PROFILES, ConfigError, loadConfig, SETTINGS, settingOf } from '../src/config';
 
 const base = { KEY_VAULT_URL: 'https://kv-mde.vault.azure.net/' };
 
@@ -74,6 +74,39 @@ describe('loadConfig', () => {
       'KV_SECRET_CLIENT_SECRET',
     ]) {
       expect(problems).toContain(name);
+    }
+  });
+
+  it('starts every problem with its setting, so a caller can be told the names without the values', () => {
+    const invalid = {
+      KEY_VAULT_URL: 'ftp://kv',
+      KV_SECRET_TENANT_ID: 'a b',
+      MDE_CLOUD: 'Mars',
+      MDE_AUTHORITY_HOST: 'nope',
+      MAX_DELIVERY_COUNT: '0',
+      MDE_REQUEST_TIMEOUT_MS: 'x',
+      MDE_RETRY_BUDGET_MS: '-1',
+      SECRET_CACHE_TTL_SECONDS: 'y',
+      MDE_RATE_LIMIT_PER_MINUTE: '101',
+      MDE_RATE_LIMIT_PER_HOUR: '0',
+      CHECK_ISOLATION_STATE: 'maybe',
+      RELEASE_POLICY: 'blockRiskScore=Huge',
+      STATE_TABLE_URL: 'http://table.example/t',
+      IDEMPOTENCY_WINDOW_HOURS: '0',
+      TRACK_SCHEDULE: '* * *',
+      TRACK_MAX_HOURS: '0',
+      WEBHOOK_SIGNING_SECRET_NAME: 'a/b',
+    };
+    let error: ConfigError | undefined;
+    try {
+      loadConfig(invalid);
+    } catch (e) {
+      error = e as ConfigError;
+    }
+    expect([...new Set(error?.problems.map(settingOf))].sort()).toEqual(Object.keys(invalid).sort());
+    expect([...(error?.settings ?? [])].sort()).toEqual(Object.keys(invalid).sort());
+    for (const value of ['ftp://kv', 'Mars', 'maybe', 'a/b']) {
+      expect(error?.settings.join(' ')).not.toContain(value);
     }
   });
 });

@@ -9,7 +9,6 @@
  * device the earlier delivery already released shows a Pending/InProgress Unisolate (→ `AlreadyInProgress`,
  * with that action, no second release) or a Succeeded one (→ `NotIsolated`), so no device is released twice.
  */
-import { describeRequester } from './callerPrincipal';
 import type { UnisolateError } from './errors';
 import type { Outcome, Trigger } from './outcome';
 import {
@@ -18,6 +17,7 @@ import {
   processRelease,
   RedeliveryRequested,
   releaseTarget,
+  requesterOf,
   type ReleaseDeps,
   type ReleaseInput,
 } from './releaseDevice';
@@ -65,7 +65,7 @@ export async function processBulk(
   const started = deps.clock.now();
   const receivedAt = new Date(started).toISOString();
   const cap = started + BULK_CAP_MS[input.trigger];
-  const requestedBy = describeRequester(input.caller ?? null, request.requestedBy);
+  const requestedBy = requesterOf(input, request.requestedBy);
   const redelivered = input.trigger === 'serviceBus' && (input.deliveryCount ?? 1) > 1;
   const outcomes: Outcome[] = new Array<Outcome>(devices.length);
   const errors: (UnisolateError | null)[] = new Array<UnisolateError | null>(devices.length).fill(null);

@@ -41,3 +41,18 @@ export function toUnisolateError(error: unknown): UnisolateError {
     },
   );
 }
+
+/**
+ * `ConfigurationError` for invalid app settings, in words a caller may see: never a setting's value (values
+ * and the full list of problems go to the function log only).
+ * @param settings - names of the invalid settings, for a caller that passed the caller checks; omit for a
+ *   caller that is not (or could not be) authenticated, who learns only that the service is misconfigured
+ */
+export function misconfigured(settings?: readonly string[]): UnisolateError {
+  return new UnisolateError(
+    'ConfigurationError',
+    settings && settings.length > 0
+      ? `The service is misconfigured (invalid app settings: ${settings.join(', ')}); an administrator must fix them (details in the function log).`
+      : 'The service is misconfigured; an administrator must fix the app settings (details in the function log).',
+  );
+}

@@ -16,7 +16,7 @@ import { toUnisolateError, UnisolateError } from './errors';
 import { ERROR_TABLE, type Outcome } from './outcome';
 import type { IdempotencyRecord, ReleaseStore, Versioned } from './ports';
 import { processRequest, type RequestResult } from './bulk';
-import { RedeliveryRequested, type ReleaseDeps, type ReleaseInput } from './releaseDevice';
+import { RedeliveryRequested, requesterOf, type ReleaseDeps, type ReleaseInput } from './releaseDevice';
 import { parseReleaseRequest } from './request';
 import { recordRelease } from './tracking';
 
@@ -101,26 +101,81 @@ export function chooseIdempotencyKey(
   return { key: fallback && IDEMPOTENCY_KEY_PATTERN.test(fallback) ? fallback : undefined };
 }
 
-/** Canonical JSON: keys lower-cased (they are matched case-insensitively) and sorted; the key field left out. */
-function canonical(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(canonical);
-  if (!isPlainObject(value)) return value;
-  const out: [string, unknown][] = [];
-  for (const key of Object.keys(value)) {
-    const lower = key.toLowerCase();
-    if (lower === 'idempotencykey') continue;
-    out.push([lower, canonical(Object.getOwnPropertyDescriptor(value, key)?.value)]);
+/** Whether a property name is an array index: objects list those first, in numeric order (ECMA-262 OrdinaryOwnPropertyKeys). */
+function isArrayIndex(key: string): boolean {
+  return /^(?:0|[1-9]\d{0,9})$/.test(key) && Number(key) < 2 ** 32 - 1;
+}
+
+function byPropertyOrder(a: string, b: string): number {
+  const indexA = isArrayIndex(a);
+  const indexB = isArrayIndex(b);
+  if (indexA && indexB) return Number(a) - Number(b);
+  if (indexA !== indexB) return indexA ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** JSON text of a leaf, or undefined for what JSON.stringify leaves out (undefined, functions, symbols). */
+function leafJson(value: unknown): string | undefined {
+  return JSON.stringify(value);
+}
+
+/**
+ * Canonical JSON text of a body: object keys lower-cased (they are matched case-insensitively) and sorted,
+ * the idempotency key field left out at every level. Iterative (an explicit stack), so no nesting depth can
+ * overflow the call stack. The text is exactly `JSON.stringify` of that canonical form (keys that are array
+ * indexes first, as JavaScript orders them), so stored fingerprints stay comparable.
+ */
+export function canonicalJson(value: unknown): string {
+  const out: string[] = [];
+  // Work items: a value to write, or literal text. Pushed in reverse so they pop in writing order.
+  const work: ({ value: unknown } | string)[] = [{ value }];
+  for (let item = work.pop(); item !== undefined; item = work.pop()) {
+    if (typeof item === 'string') {
+      out.push(item);
+      continue;
+    }
+    const current = item.value;
+    if (Array.isArray(current)) {
+      const elements = current as unknown[];
+      out.push('[');
+      work.push(']');
+      for (let i = elements.length - 1; i >= 0; i -= 1) {
+        work.push({ value: elements[i] });
+        if (i > 0) work.push(',');
+      }
+    } else if (isPlainObject(current)) {
+      // Lower-cased names; for names that collide, the last value wins (as Object.fromEntries would).
+      const members = new Map<string, unknown>();
+      for (const key of Object.keys(current)) {
+        const lower = key.toLowerCase();
+        if (lower === 'idempotencykey') continue;
+        members.set(lower, Object.getOwnPropertyDescriptor(current, key)?.value);
+      }
+      const names = [...members.keys()]
+        .filter((name) => {
+          const member = members.get(name);
+          return isPlainObject(member) || Array.isArray(member) || leafJson(member) !== undefined;
+        })
+        .sort(byPropertyOrder);
+      out.push('{');
+      work.push('}');
+      for (let i = names.length - 1; i >= 0; i -= 1) {
+        const name = names[i]!;
+        work.push({ value: members.get(name) });
+        work.push(`${i > 0 ? ',' : ''}${JSON.stringify(name)}:`);
+      }
+    } else {
+      // Leaves, and objects with their own JSON form (a Buffer): no nesting of ours to walk.
+      out.push(leafJson(current) ?? 'null');
+    }
   }
-  out.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return Object.fromEntries(out);
+  return out.join('');
 }
 
 /** Fingerprint of what a request asks for: its body (canonical) and route machine id. */
 export function requestFingerprint(input: Pick<ReleaseInput, 'body' | 'routeMachineId'>): string {
-  const text = JSON.stringify({
-    route: input.routeMachineId?.toLowerCase() ?? null,
-    body: canonical(input.body) ?? null,
-  });
+  const route = JSON.stringify(input.routeMachineId?.toLowerCase() ?? null);
+  const text = `{"route":${route},"body":${canonicalJson(input.body)}}`;
   return createHash('sha256').update(text).digest('hex');
 }
 
@@ -178,7 +233,6 @@ async function acquire(
   return { kind: 'busy' };
 }
 
-/** An outcome for a request refused by the idempotency check (nothing was sent to MDE). */
 /**
  * The outcome of a request refused before (or instead of) a release: status and error from the error table,
  * what could be read from the request, reported to telemetry. Used for idempotency refusals and by the
@@ -195,7 +249,7 @@ export function refusal(input: ReleaseInput, deps: ReleaseDeps, error: Unisolate
     machineAction: null,
     error: { code: error.code, message: error.message },
     trigger: input.trigger,
-    requestedBy: parsed.ok ? parsed.request.requestedBy : parsed.requestedBy,
+    requestedBy: requesterOf(input, parsed.ok ? parsed.request.requestedBy : parsed.requestedBy),
     receivedAt: now,
     completedAt: now,
     attempts: 0,
@@ -285,7 +339,8 @@ export async function processReleaseOnce(
       `A request with this idempotency key is still being processed. Retry after ${waitSeconds} s to get its outcome; the device is released only once.`,
       { retryAfterMs: waitSeconds * 1000 },
     );
-    const outcome = refusal(input, deps, error);
+    // Marked: the first request's outcome (same correlation id) is the real one.
+    const outcome: Outcome = { ...refusal(input, deps, error), duplicate: true };
     if (input.canRedeliver) throw new RedeliveryRequested(outcome, error);
     return { kind: 'single', outcome, retryAfterSeconds: waitSeconds, replayed: false, fresh: false };
   }

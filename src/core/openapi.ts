@@ -210,6 +210,13 @@ export function buildOpenApi(serverUrl = '/'): Schema {
               description: 'accepted: the answer to the request; completed: the tracked action ended.',
             },
             replayed: { type: 'boolean', description: 'A stored outcome repeated for a duplicate request.' },
+            duplicate: {
+              type: 'boolean',
+              description:
+                'The answer to a duplicate that arrived while the first request with the same idempotency key ' +
+                'was still running (IdempotencyKeyInUse): not the outcome of the request, which the first ' +
+                'request reports with the same correlationId. Ignore it when updating a ticket.',
+            },
           },
         },
         MachineAction: {

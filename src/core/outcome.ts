@@ -170,6 +170,13 @@ export interface Outcome {
   phase?: 'accepted' | 'completed';
   /** Present (true) on a Service Bus message that repeats a stored outcome for a duplicate request. */
   replayed?: boolean;
+  /**
+   * Present (true) on the answer to a duplicate that arrived while the first request with the same
+   * idempotency key was still running (`IdempotencyKeyInUse`, nothing was done). It is not the request's
+   * outcome: that one comes from the first request, with the same correlation id. A consumer of the response
+   * queue (a ticket, a playbook) ignores a message marked duplicate.
+   */
+  duplicate?: boolean;
 }
 
 /** A device a host name may refer to (`Ambiguous` outcomes). */

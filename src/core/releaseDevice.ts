@@ -56,6 +56,14 @@ export interface ReleaseInput extends RequestContext {
 }
 
 /**
+ * The `requestedBy` of every outcome of a request (release, bulk device, refusal, last-resort failure): the
+ * authenticated caller when there is one, with what the request itself declared.
+ */
+export function requesterOf(input: Pick<ReleaseInput, 'caller'>, declared: string | null): string | null {
+  return describeRequester(input.caller ?? null, declared);
+}
+
+/**
  * Thrown by {@link processRelease} when a transient failure should be retried by redelivery instead of
  * reported. The Service Bus adapter lets it propagate; no outcome is sent for that delivery.
  */
@@ -319,10 +327,7 @@ export async function processRelease(input: ReleaseInput, deps: ReleaseDeps): Pr
   const base = {
     correlationId: parsed.ok ? parsed.request.correlationId : parsed.correlationId,
     machineId: parsed.ok ? parsed.request.machineId : parsed.machineId,
-    requestedBy: describeRequester(
-      input.caller ?? null,
-      parsed.ok ? parsed.request.requestedBy : parsed.requestedBy,
-    ),
+    requestedBy: requesterOf(input, parsed.ok ? parsed.request.requestedBy : parsed.requestedBy),
     trigger: input.trigger,
     receivedAt,
   };

@@ -1,5 +1,5 @@
 /**
- * Timer trigger (`%TRACK_SCHEDULE%`, default every minute): polls the MachineAction of every accepted release
+ * Timer trigger (`TRACK_SCHEDULE`, default every minute): polls the MachineAction of every accepted release
  * until it ends and sends the second, `completed` outcome to the response queue (an array: one message per
  * release that ended). Without durable state configured there is nothing to track and it does nothing.
  * NCRONTAB schedules: https://learn.microsoft.com/en-us/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
@@ -7,6 +7,7 @@
 import { app, type InvocationContext, type Timer } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
+import { trackSchedule } from '../config';
 import { trackReleases } from '../core/tracking';
 import { responseQueue } from './responseQueue';
 
@@ -33,8 +34,18 @@ export async function trackReleasesTimer(_timer: Timer, context: InvocationConte
   if (completions.length > 0) context.extraOutputs.set(responseQueue, completions);
 }
 
+// Resolved now, not as `%TRACK_SCHEDULE%`: the host refuses to index a function whose binding expression names
+// an absent app setting. Worker indexing runs with the app settings in the environment.
+const schedule = trackSchedule();
+if (schedule.problem !== undefined) {
+  createLogger(console).warn('Invalid TRACK_SCHEDULE; the tracker runs on the default schedule', {
+    problem: schedule.problem,
+    schedule: schedule.schedule,
+  });
+}
+
 app.timer('trackReleases', {
-  schedule: '%TRACK_SCHEDULE%',
+  schedule: schedule.schedule,
   extraOutputs: [responseQueue],
   handler: trackReleasesTimer,
 });

@@ -7,9 +7,10 @@ import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } 
 import { createLogger } from '../adapters/logger';
 import { getDependencies, type CallerChecks } from '../composition';
 import { authorizeCaller, CLIENT_PRINCIPAL_HEADER, type CallerPrincipal } from '../core/callerPrincipal';
-import { toUnisolateError, UnisolateError } from '../core/errors';
+import { misconfigured, toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
 import { httpStatusOf, type Outcome } from '../core/outcome';
+import type { Logger } from '../core/ports';
 import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
 import { safetyOptions } from '../config';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
@@ -76,21 +77,54 @@ export function decodeBody(
  * The caller checks beyond the function key (docs/security.md), before the body is parsed: the Entra ID
  * app role (App Service Authentication's `X-MS-CLIENT-PRINCIPAL`), then the webhook signature over the raw
  * bytes. Returns the authenticated principal (for `requestedBy`) and, when refused, why. Never throws.
+ *
+ * Fails closed: when the checks' own settings are invalid, or the signing key cannot be used, the request is
+ * refused. The caller is not authenticated at that point, so it learns only that the service is
+ * misconfigured (or the key unavailable); the details go to the log.
  */
 export async function checkCaller(
   request: HttpRequest,
   rawBody: Buffer,
   checks: CallerChecks | undefined,
+  log: Logger,
 ): Promise<{ principal: CallerPrincipal | null; error?: UnisolateError }> {
   if (!checks) return { principal: null };
+  if (checks.misconfigured) {
+    log.error('Caller-check settings are invalid; every HTTP release is refused until they are fixed', {
+      problems: checks.misconfigured,
+    });
+    return { principal: null, error: misconfigured() };
+  }
   const decision = authorizeCaller(request.headers.get(CLIENT_PRINCIPAL_HEADER), checks.policy);
-  if (!decision.ok) return { principal: decision.principal, error: decision.error };
+  if (!decision.ok) {
+    if (decision.error.code !== 'ConfigurationError') return decision;
+    log.error('Caller checks misconfigured; every HTTP release is refused', {
+      problem: decision.error.message,
+    });
+    return { principal: decision.principal, error: misconfigured() };
+  }
   if (checks.webhookSecret) {
     let keys: string[];
     try {
       keys = await checks.webhookSecret.keys();
     } catch (error) {
-      return { principal: decision.principal, error: toUnisolateError(error) };
+      // The reader's messages name the Key Vault secret (a setting's value): logged, not answered.
+      const failure = toUnisolateError(error);
+      log.error('The webhook signing key could not be read; the request is refused', {
+        errorCode: failure.code,
+        error: failure.message,
+      });
+      return {
+        principal: decision.principal,
+        error:
+          failure.code === 'ConfigurationError'
+            ? misconfigured()
+            : new UnisolateError(
+                failure.code,
+                'The request signature cannot be checked right now (the signing key is unavailable). Retry later.',
+                { retryAfterMs: failure.retryAfterMs },
+              ),
+      };
     }
     const check = checks.signatures.verify(
       {
@@ -140,8 +174,10 @@ export async function unisolateHttp(
   request: HttpRequest,
   context: InvocationContext,
 ): Promise<HttpResponseInit> {
+  // Who called, once known: the last-resort outcome records it like every other outcome.
+  const seen: { caller: CallerPrincipal | null } = { caller: null };
   try {
-    return await handle(request, context);
+    return await handle(request, context, seen);
   } catch (error) {
     // Last resort: a bug must still end in one outcome (502 InternalError), never a bare 500 from the host.
     const failure = toUnisolateError(error);
@@ -157,6 +193,7 @@ export async function unisolateHttp(
         routeMachineId: request.params.machineId,
         trigger: 'http',
         canRedeliver: false,
+        caller: seen.caller,
       },
       { ...deps.release, log },
       failure,
@@ -166,11 +203,18 @@ export async function unisolateHttp(
   }
 }
 
-async function handle(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+async function handle(
+  request: HttpRequest,
+  context: InvocationContext,
+  seen: { caller: CallerPrincipal | null },
+): Promise<HttpResponseInit> {
   const deps = getDependencies();
+  const log = createLogger(context);
   const raw = await readRawBody(request);
   // Who is calling is settled before anything in the body is looked at.
-  const caller = 'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers) : { principal: null };
+  const caller =
+    'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers, log) : { principal: null };
+  seen.caller = caller.principal;
   const decoded =
     'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
   const read = routeBoundToSignature(decoded, request.params.machineId, deps.callers);
@@ -188,7 +232,7 @@ async function handle(request: HttpRequest, context: InvocationContext): Promise
       canRedeliver: false,
     },
     chosen && 'key' in chosen ? chosen.key : undefined,
-    { ...deps.release, safety: safetyOptions(deps.config), log: createLogger(context) },
+    { ...deps.release, safety: safetyOptions(deps.config), log },
     deps.state,
   );
   const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };

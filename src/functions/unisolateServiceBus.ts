@@ -5,36 +5,53 @@
  */
 import { app, type InvocationContext } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
+import { triggerText } from '../adapters/rawTriggerMetadata';
 import { getDependencies } from '../composition';
 import { toUnisolateError, UnisolateError } from '../core/errors';
-import { parseJson } from '../core/json';
+import { depthProblem, parseJson } from '../core/json';
 import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
 import type { Outcome } from '../core/outcome';
 import { RedeliveryRequested } from '../core/releaseDevice';
 import { safetyOptions } from '../config';
 import { responseQueue } from './responseQueue';
 
+/** Largest accepted message body: Service Bus Standard's message size limit; a release request is tiny. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+const tooLarge = (): { error: UnisolateError } => ({
+  error: new UnisolateError(
+    'RequestTooLarge',
+    `The message body is larger than ${MAX_MESSAGE_BYTES / 1024} KiB; a release request is a small JSON object.`,
+  ),
+});
+
 /**
  * A message body may arrive as an object, a JSON string, or bytes (Buffer, Uint8Array, ArrayBuffer). Anything
  * else (number, boolean, null, array) is passed on and reported Invalid: never thrown, so never redelivered.
+ * The size cap and the nesting limit apply to every form: the library JSON-parses a JSON message before the
+ * handler sees it, so an object is checked for depth and measured by its serialized size.
  */
 export function decodeMessage(message: unknown): { body: unknown } | { error: UnisolateError } {
   let text: string | undefined;
   if (Buffer.isBuffer(message) || message instanceof Uint8Array) text = Buffer.from(message).toString('utf8');
   else if (message instanceof ArrayBuffer) text = Buffer.from(message).toString('utf8');
   else if (typeof message === 'string') text = message;
-  if (text === undefined) return { body: message };
-  if (Buffer.byteLength(text) > 256 * 1024) {
-    return { error: new UnisolateError('RequestTooLarge', 'The message body is larger than 256 KiB.') };
+  if (text === undefined) {
+    // Checked first: serializing (and every later step) must never walk an unbounded nesting.
+    const tooDeep = depthProblem(message);
+    if (tooDeep !== undefined) {
+      return { error: new UnisolateError('InvalidRequest', `Invalid request: ${tooDeep}.`) };
+    }
+    const serialized = JSON.stringify(message) as string | undefined;
+    return serialized !== undefined && Buffer.byteLength(serialized) > MAX_MESSAGE_BYTES
+      ? tooLarge()
+      : { body: message };
   }
+  if (Buffer.byteLength(text) > MAX_MESSAGE_BYTES) return tooLarge();
   const parsed = parseJson(text);
   return parsed.ok
     ? { body: parsed.value }
     : { error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.message}.`) };
-}
-
-function metadataText(value: unknown): string | undefined {
-  return typeof value === 'string' && value.length > 0 ? value : undefined;
 }
 
 /** Handler of the request queue. */
@@ -42,13 +59,13 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
   const deps = getDependencies();
   const metadata = context.triggerMetadata ?? {};
   const deliveryCount = Number(metadata.deliveryCount ?? 1) || 1;
+  // The ids as the sender set them (the library turns number-like strings into numbers).
+  const messageId = triggerText(context, 'messageId');
+  const fallbackCorrelationId = triggerText(context, 'correlationId') ?? messageId;
   const decoded = decodeMessage(message);
   // Idempotency (issue 6): the body's `idempotencyKey`, else the message id (a redelivered or re-sent
   // duplicate of the same message gets the stored outcome again, marked `replayed`).
-  const chosen =
-    'body' in decoded
-      ? chooseIdempotencyKey(decoded.body, undefined, metadataText(metadata.messageId))
-      : null;
+  const chosen = 'body' in decoded ? chooseIdempotencyKey(decoded.body, undefined, messageId) : null;
   let result;
   try {
     result = await processReleaseOnce(
@@ -56,7 +73,7 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
         body: 'body' in decoded ? decoded.body : undefined,
         bodyError:
           'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
-        fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+        fallbackCorrelationId,
         trigger: 'serviceBus',
         canRedeliver: deliveryCount < deps.maxDeliveryCount,
         deliveryCount,
@@ -77,7 +94,7 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
       {
         body: undefined,
         bodyError: failure,
-        fallbackCorrelationId: metadataText(metadata.correlationId) ?? metadataText(metadata.messageId),
+        fallbackCorrelationId,
         trigger: 'serviceBus',
         canRedeliver: false,
         deliveryCount,

@@ -2,7 +2,10 @@
  * Idempotency over an in-memory store with the adapter's conflict semantics: replays, the window,
  * concurrent duplicates, key reuse, transient failures and an unavailable store.
  */
+import fc from 'fast-check';
+import { createHash } from 'node:crypto';
 import {
+  canonicalJson,
   chooseIdempotencyKey,
   processReleaseOnce,
   requestFingerprint,
@@ -221,5 +224,80 @@ describe('chooseIdempotencyKey', () => {
     expect(chooseIdempotencyKey({ idempotencyKey: 5 }, null)).toHaveProperty('error.code', 'InvalidRequest');
     expect(chooseIdempotencyKey({}, 'x'.repeat(256))).toHaveProperty('error.code', 'InvalidRequest');
     expect(chooseIdempotencyKey({}, 'tab\there')).toHaveProperty('error.code', 'InvalidRequest');
+  });
+});
+
+describe('requestFingerprint', () => {
+  /** The recursive definition the fingerprint has always had; stored fingerprints were made with it. */
+  function reference(input: { body: unknown; routeMachineId?: string }): string {
+    const isPlain = (v: unknown): v is Record<string, unknown> =>
+      typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
+    const canonical = (value: unknown): unknown => {
+      if (Array.isArray(value)) return value.map(canonical);
+      if (!isPlain(value)) return value;
+      const out: [string, unknown][] = [];
+      for (const key of Object.keys(value)) {
+        const lower = key.toLowerCase();
+        if (lower === 'idempotencykey') continue;
+        out.push([lower, canonical(Object.getOwnPropertyDescriptor(value, key)?.value)]);
+      }
+      out.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      return Object.fromEntries(out);
+    };
+    const text = JSON.stringify({
+      route: input.routeMachineId?.toLowerCase() ?? null,
+      body: canonical(input.body) ?? null,
+    });
+    return createHash('sha256').update(text).digest('hex');
+  }
+
+  it('is the same text as before for any JSON body (array-index keys, colliding casings, nesting)', () => {
+    const key = fc.oneof(
+      fc.constantFrom(
+        'a',
+        'A',
+        'b',
+        'B',
+        'idempotencyKey',
+        'IDEMPOTENCYKEY',
+        '0',
+        '1',
+        '10',
+        '2',
+        '__proto__',
+      ),
+      fc.string({ maxLength: 4 }),
+    );
+    const { value } = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: 'small' },
+        fc.oneof(fc.string(), fc.double(), fc.integer(), fc.boolean(), fc.constant(null)),
+        fc.array(tie('value'), { maxLength: 4 }),
+        fc.dictionary(key, tie('value'), { maxKeys: 5 }),
+      ),
+    }));
+    fc.assert(
+      fc.property(
+        value,
+        fc.option(fc.constantFrom(MACHINE_ID, MACHINE_ID.toUpperCase()), { nil: undefined }),
+        (body, route) => {
+          // Through JSON, as a body arrives (a "__proto__" key then is an own property).
+          const parsed = JSON.parse(JSON.stringify(body) ?? 'null') as unknown;
+          const input = { body: parsed, routeMachineId: route };
+          expect(requestFingerprint(input)).toBe(reference(input));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('canonicalises any depth without recursion', () => {
+    let deep: unknown = { Comment: 'x' };
+    for (let i = 0; i < 200_000; i += 1) deep = [deep];
+    expect(() => reference({ body: deep })).toThrow(RangeError);
+    expect(requestFingerprint({ body: deep })).toMatch(/^[0-9a-f]{64}$/);
+    expect(canonicalJson([{ B: 1, a: [2, { IdempotencyKey: 'k', C: null }] }])).toBe(
+      '[{"a":[2,{"c":null}],"b":1}]',
+    );
   });
 });

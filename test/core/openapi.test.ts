@@ -3,7 +3,7 @@
  * it against the real parser and handlers, so a drift fails here.
  */
 import { buildOpenApi, statusTable, STATUS_DESCRIPTIONS } from '../../src/core/openapi';
-import { ERROR_TABLE } from '../../src/core/outcome';
+import { ERROR_TABLE, type Outcome } from '../../src/core/outcome';
 import { ONE_OF_FIELDS, parseReleaseRequest, REQUEST_FIELDS } from '../../src/core/request';
 import { invokeHttp, loadApp } from '../support/functionsHost';
 
@@ -86,6 +86,34 @@ describe('OpenAPI description', () => {
     );
     const answered = new Set([201, 200, 207, ...Object.values(ERROR_TABLE).map((r) => r.http)]);
     expect(documented.sort()).toEqual([...answered].sort());
+  });
+
+  it('documents every field of the Outcome type', () => {
+    // Every key of the type: the compiler fails this file when the type gains one that is not listed.
+    const fields: Readonly<Record<keyof Outcome, true>> = {
+      schemaVersion: true,
+      correlationId: true,
+      machineId: true,
+      status: true,
+      machineAction: true,
+      error: true,
+      trigger: true,
+      requestedBy: true,
+      receivedAt: true,
+      completedAt: true,
+      attempts: true,
+      deviceName: true,
+      candidates: true,
+      forced: true,
+      index: true,
+      warnings: true,
+      phase: true,
+      replayed: true,
+      duplicate: true,
+    };
+    const outcome = at(doc, 'components', 'schemas', 'Outcome', 'properties') as Record<string, unknown>;
+    expect(Object.keys(outcome).sort()).toEqual(Object.keys(fields).sort());
+    expect(at(outcome, 'duplicate')).toMatchObject({ type: 'boolean' });
   });
 
   it('is served anonymously at GET /api/openapi.json', async () => {

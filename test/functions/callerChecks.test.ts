@@ -10,9 +10,10 @@ import {
 } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { UnisolateError } from '../../src/core/errors';
+import * as idempotency from '../../src/core/idempotency';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
-import { FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
-import { invokeHttp, loadApp } from '../support/functionsHost';
+import { FakeDefender, FakeReleaseStore, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
 
 const SECRET = 'caller-checks-webhook-secret-0123456789abcdef';
 const APP_ID = '4a1b2c3d-0000-4000-8000-123456789abc';
@@ -22,7 +23,7 @@ function principal(claims: Record<string, string>): string {
   return Buffer.from(JSON.stringify({ auth_typ: 'aad', claims: list })).toString('base64');
 }
 
-function install(callers: Partial<CallerChecks>) {
+function install(callers: Partial<CallerChecks>, store?: FakeReleaseStore) {
   const defender = new FakeDefender();
   const { deps, telemetry, clock } = fakeDeps(defender);
   const app: AppDependencies = {
@@ -30,6 +31,7 @@ function install(callers: Partial<CallerChecks>) {
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 10,
     telemetry,
+    ...(store ? { state: { store, idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 } } : {}),
     callers: {
       policy: { platformAuthEnabled: false, allowedRoles: [] },
       signatures: new SignatureVerifier({ now: clock.now }),
@@ -143,6 +145,46 @@ describe('Entra ID callers (App Service Authentication)', () => {
     expect(defender.unisolateCalls).toHaveLength(1);
   });
 
+  it('record the authenticated caller in every outcome: a reused idempotency key (422), a bug (502)', async () => {
+    const store = new FakeReleaseStore();
+    const { defender } = install({ policy: enforcing }, store);
+    const as = (upn: string) => ({
+      'content-type': 'application/json',
+      'idempotency-key': 'key-7',
+      'x-ms-client-principal': principal({ upn, roles: 'Unisolate.Invoke' }),
+    });
+    const first = await release(as('analyst@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
+    expect(first.body).toMatchObject({
+      status: 'Accepted',
+      requestedBy: 'analyst@contoso.com for "ciso@contoso.com"',
+    });
+    const reused = await release(
+      as('mallory@contoso.com'),
+      body({ requestedBy: 'ciso@contoso.com', comment: 'something else' }),
+    );
+    expect(reused.status).toBe(422);
+    expect(reused.body).toMatchObject({
+      status: 'Invalid',
+      error: { code: 'IdempotencyKeyReused' },
+      requestedBy: 'mallory@contoso.com for "ciso@contoso.com"',
+    });
+    expect(reused.messages).toEqual([reused.body]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+
+    const bug = jest.spyOn(idempotency, 'processReleaseOnce').mockRejectedValue(new Error('bug'));
+    try {
+      const failed = await release(as('mallory@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
+      expect(failed.status).toBe(502);
+      // The body is not read after an internal error; who really called still is recorded.
+      expect(failed.body).toMatchObject({
+        error: { code: 'InternalError' },
+        requestedBy: 'mallory@contoso.com',
+      });
+    } finally {
+      bug.mockRestore();
+    }
+  });
+
   it('refuse a caller without the role with 403 CallerNotAllowed, still recording who tried', async () => {
     const { defender } = install({ policy: enforcing });
     const result = await release(
@@ -236,5 +278,123 @@ describe('settings', () => {
     expect(
       buildDependencies({ ...base, WEBHOOK_SIGNING_SECRET_NAME: 'hook' }).callers?.webhookSecret,
     ).toBeDefined();
+  });
+});
+
+describe('invalid settings never switch the caller checks off', () => {
+  // The real composition root, from settings: nothing is called (an invalid setting stops every release, and
+  // the caller checks refuse before any Key Vault read).
+  const base = {
+    KEY_VAULT_URL: 'https://kv-mde.vault.azure.net/',
+    IDENTITY_ENDPOINT: 'http://127.0.0.1:1/msi',
+    ALLOWED_CALLER_ROLES: 'Unisolate.Invoke',
+    WEBSITE_AUTH_ENABLED: 'True',
+  };
+  const typo = { MDE_CLOUD: 'Commercal' };
+  const withRole = principal({ upn: 'analyst@contoso.com', roles: 'Unisolate.Invoke' });
+  const GENERIC =
+    'The service is misconfigured; an administrator must fix the app settings (details in the function log).';
+
+  function installFrom(env: Record<string, string>) {
+    const error = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      setDependencies(buildDependencies(env));
+      return error.mock.calls.map((args) => args.map(String).join(' ')).join('\n');
+    } finally {
+      error.mockRestore();
+    }
+  }
+  const leaks = (result: unknown, ...values: string[]) =>
+    values.filter((v) => JSON.stringify(result).includes(v));
+
+  it('signing and roles on, one typo elsewhere: an unsigned anonymous caller gets 401, and no setting', async () => {
+    installFrom({ ...base, ...typo, WEBHOOK_SIGNING_SECRET_NAME: 'unisolate-webhook' });
+    const result = await release({ 'content-type': 'application/json' }, body({ machineId: MACHINE_ID }));
+    expect(result.status).toBe(401);
+    expect(result.body).toMatchObject({ status: 'Unauthorized', error: { code: 'CallerUnauthenticated' } });
+    expect(leaks(result, 'MDE_CLOUD', 'Commercal', 'unisolate-webhook', 'kv-mde')).toEqual([]);
+  });
+
+  it('roles on, one typo elsewhere: a caller with the role learns which setting is invalid, not its value', async () => {
+    const logged = installFrom({ ...base, ...typo });
+    const result = await release(
+      { 'content-type': 'application/json', 'x-ms-client-principal': withRole },
+      body(),
+    );
+    expect(result.status).toBe(503);
+    expect(result.body).toMatchObject({
+      status: 'Failed',
+      requestedBy: 'analyst@contoso.com',
+      error: { code: 'ConfigurationError', message: expect.stringMatching(/MDE_CLOUD/) },
+    });
+    expect(leaks(result, 'Commercal', 'kv-mde', 'Commercial, GCC')).toEqual([]);
+    // The log has the whole story.
+    expect(logged).toMatch(
+      /MDE_CLOUD must be one of Commercial, GCC, GCCHigh, DoD \(got \\?"Commercal\\?"\)/,
+    );
+    // Without the role: refused as before.
+    const anonymous = await release({ 'content-type': 'application/json' }, body());
+    expect(anonymous.status).toBe(401);
+  });
+
+  it('no caller checks, one typo: a function-key caller and the response queue get names, never values', async () => {
+    installFrom({ KEY_VAULT_URL: 'https://kv-mde.vault.azure.net/', MAX_DELIVERY_COUNT: 'ten', ...typo });
+    const result = await release({ 'content-type': 'application/json' }, body());
+    expect(result.status).toBe(503);
+    const message = (result.body as { error: { message: string } }).error.message;
+    expect(message).toMatch(/MDE_CLOUD/);
+    expect(message).toMatch(/MAX_DELIVERY_COUNT/);
+    expect(leaks(result, 'Commercal', '(got', 'kv-mde')).toEqual([]);
+    const queued = await invokeServiceBus('unisolateServiceBus', body({ machineId: MACHINE_ID }), {
+      deliveryCount: 10,
+    });
+    expect(queued.messages).toEqual([
+      expect.objectContaining({
+        status: 'Failed',
+        error: expect.objectContaining({ code: 'ConfigurationError' }),
+      }),
+    ]);
+    expect(leaks(queued.messages, 'Commercal', 'kv-mde')).toEqual([]);
+  });
+
+  it.each([
+    [
+      'a caller-check setting itself is invalid',
+      { WEBHOOK_SIGNING_SECRET_NAME: 'not/a/secret' },
+      'not/a/secret',
+    ],
+    [
+      'the signing key cannot be read (invalid KEY_VAULT_URL)',
+      { WEBHOOK_SIGNING_SECRET_NAME: 'unisolate-webhook', KEY_VAULT_URL: 'kv-mde' },
+      'kv-mde',
+    ],
+  ])('fail closed when %s: every HTTP release is refused, saying only that', async (_, env, value) => {
+    const logged = installFrom({ ...base, ...env });
+    for (const headers of [
+      { 'content-type': 'application/json' } as Record<string, string>,
+      { 'content-type': 'application/json', 'x-ms-client-principal': withRole },
+    ]) {
+      capturedLogs.length = 0;
+      const result = await release(headers, body({ machineId: MACHINE_ID }));
+      expect(result).toMatchObject({
+        status: 503,
+        body: { status: 'Failed', error: { code: 'ConfigurationError', message: GENERIC } },
+      });
+      expect(result.messages).toEqual([result.body]);
+      // Each refusal logs the problems, with their values, for the administrator.
+      expect(capturedLogs.join('\n')).toContain(value);
+    }
+    expect(logged).toContain(value);
+  });
+
+  it('roles without App Service Authentication: refused, with the detail in the log only', async () => {
+    installFrom({ ...base, WEBSITE_AUTH_ENABLED: 'False' });
+    capturedLogs.length = 0;
+    const result = await release({ 'content-type': 'application/json' }, body());
+    expect(result).toMatchObject({
+      status: 503,
+      body: { error: { code: 'ConfigurationError', message: GENERIC } },
+    });
+    expect(capturedLogs.join('\n')).toMatch(/App Service Authentication is not enabled/);
   });
 });

@@ -5,7 +5,7 @@
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
-import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import { invokeHttp, invokeServiceBus, invokeThroughWorker, loadApp } from '../support/functionsHost';
 import * as idempotency from '../../src/core/idempotency';
 
 function install(defender: FakeDefender, maxDeliveryCount = 10) {
@@ -189,6 +189,38 @@ describe('Service Bus trigger', () => {
     expect(invalid.messages).toEqual([expect.objectContaining({ status: 'Invalid', correlationId: 'm2' })]);
     const missing = await invokeServiceBus('unisolateServiceBus', body);
     expect(missing.messages).toEqual([expect.objectContaining({ status: 'NotFound' })]);
+  });
+
+  it('caps a body at 256 KiB in every form: text, bytes and an object the library already parsed', async () => {
+    const defender = new FakeDefender();
+    install(defender);
+    const big = { machineId: MACHINE_ID, comment: 'x', note: 'y'.repeat(300 * 1024) };
+    const text = JSON.stringify(big);
+    for (const message of [big, text, Buffer.from(text)]) {
+      const result = await invokeServiceBus('unisolateServiceBus', message, { messageId: 'big-1' });
+      expect(result.messages).toEqual([
+        expect.objectContaining({
+          status: 'Invalid',
+          error: expect.objectContaining({ code: 'RequestTooLarge' }),
+        }),
+      ]);
+    }
+    // As the worker delivers it: the host sends the text, the library hands the handler the parsed object.
+    const viaWorker = await invokeThroughWorker(
+      'unisolateServiceBus',
+      { string: text },
+      {
+        MessageId: { string: 'big-2' },
+      },
+    );
+    expect(viaWorker.messages).toEqual([
+      expect.objectContaining({ status: 'Invalid', correlationId: 'big-2' }),
+    ]);
+    // Just under the cap still goes through.
+    const fits = { machineId: MACHINE_ID, comment: 'x', note: 'y'.repeat(250 * 1024) };
+    const ok = await invokeServiceBus('unisolateServiceBus', fits, { messageId: 'fits-1' });
+    expect(ok.messages).toEqual([expect.objectContaining({ status: 'Accepted' })]);
+    expect(defender.unisolateCalls).toHaveLength(1);
   });
 
   it('throws on a transient failure for redelivery, and reports it on the last delivery', async () => {

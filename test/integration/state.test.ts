@@ -132,7 +132,7 @@ describe('registration', () => {
   it('registers the tracker timer and the status route without clashing with POST unisolate', () => {
     const regs = registrations();
     const timer = Object.values(regs.get('trackReleases')!.bindings).find((b) => b.direction === 'in');
-    expect([timer?.type, timer?.schedule]).toEqual(['timerTrigger', '%TRACK_SCHEDULE%']);
+    expect([timer?.type, timer?.schedule]).toEqual(['timerTrigger', '0 */1 * * * *']);
     const out = Object.values(regs.get('trackReleases')!.bindings).find((b) => b.direction === 'out');
     expect(out).toMatchObject({ type: 'serviceBus', queueName: '%RESPONSE_QUEUE_NAME%' });
     const get = Object.values(regs.get('releaseStatus')!.bindings).find((b) => b.direction === 'in');

@@ -65,6 +65,7 @@ const OUTCOME_KEYS: Readonly<Record<keyof Outcome, true>> = {
   warnings: true,
   phase: true,
   replayed: true,
+  duplicate: true,
 };
 
 type Schema = { properties?: Record<string, Schema>; allOf?: { $ref: string }[] };
@@ -489,6 +490,8 @@ describe('Sentinel playbooks', () => {
               "@concat('Sentinel playbook ', parameters('requestPlaybookName'))",
             ],
           },
+          // A duplicate's IdempotencyKeyInUse answer is not an outcome: no comment on the incident.
+          { not: { equals: ["@coalesce(body('Parse_outcome')?['duplicate'], false)", true] } },
         ],
       });
       const compose = allActions(requestFlow).get('Compose_request_by_id')!.inputs as Record<string, string>;

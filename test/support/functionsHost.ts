@@ -3,7 +3,7 @@
  * `InvocationContext` objects from `@azure/functions`, extra outputs read back from the context.
  */
 import { HttpRequest, HttpResponse, InvocationContext, type HttpResponseInit } from '@azure/functions';
-import { registrations, type Registration } from './functionsCore';
+import { getProgrammingModel, registrations, type RpcTypedData, type Registration } from './functionsCore';
 
 /** Log lines captured from `context.log` & co. */
 export const capturedLogs: string[] = [];
@@ -109,4 +109,58 @@ export async function invokeServiceBus(
     return { messages: [], error: error as Error };
   }
   return { messages: queueOutputs(reg, context) };
+}
+
+function fromRpc(data: RpcTypedData | null | undefined): unknown {
+  if (!data) return undefined;
+  if (typeof data.json === 'string') return JSON.parse(data.json);
+  if (typeof data.string === 'string') return data.string;
+  if (data.bytes) return Buffer.from(data.bytes).toString('utf8');
+  return data.int ?? data.double ?? undefined;
+}
+
+/**
+ * Invokes a registered (non-HTTP) function the way the Functions worker does: the host's RPC invocation request
+ * (trigger data and trigger metadata as RPC typed data, e.g. `{ MessageId: { string: "123" } }`) goes through
+ * the programming model the app set (`@azure/functions`' own conversion, plus anything the app wrapped around
+ * it), and the response-queue messages are read back from the RPC response.
+ * https://github.com/Azure/azure-functions-nodejs-library/blob/v4.x/src/InvocationModel.ts
+ */
+export async function invokeThroughWorker(
+  name: string,
+  trigger: RpcTypedData,
+  triggerMetadata: Record<string, RpcTypedData> = {},
+): Promise<ServiceBusResult> {
+  const reg = registration(name);
+  const model = getProgrammingModel();
+  if (!model) throw new Error('No programming model was set: load the app first');
+  const triggerName = Object.entries(reg.bindings).find(
+    ([, b]) => b.direction === 'in' && /trigger$/i.test(b.type),
+  )?.[0];
+  if (!triggerName) throw new Error(`${name} has no trigger binding`);
+  const invocationId = `inv-${Math.random().toString(16).slice(2)}`;
+  const invocation = model.getInvocationModel({
+    invocationId,
+    metadata: { name: reg.name, bindings: reg.bindings },
+    request: { invocationId, inputData: [{ name: triggerName, data: trigger }], triggerMetadata },
+    state: 'invocation',
+    log: (level, _category, message) => capturedLogs.push(`[${level}] ${message}`),
+  });
+  const { context, inputs } = await invocation.getArguments();
+  let result: unknown;
+  try {
+    result = await invocation.invokeFunction(context, inputs, reg.handler);
+  } catch (error) {
+    return { messages: [], error: error as Error };
+  }
+  const response = await invocation.getResponse(context, result);
+  const queues = new Set(
+    Object.entries(reg.bindings)
+      .filter(([, b]) => b.direction === 'out' && b.type === 'serviceBus')
+      .map(([bindingName]) => bindingName),
+  );
+  const messages = (response.outputData ?? [])
+    .filter((o) => o.name != null && queues.has(o.name))
+    .map((o) => fromRpc(o.data));
+  return { messages: messages.flatMap((v) => (Array.isArray(v) ? (v as unknown[]) : [v])) };
 }
