@@ -7,6 +7,7 @@
  */
 
 import { isLoopbackUrl } from './adapters/loopback';
+import { parseRoleList } from './core/callerPrincipal';
 import { parseReleasePolicy, type ReleasePolicy } from './core/healthGate';
 
 /** Sovereign cloud profiles of Microsoft Defender for Endpoint. */
@@ -580,7 +581,7 @@ export function parseSettings(env: Env = process.env): { config: Config; problem
     releasePolicy: policy.policy,
     callers: {
       webhookSigningSecretName: webhookSecretName,
-      allowedRoles: [...new Set((text(env, 'ALLOWED_CALLER_ROLES') ?? '').split(/[,\s]+/).filter(Boolean))],
+      allowedRoles: parseRoleList(text(env, 'ALLOWED_CALLER_ROLES')),
       platformAuthEnabled: /^(true|1)$/i.test(text(env, 'WEBSITE_AUTH_ENABLED') ?? ''),
     },
   };

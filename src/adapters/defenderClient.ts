@@ -26,7 +26,11 @@ function toApiResponse(response: AxiosResponse<unknown>): ApiResponse {
   };
 }
 
-function toTransportError(error: unknown): TransportError {
+/**
+ * Maps an axios failure to a {@link TransportError} without request details: axios' timeout and abort codes
+ * become `timeout`, every other code (ECONNRESET, ENOTFOUND, ...) a `network` failure with that code.
+ */
+export function toTransportError(error: unknown): TransportError {
   const code = (error as { code?: unknown }).code;
   const text = typeof code === 'string' ? code : 'UNKNOWN';
   if (text === 'ETIMEDOUT' || text === 'ECONNABORTED' || text === 'ERR_CANCELED') {

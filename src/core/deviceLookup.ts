@@ -4,7 +4,9 @@
  *
  * API: `GET {api}/api/machines?$filter=...` (Machine.Read.All),
  * https://learn.microsoft.com/en-us/defender-endpoint/api/get-machines; `computerDnsName` supports `eq` and
- * `startswith` (https://learn.microsoft.com/en-us/defender-endpoint/api/exposed-apis-odata-samples).
+ * `startswith` (https://learn.microsoft.com/en-us/defender-endpoint/api/exposed-apis-odata-samples). Those
+ * pages document neither `or` nor `$orderby` for machines, so a short name is one `startswith` query (one call
+ * against the rate budget), and a full page of answers is never trusted to hold every match.
  */
 import { callMde, type CallContext } from './callMde';
 import { UnisolateError } from './errors';
@@ -116,6 +118,18 @@ export async function resolveDeviceName(
     );
   }
   const matches = matchDevices(name, value);
+  // A full page may have left matches out (`pc12` with 1,000 `pc12NNN` neighbours before `pc12.fabrikam`):
+  // then neither "one device" nor "no device" is known, and nothing is released.
+  if (value.length >= top) {
+    const short = !name.includes('.');
+    throw new AmbiguousDeviceError(
+      short
+        ? `At least ${top} devices have names starting with ${JSON.stringify(name)}, more than one look-up reads, so it cannot tell which devices the name means; nothing was released. Send the full DNS name (e.g. ${JSON.stringify(`${name}.contoso.local`)}) or the machineId.`
+        : `At least ${top} devices are named ${JSON.stringify(name)}; nothing was released. Choose one and send its machineId.`,
+      matches.map(candidateOf),
+      attempts,
+    );
+  }
   if (matches.length === 1) return { machine: matches[0]!, attempts };
   if (matches.length === 0) {
     throw new UnisolateError(
@@ -124,10 +138,8 @@ export async function resolveDeviceName(
       { attempts },
     );
   }
-  const truncated =
-    value.length >= top ? ` (the first ${top} devices starting with that name were read)` : '';
   throw new AmbiguousDeviceError(
-    `${matches.length} devices match the name ${JSON.stringify(name)}${truncated}; nothing was released. Choose one from candidates and send its machineId.`,
+    `${matches.length} devices match the name ${JSON.stringify(name)}; nothing was released. Choose one from candidates and send its machineId.`,
     matches.map(candidateOf),
     attempts,
   );

@@ -43,13 +43,15 @@ export type RetryDecision =
   | { retry: true; delayMs: number; refreshCredentials: boolean }
   | { retry: false; reason: 'not-retriable' | 'budget-spent' | 'attempts-spent'; waitMs?: number };
 
-/** Network error codes worth another try (connection reset/refused, DNS, socket timeouts). */
+/**
+ * Network error codes worth another try (connection reset/refused, DNS, unreachable). Timeouts are not here:
+ * the Defender client reports them (ETIMEDOUT, ECONNABORTED, ERR_CANCELED) as `timeout` failures, which are
+ * always retried.
+ */
 export const TRANSIENT_NETWORK_CODES = new Set([
   'ECONNRESET',
   'ECONNREFUSED',
-  'ECONNABORTED',
   'EPIPE',
-  'ETIMEDOUT',
   'ENOTFOUND',
   'EAI_AGAIN',
   'ENETUNREACH',

@@ -14,6 +14,7 @@ import type { MachineAction, Outcome, OutcomeStatus } from './outcome';
 import { isMachineAction, unisolateActionsOf } from './machineActions';
 import type { Logger, ReleaseRecord, ReleaseStore, Versioned } from './ports';
 import type { ReleaseDeps } from './releaseDevice';
+import { CORRELATION_ID_PATTERN, MAX_DEVICES } from './request';
 
 /** MachineAction statuses that end an action, and the completion status each gives. */
 export const TERMINAL_STATUS: Readonly<Record<string, Extract<OutcomeStatus, 'Released' | 'ReleaseFailed'>>> =
@@ -52,6 +53,18 @@ export function nextPollDelayMs(ageMs: number): number {
  */
 export function releaseIdOf(record: Pick<ReleaseRecord, 'correlationId' | 'index'>): string {
   return record.index === undefined ? record.correlationId : `${record.correlationId}:${record.index}`;
+}
+
+const correlationIdRe = new RegExp(CORRELATION_ID_PATTERN);
+
+/**
+ * Whether `id` can name a release ({@link releaseIdOf}): a correlation id (the request's rule,
+ * `CORRELATION_ID_PATTERN`), or one followed by `:<index>` of a bulk device (0 to MAX_DEVICES - 1).
+ */
+export function isReleaseId(id: string): boolean {
+  if (correlationIdRe.test(id)) return true;
+  const bulk = /^(.+):(0|[1-9]\d*)$/.exec(id);
+  return bulk !== null && Number(bulk[2]) < MAX_DEVICES && correlationIdRe.test(bulk[1]!);
 }
 
 /** The record of an accepted release, or undefined when the outcome is not one that is tracked. */

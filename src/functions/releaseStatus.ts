@@ -11,6 +11,7 @@ import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
 import { UnisolateError } from '../core/errors';
 import { ERROR_TABLE } from '../core/outcome';
+import { isReleaseId } from '../core/tracking';
 
 function errorResponse(error: UnisolateError): HttpResponseInit {
   const row = ERROR_TABLE[error.code];
@@ -31,11 +32,11 @@ export async function releaseStatus(
 ): Promise<HttpResponseInit> {
   const deps = getDependencies();
   const id = request.params.correlationId ?? '';
-  if (!/^[\x20-\x7E]{1,140}$/.test(id)) {
+  if (!isReleaseId(id)) {
     return errorResponse(
       new UnisolateError(
         'InvalidRequest',
-        'Invalid request: the correlation id must be 1-128 printable ASCII characters.',
+        'Invalid request: the correlation id must be 1-128 printable ASCII characters (for one device of a bulk request: <correlationId>:<index>).',
       ),
     );
   }

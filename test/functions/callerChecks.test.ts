@@ -9,6 +9,8 @@ import {
   type CallerChecks,
 } from '../../src/composition';
 import { loadConfig } from '../../src/config';
+import fc from 'fast-check';
+import { parseRoleList } from '../../src/core/callerPrincipal';
 import { UnisolateError } from '../../src/core/errors';
 import * as idempotency from '../../src/core/idempotency';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
@@ -264,6 +266,21 @@ describe('settings', () => {
       allowedRoles: [],
       platformAuthEnabled: false,
     });
+  });
+
+  it('read ALLOWED_CALLER_ROLES with the one role-list rule (parseRoleList)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom('Unisolate.Invoke', 'Admin', ',', ' ', '\t', ',,', 'X')),
+        (parts) => {
+          const value = parts.join('');
+          expect(
+            loadConfig({ KEY_VAULT_URL: 'https://kv.example/', ALLOWED_CALLER_ROLES: value }).callers
+              .allowedRoles,
+          ).toEqual(parseRoleList(value));
+        },
+      ),
+    );
   });
 
   it('reject a WEBHOOK_SIGNING_SECRET_NAME that is not a Key Vault secret name', () => {

@@ -153,6 +153,30 @@ describe('look-up by host name', () => {
     expect(mde.counts.unisolate).toBe(0);
   });
 
+  it('never picks from an incomplete page: a short name with more prefix matches than one page is Ambiguous', async () => {
+    // pc12.contoso.local, 1,100 neighbours pc12000..pc121099, then pc12.fabrikam.local: the first page of
+    // prefix matches (1,000) holds only one of the two devices the short name means.
+    const seed = (name: string, isolated = false) =>
+      mde.addMachine({ id: machineIdFor(name), computerDnsName: name, isolated });
+    seed('pc12.contoso.local', true);
+    for (let i = 0; i < 1100; i += 1) seed(`pc12${String(i).padStart(3, '0')}.contoso.local`);
+    seed('pc12.fabrikam.local', true);
+
+    const outcome = await release({ deviceName: 'PC12' });
+    expect(outcome).toMatchObject({
+      status: 'Ambiguous',
+      machineId: null,
+      error: { code: 'AmbiguousDeviceName', message: expect.stringMatching(/full DNS name.*machineId/) },
+    });
+    expect(mde.counts.unisolate).toBe(0);
+    expect(mde.counts.listMachines).toBe(1);
+    // The full DNS name is exact: one device, released.
+    expect(await release({ deviceName: 'pc12.contoso.local' })).toMatchObject({
+      status: 'Accepted',
+      machineId: machineIdFor('pc12.contoso.local'),
+    });
+  });
+
   it('escapes quotes: a name with a quote finds its device, an injection attempt finds nothing', async () => {
     expect(await release({ deviceName: QUOTED })).toMatchObject({
       status: 'Accepted',

@@ -1,0 +1,59 @@
+/**
+ * `GET /api/unisolate/{correlationId}`: which ids the route accepts. A release is recorded under its
+ * correlation id (the request's rule: 1-128 printable ASCII characters), or `<correlationId>:<index>` for one
+ * device of a bulk request (index 0-99); nothing else can name a release.
+ */
+import { setDependencies, type AppDependencies } from '../../src/composition';
+import { loadConfig } from '../../src/config';
+import { FakeDefender, FakeReleaseStore, fakeDeps } from '../support/fakes';
+import { invokeHttp, loadApp } from '../support/functionsHost';
+
+beforeAll(() => loadApp());
+afterEach(() => setDependencies());
+
+function install() {
+  const { deps, telemetry } = fakeDeps(new FakeDefender());
+  const app: AppDependencies = {
+    release: deps,
+    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    maxDeliveryCount: 10,
+    telemetry,
+    state: { store: new FakeReleaseStore(), idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 },
+  };
+  setDependencies(app);
+}
+
+const status = (correlationId: string) =>
+  invokeHttp('releaseStatus', {
+    method: 'GET',
+    url: `http://localhost:7071/api/unisolate/${encodeURIComponent(correlationId)}`,
+    params: { correlationId },
+    headers: {},
+  });
+
+describe('status route ids', () => {
+  it.each([
+    ['a correlation id of 128 characters', 'a'.repeat(128)],
+    ['one device of a bulk request', `${'a'.repeat(128)}:99`],
+    ['a correlation id that itself has a colon', 'INC:42'],
+  ])('looks up %s', async (_, id) => {
+    install();
+    const result = await status(id);
+    expect(result.status).toBe(404);
+    expect(result.body).toMatchObject({ error: { code: 'ReleaseNotFound' } });
+  });
+
+  it.each([
+    ['129 characters', 'a'.repeat(129)],
+    ['140 characters', 'a'.repeat(140)],
+    ['a bulk index beyond 100 devices', `${'a'.repeat(128)}:100`],
+    ['a control character', 'INC\n1'],
+  ])('refuses %s as the message says', async (_, id) => {
+    install();
+    const result = await status(id);
+    expect(result.status).toBe(400);
+    expect(result.body).toMatchObject({
+      error: { code: 'InvalidRequest', message: expect.stringMatching(/1-128 printable ASCII characters/) },
+    });
+  });
+});
