@@ -15,8 +15,8 @@ import { misconfigured } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
 import { LocalBudget, MDE_LIMITS, type BudgetLimits } from './core/budget';
 import { SharedBudget } from './core/sharedBudget';
-import type { ReleaseDeps } from './core/releaseDevice';
-import type { StateDeps } from './core/idempotency';
+import type { ReleaseDeps } from './core/release';
+import type { StateDeps } from './core/pipeline';
 import { createReleaseStore } from './adapters/releaseStore';
 import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
@@ -63,9 +63,6 @@ const systemClock: Clock = {
 };
 
 const consoleLogger: Logger = createLogger(console);
-
-/** The tracker's share of the list-machine-actions budget. */
-const TRACKER_SHARE = { perMinute: 2, perHour: 60 };
 
 /**
  * The identity the app reads Key Vault (and sends telemetry) with: the managed identity in Azure (the
@@ -128,7 +125,7 @@ export function buildDependencies(
     return {
       release: {
         defender: unconfiguredDefender(error),
-        budget: new LocalBudget({ perApi: MDE_LIMITS, tracker: TRACKER_SHARE }, clock.now),
+        budget: new LocalBudget({ perApi: MDE_LIMITS, tracker: config.trackerRateLimit }, clock.now),
         clock,
         random: Math.random,
         telemetry: noTelemetry,
@@ -170,7 +167,7 @@ export function buildDependencies(
   });
   const limits: BudgetLimits = {
     perApi: { perMinute: config.rateLimit.perMinute, perHour: config.rateLimit.perHour },
-    tracker: TRACKER_SHARE,
+    tracker: config.trackerRateLimit,
   };
   const state = buildState(config, getIdentity);
   return {
@@ -222,7 +219,13 @@ function buildState(config: Config, identity: () => TokenCredential): StateDeps 
     table.connectionString !== undefined
       ? createReleaseStore({ connectionString: table.connectionString, tableName: table.tableName })
       : createReleaseStore({ tableUrl: table.tableUrl, credential: identity });
-  return { store, idempotencyWindowMs: config.idempotencyWindowMs, trackMaxMs: config.trackMaxMs };
+  return {
+    store,
+    idempotencyWindowMs: config.idempotencyWindowMs,
+    trackMaxMs: config.trackMaxMs,
+    queueMaxMs: config.queueMaxMs,
+    maxFailures: config.maxDeliveryCount,
+  };
 }
 
 let current: AppDependencies | undefined;

@@ -188,14 +188,43 @@ export const SETTINGS: readonly SettingSpec[] = [
   {
     name: 'MDE_RATE_LIMIT_PER_MINUTE',
     default: '100',
-    meaning: 'per-instance cap on Defender API calls per minute (MDE limit: 100)',
+    meaning:
+      'cap on calls per minute of each Defender API (MDE limit: 100 per API); shared by every instance with durable state, per instance without. Lower it when another tool uses the same app registration',
     scope: 'optional',
   },
   {
     name: 'MDE_RATE_LIMIT_PER_HOUR',
     default: '1500',
-    meaning: 'per-instance cap on Defender API calls per hour (MDE limit: 1500)',
+    meaning:
+      'cap on calls per hour of each Defender API (MDE limit: 1500 per API); shared like the minute cap',
     scope: 'optional',
+  },
+  {
+    name: 'TRACK_RATE_LIMIT_PER_MINUTE',
+    default: '2',
+    meaning:
+      "the tracker's own share of the list-machine-actions budget per minute (taken out of that API's cap, so polling never takes what releases need)",
+    scope: 'optional',
+  },
+  {
+    name: 'TRACK_RATE_LIMIT_PER_HOUR',
+    default: '60',
+    meaning: "the tracker's own share of the list-machine-actions budget per hour",
+    scope: 'optional',
+  },
+  {
+    name: 'QUEUE_MAX_HOURS',
+    default: '24',
+    meaning:
+      'how long a release may stay parked (`Queued`) waiting for the Defender API budget before it ends `Throttled` (needs durable state)',
+    scope: 'optional',
+  },
+  {
+    name: 'RESUME_SCHEDULE',
+    default: '*/30 * * * * *',
+    meaning:
+      'NCRONTAB schedule of the timer that hands parked releases back to the request queue when their budget frees, and deletes expired records; an invalid value is reported and the default used',
+    scope: 'azure',
   },
   {
     name: 'CHECK_ISOLATION_STATE',
@@ -286,7 +315,12 @@ export interface Config {
   requestTimeoutMs: number;
   retryBudgetMs: { http: number; serviceBus: number };
   secretCacheTtlMs: number;
+  /** Calls per minute / hour of each Defender API. */
   rateLimit: { perMinute: number; perHour: number };
+  /** The tracker's share of list machine actions. */
+  trackerRateLimit: { perMinute: number; perHour: number };
+  /** `QUEUE_MAX_HOURS` in ms. */
+  queueMaxMs: number;
   /** Durable state (idempotency, tracking); undefined when neither setting is present. */
   stateTable:
     | { tableUrl: string; connectionString?: undefined }
@@ -415,14 +449,22 @@ export function isNcrontab(expression: string): boolean {
  * without that app setting stops the host from indexing the function.
  */
 export function trackSchedule(env: Env = process.env): { schedule: string; problem?: string } {
-  const fallback = SETTINGS.find((s) => s.name === 'TRACK_SCHEDULE')!.default;
-  const raw = text(env, 'TRACK_SCHEDULE');
+  return timerSchedule('TRACK_SCHEDULE', env);
+}
+
+/** A timer's schedule setting (`TRACK_SCHEDULE`, `RESUME_SCHEDULE`), resolved like {@link trackSchedule}. */
+export function timerSchedule(
+  name: 'TRACK_SCHEDULE' | 'RESUME_SCHEDULE',
+  env: Env = process.env,
+): { schedule: string; problem?: string } {
+  const fallback = SETTINGS.find((s) => s.name === name)!.default;
+  const raw = text(env, name);
   if (raw === undefined) return { schedule: fallback };
   const schedule = raw.split(/\s+/).join(' ');
   if (isNcrontab(schedule)) return { schedule };
   return {
     schedule: fallback,
-    problem: `TRACK_SCHEDULE must be an NCRONTAB expression with six fields, seconds first, e.g. "${fallback}" (got "${raw}")`,
+    problem: `${name} must be an NCRONTAB expression with six fields, seconds first, e.g. "${fallback}" (got "${raw}")`,
   };
 }
 
@@ -554,6 +596,14 @@ export function parseSettings(env: Env = process.env): { config: Config; problem
   problems.push(...policy.problems);
   const schedule = trackSchedule(env);
   if (schedule.problem !== undefined) problems.push(schedule.problem);
+  const resume = timerSchedule('RESUME_SCHEDULE', env);
+  if (resume.problem !== undefined) problems.push(resume.problem);
+  const perMinute = integer(env, 'MDE_RATE_LIMIT_PER_MINUTE', 100, 1, 100, problems);
+  const perHour = integer(env, 'MDE_RATE_LIMIT_PER_HOUR', 1500, 1, 1500, problems);
+  const tracker = {
+    perMinute: integer(env, 'TRACK_RATE_LIMIT_PER_MINUTE', 2, 1, Math.max(1, perMinute - 1), problems),
+    perHour: integer(env, 'TRACK_RATE_LIMIT_PER_HOUR', 60, 1, Math.max(1, perHour - 1), problems),
+  };
 
   const config: Config = {
     keyVaultUrl: keyVaultUrl ?? '',
@@ -570,10 +620,9 @@ export function parseSettings(env: Env = process.env): { config: Config; problem
     requestTimeoutMs: integer(env, 'MDE_REQUEST_TIMEOUT_MS', 30_000, 100, 600_000, problems),
     retryBudgetMs: { http: budgetBoth ?? 20_000, serviceBus: budgetBoth ?? 60_000 },
     secretCacheTtlMs: integer(env, 'SECRET_CACHE_TTL_SECONDS', 900, 0, 86_400, problems) * 1000,
-    rateLimit: {
-      perMinute: integer(env, 'MDE_RATE_LIMIT_PER_MINUTE', 100, 1, 100, problems),
-      perHour: integer(env, 'MDE_RATE_LIMIT_PER_HOUR', 1500, 1, 1500, problems),
-    },
+    rateLimit: { perMinute, perHour },
+    trackerRateLimit: tracker,
+    queueMaxMs: integer(env, 'QUEUE_MAX_HOURS', 24, 1, 168, problems) * 3_600_000,
     stateTable: stateTable(env, problems),
     idempotencyWindowMs: integer(env, 'IDEMPOTENCY_WINDOW_HOURS', 24, 1, 720, problems) * 3_600_000,
     trackMaxMs: integer(env, 'TRACK_MAX_HOURS', 24, 1, 720, problems) * 3_600_000,

@@ -10,6 +10,7 @@ app.setup({ enableHttpStream: false });
 import './functions/unisolateHttp';
 import './functions/unisolateServiceBus';
 import './functions/trackReleases';
+import './functions/resumeReleases';
 import './functions/releaseStatus';
 import './functions/openapi';
 

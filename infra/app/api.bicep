@@ -45,6 +45,9 @@ param kvSecretClientSecretName string = 'mde-client-secret'
 @description('NCRONTAB schedule of the tracker that polls accepted releases until their machine action ends (TRACK_SCHEDULE).')
 param trackSchedule string = '0 */1 * * * *'
 
+@description('NCRONTAB schedule of the timer that hands parked releases back to the request queue (RESUME_SCHEDULE).')
+param resumeSchedule string = '*/30 * * * * *'
+
 @description('Comma-separated app roles a caller must hold (checked by the app from X-MS-CLIENT-PRINCIPAL); empty: no role check.')
 param allowedCallerRoles string = ''
 
@@ -96,9 +99,11 @@ var appSettings = {
   // Telemetry, sent with an Entra token for the managed identity (local auth is disabled).
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
-  // Release state (Table Storage), identity-based, and the timer that tracks accepted releases.
+  // Release state (Table Storage), identity-based; the timers that track accepted releases and hand parked
+  // ones back (the Defender API budget lives in the same table, shared by every instance).
   STATE_TABLE_URL: stateTableUrl
   TRACK_SCHEDULE: trackSchedule
+  RESUME_SCHEDULE: resumeSchedule
   // Caller checks: app roles (with App Service Authentication) and signed requests.
   ALLOWED_CALLER_ROLES: allowedCallerRoles
   WEBHOOK_SIGNING_SECRET_NAME: webhookSigningSecretName

@@ -89,7 +89,7 @@ resource appKeyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
-// The Service Bus trigger receives from the request queue only.
+// The Service Bus trigger receives from the request queue.
 resource appRequestQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(requestQueue.id, appPrincipalId, roleIds.serviceBusDataReceiver)
   scope: requestQueue
@@ -98,6 +98,18 @@ resource appRequestQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-0
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'mde-unisolate receives release requests.'
+  }
+}
+
+// The resume timer hands parked releases back to the request queue (a message naming the release).
+resource appRequestQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(requestQueue.id, appPrincipalId, roleIds.serviceBusDataSender)
+  scope: requestQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.serviceBusDataSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'mde-unisolate hands parked releases back to its request queue.'
   }
 }
 

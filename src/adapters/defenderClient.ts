@@ -69,12 +69,18 @@ export class DefenderClient implements DefenderApi {
     return this.send('POST', `/api/machines/${machineId}/unisolate`, options, { Comment: comment });
   }
 
-  async listMachineActions(filter: string, options: AttemptOptions, top = 10): Promise<ApiResponse> {
+  async listMachineActions(
+    filter: string,
+    options: AttemptOptions,
+    top = 10,
+    skip = 0,
+  ): Promise<ApiResponse> {
     const query = new URLSearchParams({
       $filter: filter,
       $orderby: 'creationDateTimeUtc desc',
       $top: String(top),
     });
+    if (skip > 0) query.set('$skip', String(skip));
     return this.send('GET', `/api/machineactions?${query.toString().replace(/\+/g, '%20')}`, options);
   }
 

@@ -1,32 +1,41 @@
 /**
- * Durable release state in one Azure Table (`@azure/data-tables`): identity-based in Azure
- * (`STATE_TABLE_URL` + the app's managed identity, role Storage Table Data Contributor on the account), a
- * connection string for Azurite locally and in tests.
+ * Durable state in one Azure Table (`@azure/data-tables`): identity-based in Azure (`STATE_TABLE_URL` + the
+ * app's managed identity, role Storage Table Data Contributor), a connection string for Azurite locally and
+ * in tests.
  *
- * Layout (every look-up is a point read or a single-partition range):
+ * Layout (every look-up is a point read or a range of one partition):
  * | PartitionKey | RowKey | what |
  * |---|---|---|
- * | `key\|<sha256>` | `` (empty) | the claim of one idempotency key (one partition per key: claims never contend) |
- * | `release` | `rec\|<releaseId>` | the latest release of a correlation id (`<id>:<index>` per bulk device) |
- * | `release` | `open\|<releaseId>` | the same record while it is tracked; deleted once it completed |
+ * | `key\|<sha256>` | `` | the claim of one idempotency key (one partition per key: claims never contend) |
+ * | `release` | `r\|<corr>\|<request>\|<index>` | one device release (`<corr>`: the encoded correlation id) |
+ * | `release` | `q\|<dueAt>\|<record>` | a parked release, by the time it is due (the resume timer's range) |
+ * | `release` | `o\|<record>` | an accepted release being tracked (what the tracker lists) |
+ * | `release` | `d\|<corr>\|<request>\|<machineId>` | which index of a bulk request owns a device |
+ * | `release` | `x\|<expiresAt>\|<corr>\|<request>` | when a request's records (and claim) are deleted |
+ * | `release` | `t\|tracker` | when the tracker last polled |
+ * | `budget` | `<pool>` | the Defender API budget ledger of one pool (see core/budget.ts) |
  *
- * Releases share one partition so that a record and its `open` entry change together in one entity group
- * transaction (https://learn.microsoft.com/en-us/rest/api/storageservices/performing-entity-group-transactions):
- * closing a release is "update `open` If-Match ETag to completed + write `rec`", atomic, so one tracker wins. One partition
- * serves ~2000 entities/s, far above what MDE's 100 calls/minute can produce.
+ * Releases share one partition so that a record and its index entries change together in one entity group
+ * transaction (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions):
+ * every state change is "update the record If-Match its ETag + move its entries", atomic, so exactly one
+ * invocation wins each change. One partition serves ~2000 entities/s, far above what MDE's 100 calls/minute
+ * per API can produce. Time-ordered row keys make the due and expiry ranges cheap to list.
  */
-import { TableClient, type TableEntityResult, type TransactionAction } from '@azure/data-tables';
+import {
+  TableClient,
+  type TableEntityResult,
+  type TableTransactionResponse,
+  type TransactionAction,
+} from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
 import { isLedger, type Ledger } from '../core/budget';
-import type { IdempotencyRecord, ReleaseRecord, ReleaseStore, Versioned } from '../core/ports';
-import { releaseIdOf } from '../core/tracking';
+import type { IdempotencyRecord, ReleaseStore, TrackedRelease, Versioned } from '../core/ports';
+import { isReleaseRecord, type ReleaseRecord, type ReleaseRef } from '../core/records';
 import { isLoopbackUrl } from './loopback';
 
 const RELEASES = 'release';
-const RECORD = 'rec|';
-const OPEN = 'open|';
-// '}' sorts right after '|': the range [open|, open}) holds exactly the open entries.
-const OPEN_END = 'open}';
+const BUDGET = 'budget';
+const TRACKER_ROW = 't|tracker';
 
 /** Default table name when only a connection string is given. */
 export const DEFAULT_STATE_TABLE = 'releases';
@@ -41,21 +50,70 @@ export interface ReleaseStoreOptions {
   operationTimeoutMs?: number;
 }
 
+/** The part of `TableClient` the store uses (tests may pass an in-memory table with the same semantics). */
+export type TableLike = Pick<
+  TableClient,
+  | 'createTable'
+  | 'getEntity'
+  | 'createEntity'
+  | 'updateEntity'
+  | 'upsertEntity'
+  | 'deleteEntity'
+  | 'submitTransaction'
+  | 'listEntities'
+>;
+
 type Entity = { partitionKey: string; rowKey: string } & Record<string, unknown>;
+
+/** Most operations in one entity group transaction. */
+const BATCH_LIMIT = 100;
+/** Table Storage caps a string property at 64 KiB (32K UTF-16 characters); JSON is split into parts below it. */
+const PART_CHARS = 30_000;
 
 function statusOf(error: unknown): number | undefined {
   const status = (error as { statusCode?: unknown } | null)?.statusCode;
   return typeof status === 'number' ? status : undefined;
 }
 
-/** Release ids are printable ASCII; '/', '\\', '#', '?' are not allowed in keys, so encode them. */
-function rowId(releaseId: string): string {
-  return encodeURIComponent(releaseId);
+/** Row keys may not hold '/', '\\', '#', '?' or control characters: correlation ids are encoded. */
+function encode(value: string): string {
+  return encodeURIComponent(value);
 }
 
-function parseJson<T>(text: unknown): T {
+/** Fixed-width time, so row keys sort by time. */
+function timeKey(ms: number): string {
+  return String(Math.max(0, Math.floor(ms))).padStart(15, '0');
+}
+
+function requestKey(ref: Pick<ReleaseRef, 'correlationId' | 'requestId'>): string {
+  return `${encode(ref.correlationId)}|${ref.requestId}`;
+}
+
+function recordKey(ref: ReleaseRef): string {
+  return `${requestKey(ref)}|${ref.index === null ? 'single' : String(ref.index).padStart(3, '0')}`;
+}
+
+/** JSON in one or more string properties (`body`, `body1`, ...), each under the property limit. */
+function jsonProperties(value: unknown): Record<string, string> {
+  const text = JSON.stringify(value);
+  const parts: Record<string, string> = { body: text.slice(0, PART_CHARS) };
+  for (let i = 1; i * PART_CHARS < text.length; i += 1) {
+    parts[`body${i}`] = text.slice(i * PART_CHARS, (i + 1) * PART_CHARS);
+  }
+  return parts;
+}
+
+function readJson(entity: Record<string, unknown>): unknown {
+  let text = entity.body;
   if (typeof text !== 'string') throw new Error('Stored entity has no JSON body');
-  return JSON.parse(text) as T;
+  for (let i = 1; typeof entity[`body${i}`] === 'string'; i += 1) text += entity[`body${i}`] as string;
+  return JSON.parse(text) as unknown;
+}
+
+function recordOf(entity: Record<string, unknown>): ReleaseRecord {
+  const value = readJson(entity);
+  if (!isReleaseRecord(value)) throw new Error('Stored release record is malformed');
+  return value;
 }
 
 /** Splits `https://<acct>.table.core.windows.net/<table>` (or Azurite's `http://127.0.0.1:p/<acct>/<table>`). */
@@ -91,7 +149,7 @@ export class TableReleaseStore implements ReleaseStore {
   private ready: Promise<void> | undefined;
 
   constructor(
-    private readonly client: TableClient,
+    private readonly client: TableLike,
     private readonly timeoutMs = 5_000,
   ) {}
 
@@ -119,20 +177,57 @@ export class TableReleaseStore implements ReleaseStore {
     }
   }
 
+  /** Entities of one partition with row keys in `[from, to)`. */
+  private async range(partitionKey: string, from: string, to: string, limit = Infinity) {
+    await this.ensureTable();
+    const escape = (v: string): string => v.replace(/'/g, "''");
+    const entities: TableEntityResult<Entity>[] = [];
+    const pages = this.client.listEntities<Entity>({
+      ...this.options(),
+      queryOptions: {
+        filter: `PartitionKey eq '${escape(partitionKey)}' and RowKey ge '${escape(from)}' and RowKey lt '${escape(to)}'`,
+      },
+    });
+    for await (const entity of pages) {
+      entities.push(entity);
+      if (entities.length >= limit) break;
+    }
+    return entities;
+  }
+
+  /** Submits one transaction: its response, or undefined when a condition failed (nothing was written). */
+  private async transact(actions: TransactionAction[]): Promise<TableTransactionResponse | undefined> {
+    await this.ensureTable();
+    try {
+      return await this.client.submitTransaction(actions, this.options());
+    } catch (error) {
+      const status = statusOf(error);
+      if (status === 412 || status === 404 || status === 409) return undefined;
+      throw error;
+    }
+  }
+
+  /** The new ETag of the entity written by a transaction's first action. */
+  private async etagAfter(response: TableTransactionResponse, rowKey: string): Promise<string | undefined> {
+    const sub = response.subResponses.find((r) => r.rowKey === rowKey) ?? response.subResponses[0];
+    return sub?.etag ?? (await this.get(RELEASES, rowKey))?.etag;
+  }
+
+  // --- idempotency claims ---------------------------------------------------------------------------------
+
   private keyEntity(record: IdempotencyRecord): Entity {
     return {
       partitionKey: `key|${record.keyHash}`,
       rowKey: '',
       state: record.state,
-      fingerprint: record.fingerprint,
       claimedAt: new Date(record.claimedAt).toISOString(),
-      body: JSON.stringify(record),
+      ...jsonProperties(record),
     };
   }
 
   async readKey(keyHash: string): Promise<Versioned<IdempotencyRecord> | undefined> {
     const entity = await this.get(`key|${keyHash}`, '');
-    return entity && { value: parseJson<IdempotencyRecord>(entity.body), etag: entity.etag };
+    return entity && { value: readJson(entity) as IdempotencyRecord, etag: entity.etag };
   }
 
   async insertKey(record: IdempotencyRecord): Promise<string | undefined> {
@@ -169,89 +264,197 @@ export class TableReleaseStore implements ReleaseStore {
     }
   }
 
-  private releaseEntity(record: ReleaseRecord, prefix: string): Entity {
+  // --- device releases --------------------------------------------------------------------------------------
+
+  private recordEntity(record: ReleaseRecord): Entity {
     return {
       partitionKey: RELEASES,
-      rowKey: prefix + rowId(releaseIdOf(record)),
-      phase: record.phase,
-      status: record.outcome.status,
-      machineId: record.machineId,
-      machineActionId: record.machineActionId ?? '',
-      body: JSON.stringify(record),
+      rowKey: `r|${recordKey(record.ref)}`,
+      state: record.state,
+      machineId: record.machineId ?? '',
+      dueAt: record.dueAt,
+      ...jsonProperties(record),
     };
   }
 
-  async saveRelease(record: ReleaseRecord): Promise<void> {
-    await this.ensureTable();
-    const actions: TransactionAction[] = [['upsert', this.releaseEntity(record, RECORD), 'Replace']];
-    if (record.phase === 'accepted') actions.push(['upsert', this.releaseEntity(record, OPEN), 'Replace']);
-    await this.client.submitTransaction(actions, this.options());
-  }
-
-  async readRelease(releaseId: string): Promise<ReleaseRecord | undefined> {
-    const entity = await this.get(RELEASES, RECORD + rowId(releaseId));
-    return entity && parseJson<ReleaseRecord>(entity.body);
-  }
-
-  async listOpen(now: number, limit: number): Promise<Versioned<ReleaseRecord>[]> {
-    await this.ensureTable();
-    // Only unfinished releases are in this range, so it stays small; due ones are picked here.
-    const entries: Versioned<ReleaseRecord>[] = [];
-    const pages = this.client.listEntities<Entity>({
-      ...this.options(),
-      queryOptions: {
-        filter: `PartitionKey eq '${RELEASES}' and RowKey ge '${OPEN}' and RowKey lt '${OPEN_END}'`,
-      },
-    });
-    for await (const entity of pages) {
-      const value = parseJson<ReleaseRecord>(entity.body);
-      if (value.phase === 'completed') await this.removeOpen(releaseIdOf(value));
-      else if (value.nextPollAt <= now) entries.push({ value, etag: entity.etag });
-      if (entries.length >= 10_000) break;
+  /** The index entries a record in this state has (row key → entity). */
+  private indexEntries(record: ReleaseRecord): Map<string, Entity> {
+    const entries = new Map<string, Entity>();
+    const key = recordKey(record.ref);
+    if (record.state === 'queued') {
+      const rowKey = `q|${timeKey(record.dueAt)}|${key}`;
+      entries.set(rowKey, { partitionKey: RELEASES, rowKey, record: key });
     }
-    return entries.sort((a, b) => a.value.nextPollAt - b.value.nextPollAt).slice(0, limit);
+    if (record.state === 'accepted' && record.machineId) {
+      const tracked: TrackedRelease = {
+        ref: record.ref,
+        machineId: record.machineId,
+        machineActionId: record.machineActionId,
+        receivedAt: record.ask.receivedAt,
+        actionCreatedAt: Math.min(
+          record.ask.receivedAt,
+          Date.parse(record.answer?.machineAction?.creationDateTimeUtc ?? '') || record.ask.receivedAt,
+        ),
+        actionStatus: record.answer?.machineAction?.status ?? null,
+        trackUntil: record.trackUntil,
+      };
+      const rowKey = `o|${key}`;
+      entries.set(rowKey, { partitionKey: RELEASES, rowKey, ...jsonProperties(tracked) });
+    }
+    return entries;
   }
 
-  private async transact(actions: TransactionAction[]): Promise<boolean> {
+  async createReleases(
+    records: readonly ReleaseRecord[],
+    expiry: { expiresAt: number; keyHash?: string },
+  ): Promise<Versioned<ReleaseRecord>[] | undefined> {
+    if (records.length === 0) return [];
+    if (records.length > BATCH_LIMIT) throw new Error(`At most ${BATCH_LIMIT} releases per request`);
+    const first = records[0]!.ref;
+    await this.ensureTable();
+    // The expiry entry first: if the records then fail, it only points at nothing.
+    await this.client.upsertEntity(
+      {
+        partitionKey: RELEASES,
+        rowKey: `x|${timeKey(expiry.expiresAt)}|${requestKey(first)}`,
+        correlationId: first.correlationId,
+        requestId: first.requestId,
+        keyHash: expiry.keyHash ?? '',
+      },
+      'Replace',
+      this.options(),
+    );
+    const actions: TransactionAction[] = [];
+    for (const record of records) {
+      actions.push(['create', this.recordEntity(record)]);
+      for (const entry of this.indexEntries(record).values()) actions.push(['upsert', entry, 'Replace']);
+    }
+    if (actions.length > BATCH_LIMIT) throw new Error('A new request must not have parked releases');
+    const response = await this.transact(actions);
+    if (!response) return undefined;
+    const versions: Versioned<ReleaseRecord>[] = [];
+    for (const record of records) {
+      const etag = response.subResponses.find((r) => r.rowKey === `r|${recordKey(record.ref)}`)?.etag;
+      if (etag === undefined) return this.readReleases(first.correlationId, first.requestId);
+      versions.push({ value: record, etag });
+    }
+    return versions;
+  }
+
+  async readReleases(correlationId: string, requestId?: string): Promise<Versioned<ReleaseRecord>[]> {
+    const prefix = `r|${requestId === undefined ? `${encode(correlationId)}|` : `${requestKey({ correlationId, requestId })}|`}`;
+    const entities = await this.range(RELEASES, prefix, `${prefix.slice(0, -1)}}`);
+    return entities.map((e) => ({ value: recordOf(e), etag: e.etag }));
+  }
+
+  async readRelease(ref: ReleaseRef): Promise<Versioned<ReleaseRecord> | undefined> {
+    const entity = await this.get(RELEASES, `r|${recordKey(ref)}`);
+    return entity && { value: recordOf(entity), etag: entity.etag };
+  }
+
+  async updateRelease(
+    record: ReleaseRecord,
+    previous: Versioned<ReleaseRecord>,
+  ): Promise<string | undefined> {
+    const before = this.indexEntries(previous.value);
+    const after = this.indexEntries(record);
+    const actions: TransactionAction[] = [
+      ['update', this.recordEntity(record), 'Replace', { etag: previous.etag }],
+    ];
+    for (const [rowKey, entity] of before) {
+      if (!after.has(rowKey)) actions.push(['delete', entity]);
+    }
+    for (const entity of after.values()) actions.push(['upsert', entity, 'Replace']);
+    const response = await this.transact(actions);
+    return response && this.etagAfter(response, `r|${recordKey(record.ref)}`);
+  }
+
+  async listDue(until: number, limit: number): Promise<Versioned<ReleaseRecord>[]> {
+    const entries = await this.range(RELEASES, 'q|', `q|${timeKey(until)}~`, limit);
+    const due: Versioned<ReleaseRecord>[] = [];
+    for (const entry of entries) {
+      const record = await this.get(RELEASES, `r|${String(entry.record)}`);
+      if (record) due.push({ value: recordOf(record), etag: record.etag });
+    }
+    return due;
+  }
+
+  async listTracked(limit: number): Promise<TrackedRelease[]> {
+    const entries = await this.range(RELEASES, 'o|', 'o}', limit);
+    return entries.map((e) => readJson(e) as TrackedRelease);
+  }
+
+  async claimDevice(ref: ReleaseRef, machineId: string): Promise<number> {
+    const rowKey = `d|${requestKey(ref)}|${machineId}`;
+    const index = ref.index ?? 0;
     await this.ensureTable();
     try {
-      await this.client.submitTransaction(actions, this.options());
-      return true;
+      await this.client.createEntity({ partitionKey: RELEASES, rowKey, index }, this.options());
+      return index;
     } catch (error) {
-      if (statusOf(error) === 412 || statusOf(error) === 404) return false;
-      throw error;
+      if (statusOf(error) !== 409) throw error;
+      const owner = await this.get(RELEASES, rowKey);
+      return typeof owner?.index === 'number' ? owner.index : index;
     }
   }
 
-  async updateOpen(record: ReleaseRecord, etag: string): Promise<boolean> {
-    return this.transact([
-      ['update', this.releaseEntity(record, OPEN), 'Replace', { etag }],
-      ['upsert', this.releaseEntity(record, RECORD), 'Replace'],
-    ]);
+  async deleteExpired(now: number, limit: number): Promise<number> {
+    const expired = await this.range(RELEASES, 'x|', `x|${timeKey(now)}~`, limit);
+    for (const entry of expired) {
+      const ref = { correlationId: String(entry.correlationId), requestId: String(entry.requestId) };
+      const prefix = requestKey(ref);
+      const records = await this.range(RELEASES, `r|${prefix}|`, `r|${prefix}}`);
+      const owners = await this.range(RELEASES, `d|${prefix}|`, `d|${prefix}}`);
+      const doomed: Entity[] = [...owners];
+      for (const entity of records) {
+        doomed.push(entity);
+        doomed.push(...this.indexEntries(recordOf(entity)).values());
+      }
+      for (let i = 0; i < doomed.length; i += BATCH_LIMIT) {
+        const actions = doomed
+          .slice(i, i + BATCH_LIMIT)
+          .map((e): TransactionAction => ['delete', { partitionKey: e.partitionKey, rowKey: e.rowKey }]);
+        await this.transact(actions);
+      }
+      if (typeof entry.keyHash === 'string' && entry.keyHash) {
+        await this.client.deleteEntity(`key|${entry.keyHash}`, '', this.options()).catch((error: unknown) => {
+          if (statusOf(error) !== 404) throw error;
+        });
+      }
+      await this.client.deleteEntity(RELEASES, entry.rowKey, this.options()).catch((error: unknown) => {
+        if (statusOf(error) !== 404) throw error;
+      });
+    }
+    return expired.length;
   }
 
-  async closeOpen(record: ReleaseRecord, etag: string): Promise<boolean> {
-    // A transaction's delete cannot carry If-Match, so the claim is an ETag-checked update of the open
-    // entry to phase "completed" (with the record, atomically); only the winner then deletes the entry.
-    const won = await this.transact([
-      ['update', this.releaseEntity(record, OPEN), 'Replace', { etag }],
-      ['upsert', this.releaseEntity(record, RECORD), 'Replace'],
-    ]);
-    if (won) await this.removeOpen(releaseIdOf(record));
-    return won;
+  async readTrackerPoll(): Promise<number> {
+    const entity = await this.get(RELEASES, TRACKER_ROW);
+    return typeof entity?.lastPollAt === 'number' ? entity.lastPollAt : 0;
   }
+
+  async writeTrackerPoll(at: number): Promise<void> {
+    await this.ensureTable();
+    await this.client.upsertEntity(
+      { partitionKey: RELEASES, rowKey: TRACKER_ROW, lastPollAt: at },
+      'Replace',
+      this.options(),
+    );
+  }
+
+  // --- budget ledgers ---------------------------------------------------------------------------------------
 
   async readLedger(pool: string): Promise<Versioned<Ledger> | undefined> {
     const entity = await this.get(BUDGET, pool);
     if (!entity) return undefined;
-    const value = parseJson<unknown>(entity.ledger);
+    const value = readJson(entity);
     if (!isLedger(value)) throw new Error(`Stored budget ledger ${pool} is malformed`);
     return { value, etag: entity.etag };
   }
 
   async writeLedger(pool: string, ledger: Ledger, etag: string | undefined): Promise<string | undefined> {
     await this.ensureTable();
-    const entity: Entity = { partitionKey: BUDGET, rowKey: pool, ledger: JSON.stringify(ledger) };
+    const entity: Entity = { partitionKey: BUDGET, rowKey: pool, ...jsonProperties(ledger) };
     try {
       const response =
         etag === undefined
@@ -264,15 +467,7 @@ export class TableReleaseStore implements ReleaseStore {
       throw error;
     }
   }
-
-  /** Deletes a closed open entry. Best effort: {@link listOpen} skips (and retries deleting) closed ones. */
-  private async removeOpen(releaseId: string): Promise<void> {
-    await this.client.deleteEntity(RELEASES, OPEN + rowId(releaseId), this.options()).catch(() => undefined);
-  }
 }
-
-/** Partition of the Defender API budget ledgers (one row per pool, see core/budget.ts). */
-const BUDGET = 'budget';
 
 /** Builds the store for a table. */
 export function createReleaseStore(

@@ -1,59 +1,25 @@
 /**
- * Idempotent releases: a request carrying an idempotency key (HTTP `Idempotency-Key` header or
- * `idempotencyKey` body field; a Service Bus message's `messageId` by default) is released at most once
- * per key within `IDEMPOTENCY_WINDOW_HOURS`; repeats get the stored outcome and never call MDE again.
+ * Idempotent requests: a request carrying an idempotency key (HTTP `Idempotency-Key` header or
+ * `idempotencyKey` body field; a Service Bus message's `messageId` by default) runs at most once per key
+ * within `IDEMPOTENCY_WINDOW_HOURS`; repeats get the answers of its device releases (replayed) and never call
+ * MDE again.
  *
  * The key is claimed with an insert that fails on conflict (Table Storage `Insert Entity` answers 409,
- * https://learn.microsoft.com/en-us/rest/api/storageservices/insert-entity), so of concurrent duplicates on
- * any number of instances exactly one runs the release. Expired and abandoned claims are taken over with an
- * ETag-checked replace (https://learn.microsoft.com/en-us/rest/api/storageservices/update-entity2).
+ * https://learn.microsoft.com/rest/api/storageservices/insert-entity), so of concurrent duplicates on any
+ * number of instances exactly one runs the request. A claim holds a lease, renewed while its request runs; a
+ * claim whose lease ran out (its instance stopped), or a Service Bus redelivery of its message, takes it over
+ * with an ETag-checked replace (https://learn.microsoft.com/rest/api/storageservices/update-entity2) and
+ * resumes the same device releases. Expired claims start a new request.
  *
- * When durable state is not configured, or unreachable, releases run exactly as without this module (no
- * idempotency): the release path never depends on Table Storage.
+ * When durable state is not configured, or unreachable, requests run without this module (no idempotency):
+ * the release path never depends on Table Storage.
  */
 import { createHash } from 'node:crypto';
-import { toUnisolateError, UnisolateError } from './errors';
-import { ERROR_TABLE, type Outcome } from './outcome';
-import type { IdempotencyRecord, ReleaseStore, Versioned } from './ports';
-import { processRequest, type RequestResult } from './bulk';
-import { RedeliveryRequested, requesterOf, type ReleaseDeps, type ReleaseInput } from './releaseDevice';
-import { parseReleaseRequest } from './request';
-import { recordRelease } from './tracking';
-
-/** Durable state settings, present when a store is configured. */
-export interface StateDeps {
-  store: ReleaseStore;
-  /** IDEMPOTENCY_WINDOW_HOURS in ms. */
-  idempotencyWindowMs: number;
-  /** TRACK_MAX_HOURS in ms. */
-  trackMaxMs: number;
-  /** How long a duplicate waits for the first request's outcome before answering 409 (default 5 s). */
-  duplicateWaitMs?: number;
-  /** Poll interval while waiting (default 250 ms). */
-  duplicatePollMs?: number;
-  /**
-   * A pending claim older than this is considered abandoned (its instance stopped) and may be taken over.
-   * Default 3 minutes: longer than any release's retry budget plus one request timeout.
-   */
-  claimLeaseMs?: number;
-}
+import { UnisolateError } from './errors';
+import type { Clock, IdempotencyRecord, Logger, ReleaseStore, Versioned } from './ports';
 
 /** An idempotency key: 1-255 printable ASCII characters (as Stripe's and the IETF draft's examples). */
 export const IDEMPOTENCY_KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
-
-/** Result of {@link processReleaseOnce}: the request's result (single or bulk) and how it was obtained. */
-export type OnceResult = RequestResult & OnceFlags;
-
-/** How a {@link OnceResult} was obtained. */
-export interface OnceFlags {
-  /** True when the outcome is a stored one, repeated for a duplicate (MDE was not called). */
-  replayed: boolean;
-  /**
-   * False when this request produced no outcome of its own: a replay, or a duplicate still running
-   * elsewhere (409). (Both triggers still send the answer to the response queue, a replay marked `replayed`.)
-   */
-  fresh: boolean;
-}
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
@@ -173,7 +139,7 @@ export function canonicalJson(value: unknown): string {
 }
 
 /** Fingerprint of what a request asks for: its body (canonical) and route machine id. */
-export function requestFingerprint(input: Pick<ReleaseInput, 'body' | 'routeMachineId'>): string {
+export function requestFingerprint(input: { body: unknown; routeMachineId?: string | undefined }): string {
   const route = JSON.stringify(input.routeMachineId?.toLowerCase() ?? null);
   const text = `{"route":${route},"body":${canonicalJson(input.body)}}`;
   return createHash('sha256').update(text).digest('hex');
@@ -184,198 +150,149 @@ export function keyHashOf(trigger: string, key: string): string {
   return createHash('sha256').update(`${trigger}\n${key}`).digest('hex');
 }
 
-type Acquired =
-  | { kind: 'claimed'; etag: string }
-  | { kind: 'replay'; stored: Outcome | Outcome[] }
+/** How claims behave (defaults in {@link CLAIM_DEFAULTS}). */
+export interface ClaimOptions {
+  /** IDEMPOTENCY_WINDOW_HOURS in ms. */
+  windowMs: number;
+  /** How long a duplicate waits for the first request to be answered before answering 409. */
+  duplicateWaitMs?: number;
+  /** Poll interval while waiting. */
+  duplicatePollMs?: number;
+  /** A claim's lease: renewed while its request runs; once run out, the claim may be taken over. */
+  leaseMs?: number;
+}
+
+/** Defaults of {@link ClaimOptions}. */
+export const CLAIM_DEFAULTS = { duplicateWaitMs: 5_000, duplicatePollMs: 250, leaseMs: 60_000 } as const;
+
+/** What claiming a key gave. */
+export type ClaimResult =
+  /** This request holds the key: a new request (`fresh`), or one taken over from a stopped instance. */
+  | { kind: 'held'; claim: HeldClaim; fresh: boolean }
+  /** The key's request was answered: replay its answers. */
+  | { kind: 'replay'; record: IdempotencyRecord }
+  /** The key was used with another body. */
   | { kind: 'reused' }
+  /** Another request with the key is still running. */
   | { kind: 'busy' };
 
-/** Claims the key, or says why not. Throws when the store fails (the caller then runs without it). */
-async function acquire(
-  state: StateDeps,
-  deps: ReleaseDeps,
-  keyHash: string,
-  fingerprint: string,
-): Promise<Acquired> {
-  const waitMs = state.duplicateWaitMs ?? 5_000;
-  const pollMs = state.duplicatePollMs ?? 250;
-  const started = deps.clock.now();
+/** A claim this request holds: renew it while working, finish it when answered. */
+export class HeldClaim {
+  constructor(
+    private readonly store: ReleaseStore,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private record: IdempotencyRecord,
+    private etag: string,
+    private readonly leaseMs: number,
+  ) {}
+
+  get requestId(): string {
+    return this.record.requestId;
+  }
+
+  /** Extends the lease when half of it has passed. Best effort: a lost claim is logged. */
+  async renew(): Promise<void> {
+    const now = this.clock.now();
+    if (this.record.leaseUntil - now > this.leaseMs / 2) return;
+    const next = { ...this.record, leaseUntil: now + this.leaseMs };
+    try {
+      const etag = await this.store.replaceKey(next, this.etag);
+      if (etag) {
+        this.record = next;
+        this.etag = etag;
+      } else this.log.warn('The idempotency claim was taken over while its request ran');
+    } catch (error) {
+      this.log.warn('Could not renew the idempotency claim', {
+        error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+      });
+    }
+  }
+
+  /**
+   * Ends the claim: `done` (repeats replay the answers), or released (a transient failure: a retry with the
+   * same key must be able to run again).
+   */
+  async finish(done: boolean): Promise<void> {
+    try {
+      if (!done) {
+        await this.store.deleteKey(this.record.keyHash, this.etag);
+        return;
+      }
+      const now = this.clock.now();
+      const saved = await this.store.replaceKey(
+        { ...this.record, state: 'done', leaseUntil: now },
+        this.etag,
+      );
+      if (!saved) this.log.warn('The idempotency claim was taken over before its request was answered');
+    } catch (error) {
+      this.log.warn('Durable state unavailable (finishing the idempotency claim)', {
+        error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+      });
+    }
+  }
+}
+
+/** A new request's id under a key: stable while its claim lives (a takeover resumes the same releases). */
+function newRequestId(keyHash: string, claimedAt: number): string {
+  return createHash('sha256').update(`${keyHash}\n${claimedAt}`).digest('hex').slice(0, 32);
+}
+
+/**
+ * Claims `keyHash` for a request, or says why not. Waits (bounded) for a duplicate still running elsewhere.
+ * A Service Bus redelivery (`redelivered`) takes a pending claim over at once: Service Bus redelivers only when
+ * the earlier delivery ended (its lock is renewed while it runs). Throws when the store fails.
+ */
+export async function claimKey(
+  store: ReleaseStore,
+  clock: Clock,
+  log: Logger,
+  request: { keyHash: string; fingerprint: string; correlationId: string; redelivered: boolean },
+  options: ClaimOptions,
+): Promise<ClaimResult> {
+  const waitMs = options.duplicateWaitMs ?? CLAIM_DEFAULTS.duplicateWaitMs;
+  const pollMs = options.duplicatePollMs ?? CLAIM_DEFAULTS.duplicatePollMs;
+  const leaseMs = options.leaseMs ?? CLAIM_DEFAULTS.leaseMs;
+  const started = clock.now();
+  const held = (record: IdempotencyRecord, etag: string, fresh: boolean): ClaimResult => ({
+    kind: 'held',
+    claim: new HeldClaim(store, clock, log, record, etag, leaseMs),
+    fresh,
+  });
   // Bounded: each pass either returns or sleeps pollMs, until waitMs; plus a few passes for lost races.
   const maxPasses = Math.ceil(waitMs / pollMs) + 5;
   for (let pass = 0; pass < maxPasses; pass += 1) {
-    const now = deps.clock.now();
+    const now = clock.now();
     const claim: IdempotencyRecord = {
-      keyHash,
-      fingerprint,
+      keyHash: request.keyHash,
+      fingerprint: request.fingerprint,
       state: 'pending',
       claimedAt: now,
-      leaseUntil: now + (state.claimLeaseMs ?? 180_000),
-      outcome: null,
+      leaseUntil: now + leaseMs,
+      correlationId: request.correlationId,
+      requestId: newRequestId(request.keyHash, now),
     };
-    const inserted = await state.store.insertKey(claim);
-    if (inserted) return { kind: 'claimed', etag: inserted };
+    const inserted = await store.insertKey(claim);
+    if (inserted) return held(claim, inserted, true);
 
-    const existing: Versioned<IdempotencyRecord> | undefined = await state.store.readKey(keyHash);
-    if (!existing) continue; // deleted meanwhile (a transient failure released it): claim again
+    const existing: Versioned<IdempotencyRecord> | undefined = await store.readKey(request.keyHash);
+    if (!existing) continue; // released meanwhile (a transient failure): claim again
     const record = existing.value;
-    const expired = record.claimedAt + state.idempotencyWindowMs <= now;
-    const abandoned = record.state === 'pending' && record.leaseUntil <= now;
-    if (expired || abandoned) {
-      const replaced = await state.store.replaceKey(claim, existing.etag);
-      if (replaced) return { kind: 'claimed', etag: replaced };
-      continue; // another request took it over first: look again
+    if (record.claimedAt + options.windowMs <= now) {
+      const replaced = await store.replaceKey(claim, existing.etag);
+      if (replaced) return held(claim, replaced, true);
+      continue; // another request renewed it first: look again
     }
-    if (record.fingerprint !== fingerprint) return { kind: 'reused' };
-    if (record.state === 'done' && record.outcome) return { kind: 'replay', stored: record.outcome };
+    if (record.fingerprint !== request.fingerprint) return { kind: 'reused' };
+    if (record.state === 'done') return { kind: 'replay', record };
+    if (record.leaseUntil <= now || request.redelivered) {
+      const resumed = { ...record, leaseUntil: now + leaseMs };
+      const replaced = await store.replaceKey(resumed, existing.etag);
+      if (replaced) return held(resumed, replaced, false);
+      continue;
+    }
     if (now - started >= waitMs) return { kind: 'busy' };
-    await deps.clock.sleep(pollMs);
+    await clock.sleep(pollMs);
   }
   return { kind: 'busy' };
-}
-
-/**
- * The outcome of a request refused before (or instead of) a release: status and error from the error table,
- * what could be read from the request, reported to telemetry. Used for idempotency refusals and by the
- * triggers' last-resort guard.
- */
-export function refusal(input: ReleaseInput, deps: ReleaseDeps, error: UnisolateError): Outcome {
-  const parsed = parseReleaseRequest(input.bodyError ? {} : input.body, input);
-  const now = new Date(deps.clock.now()).toISOString();
-  const outcome: Outcome = {
-    schemaVersion: 1,
-    correlationId: parsed.ok ? parsed.request.correlationId : parsed.correlationId,
-    machineId: parsed.ok ? parsed.request.machineId : parsed.machineId,
-    status: ERROR_TABLE[error.code].status,
-    machineAction: null,
-    error: { code: error.code, message: error.message },
-    trigger: input.trigger,
-    requestedBy: requesterOf(input, parsed.ok ? parsed.request.requestedBy : parsed.requestedBy),
-    receivedAt: now,
-    completedAt: now,
-    attempts: 0,
-    phase: 'accepted',
-  };
-  deps.telemetry.trackOutcome(outcome, 0);
-  return outcome;
-}
-
-function storeFailure(deps: ReleaseDeps, what: string, error: unknown): void {
-  deps.log.warn(`Durable state unavailable (${what}); continuing without idempotency`, {
-    error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
-  });
-}
-
-/** The outcomes of a result (one, or one per device of a bulk request). */
-function outcomesOf(result: RequestResult): Outcome[] {
-  return result.kind === 'bulk' ? result.outcomes : [result.outcome];
-}
-
-/** Runs the request, marks its outcomes `phase: "accepted"` and records them for tracking (best effort). */
-async function run(
-  input: ReleaseInput,
-  deps: ReleaseDeps,
-  state: StateDeps | undefined,
-): Promise<RequestResult> {
-  const result = await processRequest(input, deps);
-  const accepted = (o: Outcome): Outcome => ({ ...o, phase: 'accepted' });
-  const marked: RequestResult =
-    result.kind === 'bulk'
-      ? { ...result, outcomes: result.outcomes.map(accepted) }
-      : { ...result, outcome: accepted(result.outcome) };
-  if (state) {
-    for (const outcome of outcomesOf(marked))
-      await recordRelease(state.store, outcome, state.trackMaxMs, deps.log);
-  }
-  return marked;
-}
-
-/**
- * `processRequest` (single or bulk) with idempotency and tracking. Without `state` (no store configured) or without
- * a key it is `processRequest` plus the `phase` field (and, with `state`, the tracking record).
- * Throws only `RedeliveryRequested` (Service Bus), as `processRequest` does.
- */
-export async function processReleaseOnce(
-  input: ReleaseInput,
-  key: string | undefined,
-  deps: ReleaseDeps,
-  state: StateDeps | undefined,
-): Promise<OnceResult> {
-  if (!state || key === undefined || input.bodyError) {
-    return { ...(await run(input, deps, state)), replayed: false, fresh: true };
-  }
-  const keyHash = keyHashOf(input.trigger, key);
-  const fingerprint = requestFingerprint(input);
-
-  let acquired: Acquired;
-  try {
-    acquired = await acquire(state, deps, keyHash, fingerprint);
-  } catch (error) {
-    storeFailure(deps, 'claiming the idempotency key', error);
-    return { ...(await run(input, deps, state)), replayed: false, fresh: true };
-  }
-
-  if (acquired.kind === 'replay') {
-    const stored = acquired.stored;
-    deps.log.info('Duplicate request: replaying the stored outcome', {
-      correlationId: Array.isArray(stored) ? stored[0]?.correlationId : stored.correlationId,
-    });
-    const flags = { retryAfterSeconds: undefined, replayed: true, fresh: false };
-    return Array.isArray(stored)
-      ? { kind: 'bulk', outcomes: stored, ...flags }
-      : { kind: 'single', outcome: stored, ...flags };
-  }
-  if (acquired.kind === 'reused') {
-    const error = new UnisolateError(
-      'IdempotencyKeyReused',
-      'This idempotency key was already used with a different request body. Use a new key for a different release, or resend the original body unchanged.',
-    );
-    const outcome = refusal(input, deps, error);
-    return { kind: 'single', outcome, retryAfterSeconds: undefined, replayed: false, fresh: true };
-  }
-  if (acquired.kind === 'busy') {
-    const waitSeconds = Math.max(1, Math.ceil((state.duplicateWaitMs ?? 5_000) / 1000));
-    const error = new UnisolateError(
-      'IdempotencyKeyInUse',
-      `A request with this idempotency key is still being processed. Retry after ${waitSeconds} s to get its outcome; the device is released only once.`,
-      { retryAfterMs: waitSeconds * 1000 },
-    );
-    // Marked: the first request's outcome (same correlation id) is the real one.
-    const outcome: Outcome = { ...refusal(input, deps, error), duplicate: true };
-    if (input.canRedeliver) throw new RedeliveryRequested(outcome, error);
-    return { kind: 'single', outcome, retryAfterSeconds: waitSeconds, replayed: false, fresh: false };
-  }
-
-  let result: RequestResult;
-  try {
-    result = await run(input, deps, state);
-  } catch (error) {
-    // Handed back for redelivery: free the key so the redelivered message runs again.
-    await state.store
-      .deleteKey(keyHash, acquired.etag)
-      .catch((e: unknown) => storeFailure(deps, 'freeing the key', e));
-    throw error;
-  }
-  // A transient failure of any device: the caller will retry, and the retry must be able to run.
-  const transient = outcomesOf(result).some((o) => o.error && ERROR_TABLE[o.error.code].transient);
-  try {
-    if (transient) {
-      // A retry with the same key must be able to succeed: transient failures are not stored.
-      await state.store.deleteKey(keyHash, acquired.etag);
-    } else {
-      const now = deps.clock.now();
-      const done: IdempotencyRecord = {
-        keyHash,
-        fingerprint,
-        state: 'done',
-        claimedAt: now,
-        leaseUntil: now,
-        outcome: result.kind === 'bulk' ? result.outcomes : result.outcome,
-      };
-      const saved = await state.store.replaceKey(done, acquired.etag);
-      if (!saved) deps.log.warn('The idempotency claim was taken over before the outcome was stored');
-    }
-  } catch (error) {
-    storeFailure(deps, 'storing the outcome', toUnisolateError(error));
-  }
-  return { ...result, replayed: false, fresh: true };
 }

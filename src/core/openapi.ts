@@ -15,6 +15,9 @@ type Schema = Record<string, unknown>;
 export const STATUS_DESCRIPTIONS: Readonly<Record<OutcomeStatus, string>> = {
   Accepted: 'MDE queued the release (201 Created with a MachineAction, status Pending).',
   AlreadyInProgress: 'A release of this device is already running; machineAction is that action when found.',
+  Queued:
+    'phase "queued": the Defender API budget cannot take the release now; it is parked and runs by itself at ' +
+    'retryAt (202 with Location to the status route). Its accepted-phase outcome follows when it runs.',
   Invalid: 'The request failed validation; error.message lists every problem.',
   NotFound: 'MDE does not know the device (or no device has that name).',
   Forbidden: 'MDE refused: the app lacks Machine.Isolate, or the device is outside its device-group scope.',
@@ -95,6 +98,18 @@ export function buildOpenApi(serverUrl = '/'): Schema {
         'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer' } },
       };
     }
+    if (code === 202) {
+      response.headers = {
+        Location: {
+          description: 'The status route of this release: GET it to follow the release (no need to resend).',
+          schema: { type: 'string' },
+        },
+        'Retry-After': {
+          description: 'Seconds until the release runs (retryAt)',
+          schema: { type: 'integer' },
+        },
+      };
+    }
     responses[String(code)] = response;
   }
   responses['207'] = {
@@ -139,6 +154,31 @@ export function buildOpenApi(serverUrl = '/'): Schema {
         },
       },
       '/api/unisolate': { post: operation('Release', 'Release a device from isolation', false) },
+      '/api/unisolate/{correlationId}': {
+        get: {
+          operationId: 'ReleaseStatus',
+          summary: 'Every release recorded under a correlation id, each with its latest outcome',
+          security: [{ functionKey: [] }, { functionKeyQuery: [] }],
+          parameters: [
+            {
+              name: 'correlationId',
+              in: 'path',
+              required: true,
+              description: REQUEST_FIELDS.correlationId.description,
+              schema: fieldSchema(REQUEST_FIELDS.correlationId),
+            },
+          ],
+          responses: {
+            '200': {
+              description: 'The releases (needs durable state)',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/ReleaseStatus' } } },
+            },
+            '400': { description: 'The correlation id is not valid' },
+            '404': { description: 'No release is recorded under this correlation id' },
+            '503': { description: 'Durable state is not configured or not reachable' },
+          },
+        },
+      },
     },
     components: {
       securitySchemes: {
@@ -206,8 +246,15 @@ export function buildOpenApi(serverUrl = '/'): Schema {
             warnings: { type: 'array', items: { type: 'string' }, description: 'Checks that were skipped.' },
             phase: {
               type: 'string',
-              enum: ['accepted', 'completed'],
-              description: 'accepted: the answer to the request; completed: the tracked action ended.',
+              enum: ['queued', 'accepted', 'completed'],
+              description:
+                'queued: parked until retryAt (at most one such message per release); accepted: the answer to ' +
+                'the request (one per release); completed: the tracked action ended.',
+            },
+            retryAt: {
+              type: 'string',
+              format: 'date-time',
+              description: 'Queued: when the parked release runs (once the Defender API budget frees).',
             },
             replayed: { type: 'boolean', description: 'A stored outcome repeated for a duplicate request.' },
             duplicate: {
@@ -216,6 +263,20 @@ export function buildOpenApi(serverUrl = '/'): Schema {
                 'The answer to a duplicate that arrived while the first request with the same idempotency key ' +
                 'was still running (IdempotencyKeyInUse): not the outcome of the request, which the first ' +
                 'request reports with the same correlationId. Ignore it when updating a ticket.',
+            },
+          },
+        },
+        ReleaseStatus: {
+          type: 'object',
+          required: ['correlationId', 'releases'],
+          properties: {
+            correlationId: { type: 'string' },
+            releases: {
+              type: 'array',
+              description:
+                'Every release under the correlation id (each device of each request), in the order they were ' +
+                'received, each with its latest outcome: queued, accepted, or completed.',
+              items: { $ref: '#/components/schemas/Outcome' },
             },
           },
         },

@@ -28,19 +28,21 @@ export type Trigger = 'http' | 'serviceBus';
 export type OutcomeStatus =
   | 'Accepted'
   | 'AlreadyInProgress'
+  // Parked (phase "queued"): the Defender API budget cannot take it now; it runs at `retryAt` by itself.
+  | 'Queued'
   | 'Invalid'
   | 'NotFound'
   | 'Forbidden'
   | 'Throttled'
   | 'Failed'
-  // Safety checks (issue 7): the release was deliberately not sent; all HTTP 409.
+  // Safety checks: the release was deliberately not sent; all HTTP 409.
   | 'Ambiguous'
   | 'NotIsolated'
   | 'IsolationPending'
   | 'Blocked'
-  // Caller checks (issue 5): the HTTP caller was refused before anything was done (401/403).
+  // Caller checks: the HTTP caller was refused before anything was done (401/403).
   | 'Unauthorized'
-  // Completion messages (phase "completed", issue 6): the tracked MachineAction ended.
+  // Completion messages (phase "completed"): the tracked MachineAction ended.
   // Released: Succeeded. ReleaseFailed: Failed, TimeOut or Cancelled. TrackingExpired: no end within TRACK_MAX_HOURS.
   | 'Released'
   | 'ReleaseFailed'
@@ -49,6 +51,7 @@ export type OutcomeStatus =
 /** Error codes, each mapped to exactly one outcome status by {@link ERROR_TABLE}. */
 export type ErrorCode =
   | 'InvalidRequest'
+  | 'DuplicateDevice'
   | 'RequestTooLarge'
   | 'UnsupportedMediaType'
   | 'MachineNotFound'
@@ -86,6 +89,8 @@ export const ERROR_TABLE: Readonly<
   Record<ErrorCode, { status: OutcomeStatus; http: number; transient: boolean }>
 > = {
   InvalidRequest: { status: 'Invalid', http: 400, transient: false },
+  // A bulk entry naming a device another entry of the same request already releases (after names resolve).
+  DuplicateDevice: { status: 'Invalid', http: 400, transient: false },
   RequestTooLarge: { status: 'Invalid', http: 413, transient: false },
   UnsupportedMediaType: { status: 'Invalid', http: 415, transient: false },
   MachineNotFound: { status: 'NotFound', http: 404, transient: false },
@@ -128,10 +133,14 @@ export const ERROR_TABLE: Readonly<
 };
 
 /** HTTP status for the success statuses (errors come from {@link ERROR_TABLE}). */
-export const SUCCESS_HTTP: Readonly<Record<'Accepted' | 'AlreadyInProgress', number>> = {
+export const SUCCESS_HTTP: Readonly<Record<'Accepted' | 'AlreadyInProgress' | 'Queued', number>> = {
   Accepted: 201,
   AlreadyInProgress: 200,
+  Queued: 202,
 };
+
+/** The phases of a release's outcomes, in order. */
+export type Phase = 'queued' | 'accepted' | 'completed';
 
 /** The error part of an outcome. */
 export interface OutcomeError {
@@ -163,11 +172,14 @@ export interface Outcome {
   /** Checks that could not be made and were skipped (e.g. missing read permission). */
   warnings?: string[];
   /**
-   * `accepted`: the answer to the request (MDE queued the action, or the request ended there);
-   * `completed`: the tracked MachineAction ended (second message, statuses Released / ReleaseFailed /
-   * TrackingExpired). Set on every message the triggers send.
+   * `queued`: parked (status `Queued`): the release runs by itself at `retryAt`, at most one such message per
+   * release; `accepted`: the answer to the request (MDE queued the action, or the request ended there), one per
+   * release; `completed`: the tracked MachineAction ended (statuses Released / ReleaseFailed / TrackingExpired).
+   * Set on every message the triggers send.
    */
-  phase?: 'accepted' | 'completed';
+  phase?: Phase;
+  /** `Queued`: when the release runs again (ISO 8601), once the Defender API budget frees. */
+  retryAt?: string;
   /** Present (true) on a Service Bus message that repeats a stored outcome for a duplicate request. */
   replayed?: boolean;
   /**
@@ -190,5 +202,61 @@ export interface DeviceCandidate {
 /** HTTP status for an outcome. */
 export function httpStatusOf(outcome: Outcome): number {
   if (outcome.error) return ERROR_TABLE[outcome.error.code].http;
+  if (outcome.status === 'Queued') return SUCCESS_HTTP.Queued;
   return outcome.status === 'AlreadyInProgress' ? SUCCESS_HTTP.AlreadyInProgress : SUCCESS_HTTP.Accepted;
+}
+
+/** What every outcome of one release shares: the request's fields and the device. */
+export interface OutcomeBase {
+  correlationId: string;
+  machineId: string | null;
+  trigger: Trigger;
+  requestedBy: string | null;
+  /** ISO 8601. */
+  receivedAt: string;
+  deviceName?: string;
+  forced?: boolean;
+  index?: number;
+}
+
+/** The result part of an outcome. */
+export interface OutcomeResult {
+  status: OutcomeStatus;
+  phase: Phase;
+  /** ISO 8601. */
+  completedAt: string;
+  machineAction?: MachineAction | null;
+  /** The error (any `{code, message}`, e.g. an `UnisolateError`); null or absent on success. */
+  error?: OutcomeError | null;
+  attempts?: number;
+  candidates?: DeviceCandidate[];
+  warnings?: string[];
+  retryAt?: string;
+  duplicate?: boolean;
+}
+
+/** Builds an outcome: the one place an outcome is made, so every one has the same shape and field order. */
+export function buildOutcome(base: OutcomeBase, result: OutcomeResult): Outcome {
+  const outcome: Outcome = {
+    schemaVersion: 1,
+    correlationId: base.correlationId,
+    machineId: base.machineId,
+    status: result.status,
+    machineAction: result.machineAction ?? null,
+    error: result.error ? { code: result.error.code, message: result.error.message } : null,
+    trigger: base.trigger,
+    requestedBy: base.requestedBy,
+    receivedAt: base.receivedAt,
+    completedAt: result.completedAt,
+    attempts: result.attempts ?? 0,
+  };
+  if (base.deviceName !== undefined) outcome.deviceName = base.deviceName;
+  if (result.candidates !== undefined) outcome.candidates = result.candidates;
+  if (base.forced) outcome.forced = true;
+  if (base.index !== undefined) outcome.index = base.index;
+  if (result.warnings !== undefined && result.warnings.length > 0) outcome.warnings = result.warnings;
+  outcome.phase = result.phase;
+  if (result.retryAt !== undefined) outcome.retryAt = result.retryAt;
+  if (result.duplicate) outcome.duplicate = true;
+  return outcome;
 }

@@ -3,6 +3,7 @@
  * real adapters at local simulators.
  */
 import type { Outcome } from './outcome';
+import type { ReleaseRecord, ReleaseRef } from './records';
 import type { LedgerStore } from './sharedBudget';
 
 /** One Defender API response, as the core sees it (any status; transport failures are thrown). */
@@ -38,8 +39,17 @@ export interface AttemptOptions {
 export interface DefenderApi {
   /** `POST {api}/api/machines/{id}/unisolate` with `{"Comment": comment}`. `machineId` is validated. */
   unisolate(machineId: string, comment: string, options: AttemptOptions): Promise<ApiResponse>;
-  /** `GET {api}/api/machineactions?$filter=...` (OData filter built by the caller from validated values). */
-  listMachineActions(filter: string, options: AttemptOptions, top?: number): Promise<ApiResponse>;
+  /**
+   * `GET {api}/api/machineactions?$filter=...&$orderby=creationDateTimeUtc desc&$top=...&$skip=...` (OData
+   * filter built by the caller from validated values; at most 10,000 per page).
+   * https://learn.microsoft.com/defender-endpoint/api/get-machineactions-collection
+   */
+  listMachineActions(
+    filter: string,
+    options: AttemptOptions,
+    top?: number,
+    skip?: number,
+  ): Promise<ApiResponse>;
   /**
    * `GET {api}/api/machines?$filter=...&$top=...` (needs Machine.Read.All). The caller escapes string
    * literals (`'` → `''`). https://learn.microsoft.com/en-us/defender-endpoint/api/get-machines
@@ -107,39 +117,36 @@ export interface IdempotencyRecord {
   keyHash: string;
   /** SHA-256 of the request body, so a key reused with another body is recognised. */
   fingerprint: string;
-  /** `pending`: a release is running under this key; `done`: `outcome` is final. */
+  /** `pending`: a request is running under this key; `done`: it has been answered. */
   state: 'pending' | 'done';
   /** When the key was claimed (ms since epoch); the idempotency window starts here. */
   claimedAt: number;
-  /** A pending claim older than this was abandoned (instance stopped mid-release) and may be taken over. */
+  /** A pending claim whose lease ran out was abandoned (its instance stopped) and may be taken over. */
   leaseUntil: number;
-  /** The stored outcome (an array for a bulk request), null while pending. */
-  outcome: Outcome | Outcome[] | null;
+  /** Where the request's device releases are recorded. */
+  correlationId: string;
+  requestId: string;
 }
 
-/** What is recorded about a release that MDE accepted (see `core/tracking.ts`). */
-export interface ReleaseRecord {
-  correlationId: string;
-  /** Bulk requests: the device's index; the record is then keyed `<correlationId>:<index>`. */
-  index?: number;
+/** What the tracker reads about an accepted release (kept beside the record, so listing is cheap). */
+export interface TrackedRelease {
+  ref: ReleaseRef;
   machineId: string;
-  phase: 'accepted' | 'completed';
-  /** The latest outcome: the accepted one, then the completion. */
-  outcome: Outcome;
-  /** The MachineAction being tracked (null until found, for an AlreadyInProgress without it). */
   machineActionId: string | null;
-  /** When the release was received (ms since epoch). */
+  /** When the release arrived (ms since epoch). */
   receivedAt: number;
-  /** Tracking gives up (TrackingExpired) at this time. */
+  /** When the tracked action was created (ms; an action already running may predate the release). */
+  actionCreatedAt: number;
+  /** The tracked action's status as last recorded (null when not known yet). */
+  actionStatus: string | null;
   trackUntil: number;
-  /** The tracker polls the action again from this time. */
-  nextPollAt: number;
-  polls: number;
 }
 
 /**
- * Durable release state (Azure Table Storage). Results that are part of normal concurrency (already exists,
- * ETag mismatch, gone) are return values; anything else (store unreachable, refused) is thrown.
+ * Durable state (Azure Table Storage): idempotency claims, device release records with their indexes (parked
+ * releases by due time, accepted releases being tracked), and the budget ledgers. Results that are part of
+ * normal concurrency (already exists, ETag mismatch, gone) are return values; anything else (store
+ * unreachable, refused) is thrown.
  */
 export interface ReleaseStore extends LedgerStore {
   readKey(keyHash: string): Promise<Versioned<IdempotencyRecord> | undefined>;
@@ -149,17 +156,36 @@ export interface ReleaseStore extends LedgerStore {
   replaceKey(record: IdempotencyRecord, etag: string): Promise<string | undefined>;
   /** Deletes a claim if its ETag still matches (no error when it is gone or changed). */
   deleteKey(keyHash: string, etag: string): Promise<void>;
-  /** Records an accepted release and marks it open for tracking (replaces an earlier one of that id). */
-  saveRelease(record: ReleaseRecord): Promise<void>;
-  /** The latest release of a release id (correlation id, `<correlationId>:<index>` for a bulk device). */
-  readRelease(releaseId: string): Promise<ReleaseRecord | undefined>;
-  /** Open (tracked) releases due for a poll at `now`, oldest poll time first, at most `limit`. */
-  listOpen(now: number, limit: number): Promise<Versioned<ReleaseRecord>[]>;
-  /** Saves tracking progress if the open entry's ETag still matches; false otherwise. */
-  updateOpen(record: ReleaseRecord, etag: string): Promise<boolean>;
+
   /**
-   * Closes an open release with its completion, atomically with the ETag check: true for exactly one
-   * caller; false when another tracker closed or updated it first.
+   * Records a request's device releases (all in one transaction) and when to delete them (and the request's
+   * idempotency claim, `keyHash`). Returns them with their ETags, or undefined when they exist already.
    */
-  closeOpen(record: ReleaseRecord, etag: string): Promise<boolean>;
+  createReleases(
+    records: readonly ReleaseRecord[],
+    expiry: { expiresAt: number; keyHash?: string },
+  ): Promise<Versioned<ReleaseRecord>[] | undefined>;
+  /** The releases under a correlation id (of one request, with `requestId`), in request and index order. */
+  readReleases(correlationId: string, requestId?: string): Promise<Versioned<ReleaseRecord>[]>;
+  readRelease(ref: ReleaseRef): Promise<Versioned<ReleaseRecord> | undefined>;
+  /**
+   * Replaces a record if it is unchanged since `previous` was read, moving its index entries with it in the
+   * same transaction (parked → due index; accepted → tracked index). The new ETag, or undefined when another
+   * invocation changed it first.
+   */
+  updateRelease(record: ReleaseRecord, previous: Versioned<ReleaseRecord>): Promise<string | undefined>;
+  /** Parked releases due by `until`, earliest first, at most `limit`. */
+  listDue(until: number, limit: number): Promise<Versioned<ReleaseRecord>[]>;
+  /** Accepted releases being tracked, at most `limit`. */
+  listTracked(limit: number): Promise<TrackedRelease[]>;
+  /**
+   * Claims a device for one index of a bulk request (insert that fails on conflict): the index that owns it,
+   * `index` itself when this call claimed it. Two entries naming one device are released once.
+   */
+  claimDevice(ref: ReleaseRef, machineId: string): Promise<number>;
+  /** Deletes up to `limit` requests whose records expired by `now` (records, indexes and claims). */
+  deleteExpired(now: number, limit: number): Promise<number>;
+  /** When the tracker last polled MDE (0: never). */
+  readTrackerPoll(): Promise<number>;
+  writeTrackerPoll(at: number): Promise<void>;
 }

@@ -23,9 +23,14 @@ export interface ReleaseRequest {
   deviceName?: string;
   /** Bypass the health gate (`RELEASE_POLICY`); recorded as `forced: true` in the outcome. */
   force?: boolean;
-  /** Bulk request: 1-100 devices sharing comment, correlationId, requestedBy and force. */
-  devices?: DeviceTarget[];
+  /** Bulk request: 1-100 entries sharing comment, correlationId, requestedBy and force; each valid or not. */
+  devices?: BulkEntry[];
 }
+
+/** One entry of a bulk request: a device, or why the entry cannot be used (it gets its own Invalid outcome). */
+export type BulkEntry =
+  | { ok: true; target: DeviceTarget }
+  | { ok: false; problems: string[]; machineId?: string; deviceName?: string };
 
 /** Names of the request fields (the keys of {@link REQUEST_FIELDS}). */
 export type RequestField =
@@ -178,6 +183,8 @@ export type ParseResult =
       machineId: string | null;
       requestedBy: string | null;
       deviceName?: string;
+      /** Present when the body is a bulk request: every entry then gets its own outcome, with these problems. */
+      devices?: BulkEntry[];
     };
 
 // Keys that must never be read from caller input, whatever their casing.
@@ -358,6 +365,7 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
       machineId,
       requestedBy,
       ...(deviceName !== undefined ? { deviceName } : {}),
+      ...(devices !== undefined ? { devices } : {}),
     };
   }
   const request: ReleaseRequest = { machineId, comment, correlationId, requestedBy };
@@ -384,8 +392,12 @@ function readDeviceName(
   return trimmed;
 }
 
-/** Reads `devices`: 1-{@link MAX_DEVICES} objects with exactly one of machineId / deviceName, no repeats. */
-function readDevices(fields: Map<RequestField, unknown>, problems: string[]): DeviceTarget[] | undefined {
+/**
+ * Reads `devices`: a list of 1-{@link MAX_DEVICES} entries, each validated on its own (an entry's problems are
+ * that entry's, so one bad entry never blocks the others). A device listed twice is a problem of the later
+ * entry. Undefined (with a request-level problem) when `devices` is not such a list.
+ */
+function readDevices(fields: Map<RequestField, unknown>, problems: string[]): BulkEntry[] | undefined {
   const raw = fields.get('devices');
   if (raw === undefined || raw === null) return undefined;
   if (!Array.isArray(raw) || raw.length < 1 || raw.length > MAX_DEVICES) {
@@ -395,38 +407,47 @@ function readDevices(fields: Map<RequestField, unknown>, problems: string[]): De
     );
     return undefined;
   }
-  const targets: DeviceTarget[] = [];
   const seen = new Map<string, number>();
-  const before = problems.length;
-  raw.forEach((item: unknown, index) => {
+  return raw.map((item: unknown, index): BulkEntry => {
     const prefix = `devices[${index}].`;
+    const entryProblems: string[] = [];
     if (!isPlainObject(item)) {
-      problems.push(`devices[${index}] must be an object {"machineId": "..."} or {"deviceName": "..."}`);
-      return;
+      return {
+        ok: false,
+        problems: [`devices[${index}] must be an object {"machineId": "..."} or {"deviceName": "..."}`],
+      };
     }
-    const itemFields = collectFields(item, problems, ['machineId', 'deviceName'], prefix);
-    const rawId = readText(itemFields, 'machineId', problems, prefix);
-    const name = readDeviceName(itemFields, problems, prefix);
+    const itemFields = collectFields(item, entryProblems, ['machineId', 'deviceName'], prefix);
+    const rawId = readText(itemFields, 'machineId', entryProblems, prefix);
+    const name = readDeviceName(itemFields, entryProblems, prefix);
     let target: DeviceTarget | undefined;
     if (rawId !== undefined && itemFields.get('deviceName') != null) {
-      problems.push(`devices[${index}] must have exactly one of machineId and deviceName`);
+      entryProblems.push(`devices[${index}] must have exactly one of machineId and deviceName`);
     } else if (rawId !== undefined) {
       const trimmed = rawId.trim();
       if (machineIdRe.test(trimmed)) target = { machineId: trimmed.toLowerCase() };
-      else problems.push(`${prefix}machineId must be 40 hexadecimal characters, got ${quote(rawId)}`);
+      else entryProblems.push(`${prefix}machineId must be 40 hexadecimal characters, got ${quote(rawId)}`);
     } else if (name !== undefined) {
       target = { deviceName: name };
     } else if (itemFields.get('deviceName') == null) {
-      problems.push(`devices[${index}] needs a machineId or a deviceName`);
+      entryProblems.push(`devices[${index}] needs a machineId or a deviceName`);
     }
-    if (!target) return;
-    // A device listed twice would be released twice (the second answers AlreadyInProgress): refuse.
-    const key = target.machineId ?? `name:${target.deviceName.toLowerCase()}`;
-    const first = seen.get(key);
-    if (first !== undefined)
-      problems.push(`devices[${index}] repeats devices[${first}]: list each device once`);
-    else seen.set(key, index);
-    targets.push(target);
+    if (target) {
+      // A device listed twice would be released twice (the second answers AlreadyInProgress): refuse it.
+      const key = target.machineId ?? `name:${target.deviceName.toLowerCase()}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        entryProblems.push(`devices[${index}] repeats devices[${first}]: list each device once`);
+      } else seen.set(key, index);
+    }
+    if (entryProblems.length > 0 || !target) {
+      return {
+        ok: false,
+        problems: entryProblems,
+        ...(name !== undefined ? { deviceName: name } : {}),
+        ...(target?.machineId !== undefined ? { machineId: target.machineId } : {}),
+      };
+    }
+    return { ok: true, target };
   });
-  return problems.length === before ? targets : undefined;
 }

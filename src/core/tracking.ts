@@ -1,20 +1,24 @@
 /**
  * Tracking releases to their end. `Accepted` only means MDE queued the Unisolate action; the device is
  * released when the action reaches `Succeeded`, possibly hours later (an offline device picks it up when it
- * comes back). Every accepted release is recorded; the tracker polls its MachineAction
- * (`GET /api/machineactions/{id}`, https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineaction-object)
- * within the shared rate budget and, when it ends, produces the second ("completed") outcome.
+ * comes back). The tracker (a timer) follows every accepted release and, when its action ends, produces the
+ * second (`completed`) outcome.
  *
- * Two trackers never both report a completion: closing a release is one atomic ETag-checked write
- * ({@link ReleaseStore.closeOpen}); only its winner reports.
+ * Cost: one run polls every tracked release with one list call,
+ * `GET /api/machineactions?$filter=type eq 'Unisolate' and creationDateTimeUtc ge <oldest>` (up to 10,000
+ * actions a page, https://learn.microsoft.com/defender-endpoint/api/get-machineactions-collection), spent from
+ * the tracker's own share of that API's budget, so it never takes what releases need. Runs poll less often as
+ * releases age ({@link nextPollDelayMs}). A release is written only when its action's status changes.
+ *
+ * Two trackers never both report a completion: closing a release is one ETag-checked write of its record;
+ * only its winner reports.
  */
 import { callMde, type CallContext } from './callMde';
 import { toUnisolateError } from './errors';
+import { isMachineAction, newestFirst } from './machineActions';
 import type { MachineAction, Outcome, OutcomeStatus } from './outcome';
-import { isMachineAction, unisolateActionsOf } from './machineActions';
-import type { Logger, ReleaseRecord, ReleaseStore, Versioned } from './ports';
-import type { ReleaseDeps } from './releaseDevice';
-import { CORRELATION_ID_PATTERN, MAX_DEVICES } from './request';
+import type { ReleaseDeps } from './release';
+import type { ReleaseStore, TrackedRelease } from './ports';
 
 /** MachineAction statuses that end an action, and the completion status each gives. */
 export const TERMINAL_STATUS: Readonly<Record<string, Extract<OutcomeStatus, 'Released' | 'ReleaseFailed'>>> =
@@ -25,21 +29,25 @@ export const TERMINAL_STATUS: Readonly<Record<string, Extract<OutcomeStatus, 'Re
     Cancelled: 'ReleaseFailed',
   };
 
-/** MDE action ids are GUIDs; anything else is never put in a URL. */
-const ACTION_ID = /^[0-9A-Za-z-]{1,128}$/;
-
 /** Defaults of the tracker. */
 export const TRACKING_DEFAULTS = {
-  /** Polls per timer run: a fifth of MDE's 100 calls/minute, so releases keep most of the budget. */
-  maxPollsPerRun: 20,
-  /** Longest one poll may wait for a rate-limiter slot and retries. */
+  /** Longest one run may wait for its budget and retries. */
   pollBudgetMs: 10_000,
+  /** Tracked releases read per run. */
+  maxTracked: 5_000,
+  /** Pages of actions read per run (10,000 each). */
+  maxPages: 5,
 } as const;
 
+/** MDE's largest page of machine actions. */
+const PAGE = 10_000;
+/** Actions are looked for from a little before the oldest tracked one (clock skew between MDE and us). */
+const LOOKBACK_MS = 5 * 60_000;
+
 /**
- * Delay before the next poll of a release received `ageMs` ago: every run for the first 15 minutes (most
- * online devices finish within a minute or two), every 5 minutes up to 2 hours, then every 15 minutes
- * (offline devices), so long waits cost few calls.
+ * How long after the last poll a release received `ageMs` ago is due again: every run for the first 15
+ * minutes (most online devices finish within a minute or two), every 5 minutes up to 2 hours, then every 15
+ * minutes (offline devices), so long waits cost few calls.
  */
 export function nextPollDelayMs(ageMs: number): number {
   if (ageMs < 15 * 60_000) return 0;
@@ -47,73 +55,9 @@ export function nextPollDelayMs(ageMs: number): number {
   return 15 * 60_000;
 }
 
-/**
- * The id a release is recorded (and looked up by the status endpoint) under: its correlation id, or
- * `<correlationId>:<index>` for one device of a bulk request (they share the correlation id).
- */
-export function releaseIdOf(record: Pick<ReleaseRecord, 'correlationId' | 'index'>): string {
-  return record.index === undefined ? record.correlationId : `${record.correlationId}:${record.index}`;
-}
-
-const correlationIdRe = new RegExp(CORRELATION_ID_PATTERN);
-
-/**
- * Whether `id` can name a release ({@link releaseIdOf}): a correlation id (the request's rule,
- * `CORRELATION_ID_PATTERN`), or one followed by `:<index>` of a bulk device (0 to MAX_DEVICES - 1).
- */
-export function isReleaseId(id: string): boolean {
-  if (correlationIdRe.test(id)) return true;
-  const bulk = /^(.+):(0|[1-9]\d*)$/.exec(id);
-  return bulk !== null && Number(bulk[2]) < MAX_DEVICES && correlationIdRe.test(bulk[1]!);
-}
-
-/** The record of an accepted release, or undefined when the outcome is not one that is tracked. */
-export function newReleaseRecord(outcome: Outcome, trackMaxMs: number): ReleaseRecord | undefined {
-  if (outcome.status !== 'Accepted' && outcome.status !== 'AlreadyInProgress') return undefined;
-  if (!outcome.machineId) return undefined;
-  const receivedAt = Date.parse(outcome.receivedAt);
-  const actionId = outcome.machineAction?.id;
-  return {
-    correlationId: outcome.correlationId,
-    ...(outcome.index === undefined ? {} : { index: outcome.index }),
-    machineId: outcome.machineId,
-    phase: 'accepted',
-    outcome: { ...outcome, phase: 'accepted' },
-    machineActionId: actionId && ACTION_ID.test(actionId) ? actionId : null,
-    receivedAt,
-    trackUntil: receivedAt + trackMaxMs,
-    nextPollAt: receivedAt,
-    polls: 0,
-  };
-}
-
-/**
- * Records an accepted release for tracking. Best effort: the release has happened whatever the store says,
- * so a failure is logged (the release is then not tracked) and never changes the answer.
- */
-export async function recordRelease(
-  store: ReleaseStore,
-  outcome: Outcome,
-  trackMaxMs: number,
-  log: Logger,
-): Promise<boolean> {
-  const record = newReleaseRecord(outcome, trackMaxMs);
-  if (!record) return false;
-  try {
-    await store.saveRelease(record);
-    return true;
-  } catch (error) {
-    log.warn('Could not record the release for tracking; no completion message will follow', {
-      correlationId: outcome.correlationId,
-      error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
-    });
-    return false;
-  }
-}
-
-/** The second outcome of a release: same shape, `phase: "completed"`. */
+/** The second outcome of a release: its answer, with the action's end. */
 export function completionOutcome(
-  record: ReleaseRecord,
+  answer: Outcome,
   status: Extract<OutcomeStatus, 'Released' | 'ReleaseFailed' | 'TrackingExpired'>,
   machineAction: MachineAction | null,
   now: number,
@@ -131,18 +75,18 @@ export function completionOutcome(
       message: `The Unisolate action did not finish within ${maxHours} h (last status ${machineAction?.status ?? 'unknown'}); tracking stopped. The device is probably offline: check it in the Defender portal; the action still applies when it reconnects unless it times out.`,
     };
   }
+  const { retryAt: _retryAt, ...rest } = answer;
   return {
-    ...record.outcome,
+    ...rest,
     status,
     phase: 'completed',
-    machineAction,
+    machineAction: machineAction ?? answer.machineAction,
     error,
     completedAt: new Date(now).toISOString(),
-    attempts: record.polls,
   };
 }
 
-/** What the tracker needs (the release path's Defender client, limiter and clock: one shared budget). */
+/** What the tracker needs (the release path's Defender client, budget and clock). */
 export interface TrackerDeps extends Pick<
   ReleaseDeps,
   'defender' | 'budget' | 'clock' | 'random' | 'telemetry' | 'log' | 'requestTimeoutMs' | 'apiHost'
@@ -150,136 +94,180 @@ export interface TrackerDeps extends Pick<
   store: ReleaseStore;
   /** TRACK_MAX_HOURS in ms. */
   trackMaxMs: number;
-  maxPollsPerRun?: number;
   pollBudgetMs?: number;
 }
 
-/** Finds the Unisolate action of an AlreadyInProgress release recorded without it (newest first). */
-async function findAction(ctx: CallContext, record: ReleaseRecord): Promise<MachineAction | null> {
-  const actions = await unisolateActionsOf(ctx, record.machineId, 'the look-up of the tracked action');
-  return actions?.find((a) => ACTION_ID.test(a.id)) ?? null;
+/** The Unisolate actions created since `since`, by id and newest per machine; null when MDE would not say. */
+async function recentActions(
+  ctx: CallContext,
+  since: number,
+  deps: TrackerDeps,
+): Promise<{ byId: Map<string, MachineAction>; byMachine: Map<string, MachineAction> } | null> {
+  const filter = `type eq 'Unisolate' and creationDateTimeUtc ge ${new Date(since).toISOString()}`;
+  const actions: MachineAction[] = [];
+  for (let page = 0; page < TRACKING_DEFAULTS.maxPages; page += 1) {
+    const { response } = await callMde(
+      ctx,
+      'listMachineActions',
+      'the status poll of tracked releases',
+      (o) => ctx.defender.listMachineActions(filter, o, PAGE, page * PAGE),
+    );
+    const value = (response.body as { value?: unknown } | null)?.value;
+    if (response.status !== 200 || !Array.isArray(value)) {
+      deps.log.warn('Tracked releases not polled: unexpected answer to the action list', {
+        status: response.status,
+        hint:
+          response.status === 403 || response.status === 401
+            ? 'grant the MDE app Machine.Read.All to track releases to their end'
+            : undefined,
+      });
+      return null;
+    }
+    actions.push(...value.filter(isMachineAction));
+    if (value.length < PAGE) break;
+  }
+  const byId = new Map(actions.map((a) => [a.id.toLowerCase(), a]));
+  const byMachine = new Map<string, MachineAction>();
+  for (const action of newestFirst(actions)) {
+    const machine = typeof action.machineId === 'string' ? action.machineId.toLowerCase() : '';
+    if (machine && !byMachine.has(machine)) byMachine.set(machine, action);
+  }
+  return { byId, byMachine };
+}
+
+/** The action a tracked release follows: its own, else the newest Unisolate of its device since it arrived. */
+function actionOf(
+  tracked: TrackedRelease,
+  actions: { byId: Map<string, MachineAction>; byMachine: Map<string, MachineAction> },
+): MachineAction | null {
+  if (tracked.machineActionId) return actions.byId.get(tracked.machineActionId.toLowerCase()) ?? null;
+  const newest = actions.byMachine.get(tracked.machineId.toLowerCase());
+  const created = Date.parse(newest?.creationDateTimeUtc ?? '');
+  return newest && created >= tracked.receivedAt - LOOKBACK_MS ? newest : null;
 }
 
 /**
- * One tracker run: polls the open releases that are due (at most `maxPollsPerRun`), saves progress, and
- * returns the completion outcomes this run won (to send to the response queue). Never throws for one
- * release's problem; stops early when the rate budget is used up (the rest waits for the next run).
+ * One tracker run: polls the tracked releases when any is due, closes those whose action ended (or whose
+ * tracking expired), and returns the completion outcomes this run won (to send to the response queue). Never
+ * throws for one release's problem; a poll that cannot be made (budget, MDE) waits for the next run.
  */
 export async function trackReleases(deps: TrackerDeps): Promise<Outcome[]> {
-  const maxPolls = deps.maxPollsPerRun ?? TRACKING_DEFAULTS.maxPollsPerRun;
+  const tracked = await deps.store.listTracked(TRACKING_DEFAULTS.maxTracked);
+  if (tracked.length === 0) return [];
+  const now = deps.clock.now();
   const maxHours = Math.round(deps.trackMaxMs / 3_600_000);
-  const due = await deps.store.listOpen(deps.clock.now(), maxPolls);
-  const completions: Outcome[] = [];
+  const live = tracked.filter((t) => now < t.trackUntil);
+  const lastPoll = live.length > 0 ? await deps.store.readTrackerPoll() : 0;
+  const due = live.some((t) => now - lastPoll >= nextPollDelayMs(now - t.receivedAt));
 
-  for (const entry of due) {
-    const record = entry.value;
+  let actions: Awaited<ReturnType<typeof recentActions>> = null;
+  if (due) {
     const ctx: CallContext = {
       defender: deps.defender,
       budget: deps.budget,
       spender: 'tracker',
       clock: deps.clock,
       random: deps.random,
-      deadline: deps.clock.now() + (deps.pollBudgetMs ?? TRACKING_DEFAULTS.pollBudgetMs),
+      deadline: now + (deps.pollBudgetMs ?? TRACKING_DEFAULTS.pollBudgetMs),
       requestTimeoutMs: deps.requestTimeoutMs,
       onAttempt: (a) =>
         deps.telemetry.trackDependency({
-          name: 'GET /api/machineactions/{id}',
+          name: 'GET /api/machineactions',
           target: deps.apiHost,
           resultCode: a.status,
           success: a.success,
           durationMs: a.durationMs,
-          correlationId: record.correlationId,
+          correlationId: 'tracker',
         }),
     };
+    const since = Math.min(...live.map((t) => t.actionCreatedAt)) - LOOKBACK_MS;
     try {
-      const completion = await trackOne(entry, ctx, deps, maxHours);
+      actions = await recentActions(ctx, since, deps);
+      if (actions) await deps.store.writeTrackerPoll(now);
+    } catch (error) {
+      deps.log.warn('Tracked releases not polled this run; the next run tries again', {
+        errorCode: toUnisolateError(error).code,
+      });
+    }
+  }
+
+  const completions: Outcome[] = [];
+  for (const release of tracked) {
+    const action = actions ? actionOf(release, actions) : null;
+    const ended = action ? TERMINAL_STATUS[action.status] : undefined;
+    const status = ended ?? (now >= release.trackUntil ? 'TrackingExpired' : undefined);
+    if (!status) {
+      // Still running: recorded only when its status changed (Pending → InProgress), for the status route.
+      if (action && action.status !== release.actionStatus) await progress(release, action, deps);
+      continue;
+    }
+    try {
+      const completion = await close(release, status, action, deps, maxHours);
       if (completion) completions.push(completion);
     } catch (error) {
-      const failure = toUnisolateError(error);
-      deps.log.warn('Could not poll a tracked release; it is retried on the next run', {
-        correlationId: record.correlationId,
-        errorCode: failure.code,
+      deps.log.warn('Could not close a tracked release; the next run tries again', {
+        correlationId: release.ref.correlationId,
+        error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
       });
-      if (failure.code === 'MdeThrottled') break;
     }
   }
   return completions;
 }
 
-async function trackOne(
-  entry: Versioned<ReleaseRecord>,
-  ctx: CallContext,
-  deps: TrackerDeps,
-  maxHours: number,
-): Promise<Outcome | undefined> {
-  const record = entry.value;
-  const now = deps.clock.now();
-  let action: MachineAction | null = record.outcome.machineAction;
-
-  if (now < record.trackUntil) {
-    let actionId = record.machineActionId;
-    if (!actionId) {
-      action = await findAction(ctx, record);
-      actionId = action?.id ?? null;
-    }
-    if (actionId) {
-      const { response } = await callMde(ctx, 'getMachineAction', 'the status poll of the release', (o) =>
-        ctx.defender.getMachineAction(actionId, o),
-      );
-      if (response.status === 200 && isMachineAction(response.body)) action = response.body;
-      else {
-        deps.log.warn('Unexpected answer to a MachineAction poll; retrying on the next run', {
-          correlationId: record.correlationId,
-          status: response.status,
-        });
-      }
-    }
-    const polled: ReleaseRecord = {
-      ...record,
-      machineActionId: actionId,
-      polls: record.polls + 1,
-      outcome: { ...record.outcome, machineAction: action },
-    };
-    const terminal =
-      action && actionId && action.id === actionId ? TERMINAL_STATUS[action.status] : undefined;
-    if (!terminal) {
-      const at = deps.clock.now();
-      const saved = await deps.store.updateOpen(
-        { ...polled, nextPollAt: at + nextPollDelayMs(at - record.receivedAt) },
-        entry.etag,
-      );
-      if (!saved)
-        deps.log.info('Another tracker updated this release first', { correlationId: record.correlationId });
-      return undefined;
-    }
-    return close(polled, entry.etag, terminal, action, deps, maxHours);
+/** Records a tracked action's new status (the release stays tracked). Best effort. */
+async function progress(tracked: TrackedRelease, action: MachineAction, deps: TrackerDeps): Promise<void> {
+  try {
+    const current = await deps.store.readRelease(tracked.ref);
+    const record = current?.value;
+    if (!current || !record || record.state !== 'accepted' || !record.answer) return;
+    await deps.store.updateRelease(
+      { ...record, answer: { ...record.answer, machineAction: action }, machineActionId: action.id },
+      current,
+    );
+  } catch (error) {
+    deps.log.warn('Could not record the progress of a tracked release', {
+      correlationId: tracked.ref.correlationId,
+      error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+    });
   }
-  return close(record, entry.etag, 'TrackingExpired', action, deps, maxHours);
 }
 
 async function close(
-  record: ReleaseRecord,
-  etag: string,
+  tracked: TrackedRelease,
   status: Extract<OutcomeStatus, 'Released' | 'ReleaseFailed' | 'TrackingExpired'>,
   action: MachineAction | null,
   deps: TrackerDeps,
   maxHours: number,
 ): Promise<Outcome | undefined> {
+  const current = await deps.store.readRelease(tracked.ref);
+  const record = current?.value;
+  if (!current || !record || record.state !== 'accepted' || !record.answer) return undefined;
   const now = deps.clock.now();
-  const completion = completionOutcome(record, status, action, now, maxHours);
-  // The ETag-checked close is the claim: only its winner reports the completion.
-  const won = await deps.store.closeOpen({ ...record, phase: 'completed', outcome: completion }, etag);
+  const completion = completionOutcome(record.answer, status, action, now, maxHours);
+  // The ETag-checked write is the claim: only its winner reports the completion.
+  const won = await deps.store.updateRelease(
+    {
+      ...record,
+      state: 'completed',
+      completion,
+      machineActionId: action?.id ?? record.machineActionId,
+    },
+    current,
+  );
   if (!won) {
-    deps.log.info('Another tracker completed this release first', { correlationId: record.correlationId });
+    deps.log.info('Another tracker completed this release first', {
+      correlationId: tracked.ref.correlationId,
+    });
     return undefined;
   }
   const ended = Date.parse(action?.lastUpdateDateTimeUtc ?? '');
   const endedAt =
-    status !== 'TrackingExpired' && Number.isFinite(ended) && ended >= record.receivedAt ? ended : now;
-  deps.telemetry.trackCompletion(completion, endedAt - record.receivedAt);
+    status !== 'TrackingExpired' && Number.isFinite(ended) && ended >= tracked.receivedAt ? ended : now;
+  deps.telemetry.trackCompletion(completion, endedAt - tracked.receivedAt);
   deps.log.info('Release completed', {
-    correlationId: record.correlationId,
-    machineId: record.machineId,
+    correlationId: tracked.ref.correlationId,
+    index: tracked.ref.index,
+    machineId: tracked.machineId,
     status,
     machineActionStatus: action?.status ?? null,
   });

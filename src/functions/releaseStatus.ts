@@ -1,7 +1,8 @@
 /**
- * `GET /api/unisolate/{correlationId}` (function key): the recorded release's current phase, status and
- * MachineAction, for ticketing systems that poll instead of reading the response queue. The body is the
- * latest outcome of that release (`phase` `accepted` until its action ends, then `completed`).
+ * `GET /api/unisolate/{correlationId}` (function key): every release recorded under a correlation id (each
+ * device of each request with that id), for ticketing systems that poll instead of reading the response
+ * queue: `{"correlationId", "releases": [...]}`, each the release's latest outcome (`phase` `queued` while
+ * parked, `accepted` until its action ends, then `completed`).
  *
  * No clash with `POST /api/unisolate`: the host matches the method and the whole template, and this route
  * has one more segment and only answers GET.
@@ -11,7 +12,10 @@ import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
 import { UnisolateError } from '../core/errors';
 import { ERROR_TABLE } from '../core/outcome';
-import { isReleaseId } from '../core/tracking';
+import { latestOutcome } from '../core/records';
+import { CORRELATION_ID_PATTERN } from '../core/request';
+
+const correlationIdRe = new RegExp(CORRELATION_ID_PATTERN);
 
 function errorResponse(error: UnisolateError): HttpResponseInit {
   const row = ERROR_TABLE[error.code];
@@ -32,11 +36,11 @@ export async function releaseStatus(
 ): Promise<HttpResponseInit> {
   const deps = getDependencies();
   const id = request.params.correlationId ?? '';
-  if (!isReleaseId(id)) {
+  if (!correlationIdRe.test(id)) {
     return errorResponse(
       new UnisolateError(
         'InvalidRequest',
-        'Invalid request: the correlation id must be 1-128 printable ASCII characters (for one device of a bulk request: <correlationId>:<index>).',
+        'Invalid request: the correlation id must be 1-128 printable ASCII characters.',
       ),
     );
   }
@@ -48,9 +52,9 @@ export async function releaseStatus(
       ),
     );
   }
-  let record;
+  let records;
   try {
-    record = await deps.state.store.readRelease(id);
+    records = await deps.state.store.readReleases(id);
   } catch (error) {
     createLogger(context).warn('Status look-up failed: durable state unavailable', {
       error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
@@ -62,17 +66,23 @@ export async function releaseStatus(
       ),
     );
   }
-  if (!record) {
+  // In the order they arrived, each request's devices in index order.
+  const releases = records
+    .map((r) => ({ receivedAt: r.value.ask.receivedAt, outcome: latestOutcome(r.value) }))
+    .filter((r) => r.outcome !== null)
+    .sort((a, b) => a.receivedAt - b.receivedAt)
+    .map((r) => r.outcome);
+  if (releases.length === 0) {
     return errorResponse(
       new UnisolateError(
         'ReleaseNotFound',
-        `No release with correlation id ${JSON.stringify(id.slice(0, 128))} is recorded. Only releases that MDE accepted are recorded (for a bulk request, ask for <correlationId>:<index>); check the id.`,
+        `No release with correlation id ${JSON.stringify(id)} is recorded (records are kept for the longest of IDEMPOTENCY_WINDOW_HOURS, TRACK_MAX_HOURS and QUEUE_MAX_HOURS); check the id.`,
       ),
     );
   }
   return {
     status: 200,
-    jsonBody: { ...record.outcome, phase: record.phase },
+    jsonBody: { correlationId: id, releases },
     headers: { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' },
   };
 }

@@ -9,9 +9,10 @@ import { getDependencies, type CallerChecks } from '../composition';
 import { authorizeCaller, CLIENT_PRINCIPAL_HEADER, type CallerPrincipal } from '../core/callerPrincipal';
 import { misconfigured, toUnisolateError, UnisolateError } from '../core/errors';
 import { parseJson } from '../core/json';
-import { httpStatusOf, type Outcome } from '../core/outcome';
+import { httpStatusOf } from '../core/outcome';
 import type { Logger } from '../core/ports';
-import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
+import { chooseIdempotencyKey } from '../core/idempotency';
+import { handleRequest, refusal, type RequestAnswer } from '../core/pipeline';
 import { safetyOptions } from '../config';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
 import { responseQueue } from './responseQueue';
@@ -218,11 +219,11 @@ async function handle(
   const decoded =
     'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
   const read = routeBoundToSignature(decoded, request.params.machineId, deps.callers);
-  // Idempotency (issue 6): `Idempotency-Key` header or `idempotencyKey` body field; an unusable key is invalid.
+  // Idempotency: `Idempotency-Key` header or `idempotencyKey` body field; an unusable key is invalid.
   const chosen =
     'body' in read ? chooseIdempotencyKey(read.body, request.headers.get('idempotency-key')) : null;
   const bodyError = 'error' in read ? read.error : chosen && 'error' in chosen ? chosen.error : undefined;
-  const result = await processReleaseOnce(
+  const answer = await handleRequest(
     {
       body: 'body' in read ? read.body : undefined,
       bodyError,
@@ -230,25 +231,34 @@ async function handle(
       routeMachineId: request.params.machineId,
       trigger: 'http',
       canRedeliver: false,
+      ...(chosen && 'key' in chosen && chosen.key !== undefined ? { key: chosen.key } : {}),
     },
-    chosen && 'key' in chosen ? chosen.key : undefined,
-    { ...deps.release, safety: safetyOptions(deps.config), log },
-    deps.state,
+    { ...deps.release, safety: safetyOptions(deps.config), log, state: deps.state },
   );
+  // Every request sends its outcomes to the response queue (an array: one message per device), a replay
+  // included (marked `replayed`), so queue consumers see every answer and can tell repeats apart.
+  context.extraOutputs.set(responseQueue, answer.messages);
+  return httpAnswer(answer, request);
+}
+
+/** The HTTP response for the pipeline's answer. */
+function httpAnswer(answer: RequestAnswer, request: HttpRequest): HttpResponseInit {
   const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
-  if (result.retryAfterSeconds !== undefined) headers['Retry-After'] = String(result.retryAfterSeconds);
-  if (result.replayed) headers['Idempotent-Replayed'] = 'true';
-  // Every request sends its outcome to the response queue, a replay included (marked `replayed`, as on the
-  // Service Bus path), so queue consumers see one message per request and can tell repeats apart.
-  const mark = (o: Outcome): Outcome => (result.replayed ? { ...o, replayed: true } : o);
-  if (result.kind === 'bulk') {
-    // An array output binding sends one response-queue message per element: one per device.
-    context.extraOutputs.set(responseQueue, result.outcomes.map(mark));
+  if (answer.retryAfterSeconds !== undefined) headers['Retry-After'] = String(answer.retryAfterSeconds);
+  if (answer.replayed) headers['Idempotent-Replayed'] = 'true';
+  if (answer.kind === 'bulk') {
     // 207 Multi-Status: each element carries its own status (and error).
-    return { status: 207, jsonBody: result.outcomes, headers };
+    return { status: 207, jsonBody: answer.outcomes, headers };
   }
-  context.extraOutputs.set(responseQueue, mark(result.outcome));
-  return { status: httpStatusOf(result.outcome), jsonBody: result.outcome, headers };
+  const outcome = answer.outcomes[0]!;
+  if (outcome.status === 'Queued') {
+    // Accepted for later: where to follow it.
+    headers.Location = new URL(
+      `/api/unisolate/${encodeURIComponent(outcome.correlationId)}`,
+      request.url,
+    ).toString();
+  }
+  return { status: httpStatusOf(outcome), jsonBody: outcome, headers };
 }
 
 app.http('unisolateMachine', {

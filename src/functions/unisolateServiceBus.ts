@@ -1,7 +1,9 @@
 /**
- * Service Bus trigger on the request queue. Permanent problems (invalid, not found, forbidden) are reported
- * and the message completes; transient ones throw so Service Bus redelivers, except on the last delivery,
- * where the Failed/Throttled outcome is reported instead. So every message yields exactly one outcome.
+ * Service Bus trigger on the request queue: release requests (from playbooks), and parked releases the resume
+ * timer hands back. With durable state a message always completes: a release that cannot run now is parked
+ * (one `queued` message) and handed back later. Without it, a transient failure throws so Service Bus
+ * redelivers, except on the last delivery, where the Failed/Throttled outcome is reported instead. Either way
+ * every device of every message gets exactly one answer.
  */
 import { app, type InvocationContext } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
@@ -9,9 +11,15 @@ import { triggerText } from '../adapters/rawTriggerMetadata';
 import { getDependencies } from '../composition';
 import { toUnisolateError, UnisolateError } from '../core/errors';
 import { depthProblem, parseJson } from '../core/json';
-import { chooseIdempotencyKey, processReleaseOnce, refusal } from '../core/idempotency';
-import type { Outcome } from '../core/outcome';
-import { RedeliveryRequested } from '../core/releaseDevice';
+import { chooseIdempotencyKey } from '../core/idempotency';
+import {
+  handleRequest,
+  RedeliveryRequested,
+  refusal,
+  resumeRelease,
+  type RequestInput,
+} from '../core/pipeline';
+import { resumedRelease } from '../core/records';
 import { safetyOptions } from '../config';
 import { responseQueue } from './responseQueue';
 
@@ -54,63 +62,54 @@ export function decodeMessage(message: unknown): { body: unknown } | { error: Un
     : { error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.message}.`) };
 }
 
-/** Handler of the request queue. */
+/** Handler of the request queue: release requests, and parked releases handed back by the resume timer. */
 export async function unisolateServiceBus(message: unknown, context: InvocationContext): Promise<void> {
   const deps = getDependencies();
+  const log = createLogger(context);
   const metadata = context.triggerMetadata ?? {};
   const deliveryCount = Number(metadata.deliveryCount ?? 1) || 1;
   // The ids as the sender set them (the library turns number-like strings into numbers).
   const messageId = triggerText(context, 'messageId');
   const fallbackCorrelationId = triggerText(context, 'correlationId') ?? messageId;
   const decoded = decodeMessage(message);
-  // Idempotency (issue 6): the body's `idempotencyKey`, else the message id (a redelivered or re-sent
-  // duplicate of the same message gets the stored outcome again, marked `replayed`).
+  const pipelineDeps = { ...deps.release, safety: safetyOptions(deps.config), log, state: deps.state };
+
+  const resumed = 'body' in decoded ? resumedRelease(decoded.body) : undefined;
+  if (resumed) {
+    // A store failure throws: Service Bus redelivers, and the timer hands the release back again anyway.
+    const messages = await resumeRelease(resumed, pipelineDeps);
+    if (messages.length > 0) context.extraOutputs.set(responseQueue, messages);
+    return;
+  }
+
+  // Idempotency: the body's `idempotencyKey`, else the message id (a redelivered or re-sent duplicate of the
+  // same message gets the answers again, marked `replayed`).
   const chosen = 'body' in decoded ? chooseIdempotencyKey(decoded.body, undefined, messageId) : null;
-  let result;
+  const input: RequestInput = {
+    body: 'body' in decoded ? decoded.body : undefined,
+    bodyError: 'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
+    fallbackCorrelationId,
+    caller: null,
+    trigger: 'serviceBus',
+    canRedeliver: deliveryCount < deps.maxDeliveryCount,
+    deliveryCount,
+    ...(chosen && 'key' in chosen && chosen.key !== undefined ? { key: chosen.key } : {}),
+  };
+  let answer;
   try {
-    result = await processReleaseOnce(
-      {
-        body: 'body' in decoded ? decoded.body : undefined,
-        bodyError:
-          'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined,
-        fallbackCorrelationId,
-        trigger: 'serviceBus',
-        canRedeliver: deliveryCount < deps.maxDeliveryCount,
-        deliveryCount,
-      },
-      chosen && 'key' in chosen ? chosen.key : undefined,
-      { ...deps.release, safety: safetyOptions(deps.config), log: createLogger(context) },
-      deps.state,
-    );
+    answer = await handleRequest(input, pipelineDeps);
   } catch (error) {
     if (error instanceof RedeliveryRequested || deliveryCount < deps.maxDeliveryCount) throw error;
     // Last resort on the last delivery: a bug must still end in one outcome, not a silent dead letter.
-    const failure = toUnisolateError(error);
-    const log = createLogger(context);
     log.error('Unexpected error in the Service Bus trigger', {
       error: error instanceof Error ? error.name : 'unknown',
     });
-    const outcome = refusal(
-      {
-        body: undefined,
-        bodyError: failure,
-        fallbackCorrelationId,
-        trigger: 'serviceBus',
-        canRedeliver: false,
-        deliveryCount,
-      },
-      { ...deps.release, log },
-      failure,
-    );
-    context.extraOutputs.set(responseQueue, outcome);
+    const failure = toUnisolateError(error);
+    context.extraOutputs.set(responseQueue, refusal({ ...input, bodyError: failure }, pipelineDeps, failure));
     return;
   }
-  const mark = (o: Outcome): Outcome => (result.replayed ? { ...o, replayed: true } : o);
-  // Bulk: an array, so the binding sends one response-queue message per device.
-  context.extraOutputs.set(
-    responseQueue,
-    result.kind === 'bulk' ? result.outcomes.map(mark) : mark(result.outcome),
-  );
+  // An array: the binding sends one response-queue message per device.
+  context.extraOutputs.set(responseQueue, answer.messages);
 }
 
 app.serviceBusQueue('unisolateServiceBus', {

@@ -9,7 +9,7 @@ import {
   type Ledger,
 } from '../../src/core/budget';
 import { DEFAULT_LEASE_TIMING, SharedBudget } from '../../src/core/sharedBudget';
-import { FakeReleaseStore, recordingLogger } from '../support/fakes';
+import { memoryStore, recordingLogger } from '../support/fakes';
 
 const timing = DEFAULT_LEASE_TIMING;
 const LIMITS: BudgetLimits = {
@@ -75,7 +75,7 @@ function manualClock(start = 1_700_000_000_000) {
 
 describe('SharedBudget', () => {
   it('several instances never let MDE see more than a pool allows in any minute or hour, and use ~all of it', async () => {
-    const store = new FakeReleaseStore();
+    const store = memoryStore().store;
     const clock = manualClock();
     const limits: BudgetLimits = { perApi: { perMinute: 100, perHour: 400 }, tracker: LIMITS.tracker };
     const instances = [0, 1, 2].map(
@@ -121,7 +121,7 @@ describe('SharedBudget', () => {
   });
 
   it('a 429 on one instance pauses that API on every instance', async () => {
-    const store = new FakeReleaseStore();
+    const store = memoryStore().store;
     const clock = manualClock();
     const [a, b] = [0, 1].map(
       () => new SharedBudget({ store, limits: LIMITS, now: clock.now, log: recordingLogger() }),
@@ -135,8 +135,8 @@ describe('SharedBudget', () => {
   });
 
   it('falls back to its own limits when the state table is down, and says so once', async () => {
-    const store = new FakeReleaseStore();
-    store.down = true;
+    const { store, table } = memoryStore();
+    table.down = true;
     const clock = manualClock();
     const log = recordingLogger();
     const budget = new SharedBudget({ store, limits: LIMITS, now: clock.now, log });
@@ -150,7 +150,7 @@ describe('SharedBudget', () => {
   });
 
   it('gives an unused call back while its lease lasts', async () => {
-    const store = new FakeReleaseStore();
+    const store = memoryStore().store;
     const clock = manualClock();
     const limits: BudgetLimits = {
       perApi: { perMinute: 1, perHour: 10 },

@@ -7,42 +7,63 @@ import { createHash } from 'node:crypto';
 import {
   canonicalJson,
   chooseIdempotencyKey,
-  processReleaseOnce,
+  keyHashOf,
   requestFingerprint,
-  type StateDeps,
 } from '../../src/core/idempotency';
-import { RedeliveryRequested, type ReleaseInput } from '../../src/core/releaseDevice';
-import { FakeDefender, fakeDeps, FakeReleaseStore, MACHINE_ID, TransportError } from '../support/fakes';
+import { handleRequest, type PipelineDeps, type RequestInput, type StateDeps } from '../../src/core/pipeline';
+import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps, TransportError } from '../support/fakes';
 
 const HOUR = 3_600_000;
 
 function setup(defender = new FakeDefender()) {
   const fake = fakeDeps(defender);
-  const store = new FakeReleaseStore();
-  const state: StateDeps = { store, idempotencyWindowMs: 24 * HOUR, trackMaxMs: 24 * HOUR };
-  return { ...fake, store, state };
+  const { store, table } = memoryStore();
+  const state = stateDeps(store);
+  return { ...fake, store, table, state };
 }
 
-function input(body: Record<string, unknown> = {}, overrides: Partial<ReleaseInput> = {}): ReleaseInput {
+function input(body: Record<string, unknown> = {}, overrides: Partial<RequestInput> = {}): RequestInput {
   return {
     body: { machineId: MACHINE_ID, comment: 'clean', correlationId: 'INC1', ...body },
     trigger: 'http',
     canRedeliver: false,
+    caller: null,
     ...overrides,
   };
 }
 
-describe('processReleaseOnce', () => {
+/** One single-device request with an idempotency key through the pipeline. */
+async function processReleaseOnce(
+  request: RequestInput,
+  key: string | undefined,
+  deps: PipelineDeps,
+  state: StateDeps,
+) {
+  const answer = await handleRequest(
+    { ...request, ...(key !== undefined ? { key } : {}) },
+    { ...deps, state },
+  );
+  return {
+    kind: answer.kind,
+    outcome: answer.outcomes[0]!,
+    messages: answer.messages,
+    replayed: answer.replayed,
+    retryAfterSeconds: answer.retryAfterSeconds,
+  };
+}
+
+describe('idempotent requests', () => {
   it('replays the stored outcome for a repeat within the window, without calling MDE again', async () => {
     const { deps, defender, state, clock } = setup();
     const first = await processReleaseOnce(input(), 'key-1', deps, state);
     clock.time += 23 * HOUR;
     const second = await processReleaseOnce(input(), 'key-1', deps, state);
     expect(defender.unisolateCalls).toHaveLength(1);
-    expect(first).toMatchObject({ kind: 'single', replayed: false, fresh: true });
-    expect(second).toMatchObject({ kind: 'single', replayed: true, fresh: false });
-    expect(second.kind === 'single' && second.outcome).toEqual(first.kind === 'single' && first.outcome);
-    expect(first.kind === 'single' && first.outcome).toMatchObject({ status: 'Accepted', phase: 'accepted' });
+    expect(first).toMatchObject({ kind: 'single', replayed: false });
+    expect(second).toMatchObject({ kind: 'single', replayed: true });
+    expect(second.outcome).toEqual(first.outcome);
+    expect(second.messages).toEqual([{ ...first.outcome, replayed: true }]);
+    expect(first.outcome).toMatchObject({ status: 'Accepted', phase: 'accepted' });
   });
 
   it('releases again once the window has passed', async () => {
@@ -59,7 +80,7 @@ describe('processReleaseOnce', () => {
     await processReleaseOnce(input(), 'key-1', deps, state);
     const reused = await processReleaseOnce(input({ comment: 'another reason' }), 'key-1', deps, state);
     expect(defender.unisolateCalls).toHaveLength(1);
-    expect(reused.kind === 'single' && reused.outcome).toMatchObject({
+    expect(reused.outcome).toMatchObject({
       status: 'Invalid',
       correlationId: 'INC1',
       error: { code: 'IdempotencyKeyReused' },
@@ -94,7 +115,7 @@ describe('processReleaseOnce', () => {
     ]);
     expect(defender.unisolateCalls).toHaveLength(1);
     expect([a.replayed, b.replayed].sort()).toEqual([false, true]);
-    expect(a.kind === 'single' && a.outcome).toEqual(b.kind === 'single' && b.outcome);
+    expect(a.outcome).toEqual(b.outcome);
   });
 
   it('answers 409 (IdempotencyKeyInUse) when the first duplicate is still running after the wait', async () => {
@@ -112,39 +133,47 @@ describe('processReleaseOnce', () => {
     release();
     await first;
     expect(defender.unisolateCalls).toHaveLength(1);
-    expect(second).toMatchObject({ fresh: false, replayed: false, retryAfterSeconds: 1 });
-    expect(second.kind === 'single' && second.outcome.error?.code).toBe('IdempotencyKeyInUse');
+    expect(second).toMatchObject({ replayed: false, retryAfterSeconds: 1 });
+    expect(second.outcome).toMatchObject({ error: { code: 'IdempotencyKeyInUse' }, duplicate: true });
   });
 
-  it('hands a Service Bus duplicate that is still running back for redelivery', async () => {
+  it('answers a Service Bus copy of a message still running with a message marked duplicate (no redelivery)', async () => {
     const { deps, state, store, defender } = setup();
     await store.insertKey({
-      keyHash: (await import('../../src/core/idempotency')).keyHashOf('serviceBus', 'msg-1'),
+      keyHash: keyHashOf('serviceBus', 'msg-1'),
       fingerprint: requestFingerprint(input()),
       state: 'pending',
       claimedAt: deps.clock.now(),
       leaseUntil: deps.clock.now() + 60_000,
-      outcome: null,
+      correlationId: 'INC1',
+      requestId: '0'.repeat(32),
     });
-    await expect(
-      processReleaseOnce(input({}, { trigger: 'serviceBus', canRedeliver: true }), 'msg-1', deps, {
-        ...state,
-        duplicateWaitMs: 500,
+    const copy = await processReleaseOnce(
+      input({}, { trigger: 'serviceBus', canRedeliver: true, deliveryCount: 1 }),
+      'msg-1',
+      deps,
+      { ...state, duplicateWaitMs: 500 },
+    );
+    expect(copy.messages).toEqual([
+      expect.objectContaining({
+        error: expect.objectContaining({ code: 'IdempotencyKeyInUse' }),
+        duplicate: true,
       }),
-    ).rejects.toBeInstanceOf(RedeliveryRequested);
+    ]);
     expect(defender.unisolateCalls).toHaveLength(0);
   });
 
   it('takes over a claim abandoned by a stopped instance (lease expired)', async () => {
     const { deps, state, store, defender } = setup();
-    const hash = (await import('../../src/core/idempotency')).keyHashOf('http', 'key-1');
+    const hash = keyHashOf('http', 'key-1');
     await store.insertKey({
       keyHash: hash,
       fingerprint: requestFingerprint(input()),
       state: 'pending',
       claimedAt: deps.clock.now() - 10 * 60_000,
       leaseUntil: deps.clock.now() - 1,
-      outcome: null,
+      correlationId: 'INC1',
+      requestId: '1'.repeat(32),
     });
     const result = await processReleaseOnce(input(), 'key-1', deps, state);
     expect(defender.unisolateCalls).toHaveLength(1);
@@ -168,31 +197,29 @@ describe('processReleaseOnce', () => {
     ]);
     const { deps, state } = setup(defender);
     const failed = await processReleaseOnce(input(), 'key-1', deps, state);
-    expect(failed.kind === 'single' && failed.outcome.status).toBe('Failed');
+    expect(failed.outcome.status).toBe('Failed');
     defender.script = [];
     const calls = defender.unisolateCalls.length;
     const retried = await processReleaseOnce(input(), 'key-1', deps, state);
     expect(defender.unisolateCalls.length).toBe(calls + 1);
-    expect(retried.kind === 'single' && retried.outcome.status).toBe('Accepted');
+    expect(retried.outcome.status).toBe('Accepted');
   });
 
-  it('frees the key when a Service Bus delivery is handed back, so the redelivery runs', async () => {
+  it('parks a Service Bus release after a transient failure instead of handing the message back', async () => {
     const defender = new FakeDefender(Array.from({ length: 20 }, () => ({ status: 503, body: {} })));
-    const { deps, state, store } = setup(defender);
-    const sb = input({}, { trigger: 'serviceBus', canRedeliver: true });
-    await expect(processReleaseOnce(sb, 'msg-1', deps, state)).rejects.toBeInstanceOf(RedeliveryRequested);
-    expect(store.keys.size).toBe(0);
-    defender.script = [];
-    const redelivered = await processReleaseOnce(sb, 'msg-1', deps, state);
-    expect(redelivered.kind === 'single' && redelivered.outcome.status).toBe('Accepted');
+    const { deps, state } = setup(defender);
+    const sb = input({}, { trigger: 'serviceBus', canRedeliver: true, deliveryCount: 1 });
+    const parked = await processReleaseOnce(sb, 'msg-1', deps, state);
+    expect(parked.outcome).toMatchObject({ status: 'Queued', phase: 'queued' });
+    expect(parked.messages).toHaveLength(1);
   });
 
   it('keeps the core contract when the store is unavailable: the release happens, without idempotency', async () => {
-    const { deps, defender, state, store, log } = setup();
-    store.down = true;
+    const { deps, defender, state, table, log } = setup();
+    table.down = true;
     const first = await processReleaseOnce(input(), 'key-1', deps, state);
     const second = await processReleaseOnce(input(), 'key-1', deps, state);
-    expect(first.kind === 'single' && first.outcome.status).toBe('Accepted');
+    expect(first.outcome.status).toBe('Accepted');
     expect(second.replayed).toBe(false);
     expect(defender.unisolateCalls).toHaveLength(2);
     expect(log.lines.join('\n')).toMatch(/Durable state unavailable/);
@@ -201,13 +228,13 @@ describe('processReleaseOnce', () => {
   it('records accepted releases for tracking, with their MachineAction id', async () => {
     const { deps, state, store } = setup();
     const result = await processReleaseOnce(input(), undefined, deps, state);
-    const record = await store.readRelease('INC1');
-    expect(record).toMatchObject({
-      phase: 'accepted',
+    const [record] = await store.readReleases('INC1');
+    expect(record?.value).toMatchObject({
+      state: 'accepted',
       machineId: MACHINE_ID,
-      machineActionId: result.kind === 'single' ? result.outcome.machineAction?.id : 'x',
+      machineActionId: result.outcome.machineAction?.id,
     });
-    expect(store.open.size).toBe(1);
+    expect(await store.listTracked(10)).toHaveLength(1);
   });
 });
 

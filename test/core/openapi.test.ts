@@ -84,7 +84,7 @@ describe('OpenAPI description', () => {
     const documented = Object.keys(at(doc, 'paths', '/api/unisolate', 'post', 'responses') as object).map(
       Number,
     );
-    const answered = new Set([201, 200, 207, ...Object.values(ERROR_TABLE).map((r) => r.http)]);
+    const answered = new Set([201, 200, 202, 207, ...Object.values(ERROR_TABLE).map((r) => r.http)]);
     expect(documented.sort()).toEqual([...answered].sort());
   });
 
@@ -102,6 +102,7 @@ describe('OpenAPI description', () => {
       receivedAt: true,
       completedAt: true,
       attempts: true,
+      retryAt: true,
       deviceName: true,
       candidates: true,
       forced: true,

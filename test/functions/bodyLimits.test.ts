@@ -7,7 +7,7 @@ import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { MAX_JSON_DEPTH } from '../../src/core/json';
 import type { Outcome } from '../../src/core/outcome';
-import { FakeDefender, FakeReleaseStore, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { FakeDefender, fakeDeps, MACHINE_ID, stateDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, invokeThroughWorker, loadApp } from '../support/functionsHost';
 
 function install() {
@@ -18,7 +18,7 @@ function install() {
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 10,
     telemetry,
-    state: { store: new FakeReleaseStore(), idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 },
+    state: stateDeps(),
   };
   setDependencies(app);
   return { defender };

@@ -2,6 +2,7 @@
  * Caller checks in the registered HTTP handlers (docs/security.md): signed webhooks, Entra ID app roles via
  * App Service Authentication, the authenticated caller in `requestedBy`, and failing closed.
  */
+import type { ReleaseStore } from '../../src/core/ports';
 import {
   buildDependencies,
   setDependencies,
@@ -12,9 +13,9 @@ import { loadConfig } from '../../src/config';
 import fc from 'fast-check';
 import { parseRoleList } from '../../src/core/callerPrincipal';
 import { UnisolateError } from '../../src/core/errors';
-import * as idempotency from '../../src/core/idempotency';
+import * as pipeline from '../../src/core/pipeline';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
-import { FakeDefender, FakeReleaseStore, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
 
 const SECRET = 'caller-checks-webhook-secret-0123456789abcdef';
@@ -25,7 +26,7 @@ function principal(claims: Record<string, string>): string {
   return Buffer.from(JSON.stringify({ auth_typ: 'aad', claims: list })).toString('base64');
 }
 
-function install(callers: Partial<CallerChecks>, store?: FakeReleaseStore) {
+function install(callers: Partial<CallerChecks>, store?: ReleaseStore) {
   const defender = new FakeDefender();
   const { deps, telemetry, clock } = fakeDeps(defender);
   const app: AppDependencies = {
@@ -33,7 +34,7 @@ function install(callers: Partial<CallerChecks>, store?: FakeReleaseStore) {
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 10,
     telemetry,
-    ...(store ? { state: { store, idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 } } : {}),
+    ...(store ? { state: stateDeps(store) } : {}),
     callers: {
       policy: { platformAuthEnabled: false, allowedRoles: [] },
       signatures: new SignatureVerifier({ now: clock.now }),
@@ -148,7 +149,7 @@ describe('Entra ID callers (App Service Authentication)', () => {
   });
 
   it('record the authenticated caller in every outcome: a reused idempotency key (422), a bug (502)', async () => {
-    const store = new FakeReleaseStore();
+    const store = memoryStore().store;
     const { defender } = install({ policy: enforcing }, store);
     const as = (upn: string) => ({
       'content-type': 'application/json',
@@ -173,7 +174,7 @@ describe('Entra ID callers (App Service Authentication)', () => {
     expect(reused.messages).toEqual([reused.body]);
     expect(defender.unisolateCalls).toHaveLength(1);
 
-    const bug = jest.spyOn(idempotency, 'processReleaseOnce').mockRejectedValue(new Error('bug'));
+    const bug = jest.spyOn(pipeline, 'handleRequest').mockRejectedValue(new Error('bug'));
     try {
       const failed = await release(as('mallory@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
       expect(failed.status).toBe(502);

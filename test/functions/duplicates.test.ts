@@ -6,7 +6,7 @@
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import type { Outcome } from '../../src/core/outcome';
-import { FakeDefender, FakeReleaseStore, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
 
 /** A Defender whose release waits until `open()` is called: the first request stays in flight. */
@@ -29,12 +29,7 @@ function install(defender: FakeDefender) {
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 3,
     telemetry,
-    state: {
-      store: new FakeReleaseStore(),
-      idempotencyWindowMs: 86_400_000,
-      trackMaxMs: 86_400_000,
-      duplicateWaitMs: 1000,
-    },
+    state: stateDeps(memoryStore().store, { duplicateWaitMs: 1000 }),
   };
   setDependencies(app);
 }
@@ -69,23 +64,19 @@ describe('a duplicate while the first request is running', () => {
     expect(defender.unisolateCalls).toHaveLength(1);
   });
 
-  it('Service Bus, last delivery: the duplicate message is marked duplicate', async () => {
+  it('Service Bus: a copy of the message sent while the first still runs gets a message marked duplicate', async () => {
     const { defender, open } = slowDefender();
     install(defender);
     const first = invokeServiceBus('unisolateServiceBus', text, { messageId: 'm-dup', deliveryCount: 1 });
     await tick();
-    const early = await invokeServiceBus('unisolateServiceBus', text, {
+    const copy = await invokeServiceBus('unisolateServiceBus', text, {
       messageId: 'm-dup',
-      deliveryCount: 2,
-    });
-    expect(early.error?.name).toBe('RedeliveryRequested');
-    const last = await invokeServiceBus('unisolateServiceBus', text, {
-      messageId: 'm-dup',
-      deliveryCount: 3,
+      deliveryCount: 1,
     });
     open();
     const done = await first;
-    expect(last.messages).toEqual([
+    expect(copy.error).toBeUndefined();
+    expect(copy.messages).toEqual([
       expect.objectContaining({
         status: 'Failed',
         error: expect.objectContaining({ code: 'IdempotencyKeyInUse' }),
@@ -95,5 +86,23 @@ describe('a duplicate while the first request is running', () => {
     expect((done.messages as Outcome[]).map((o) => [o.status, o.duplicate])).toEqual([
       ['Accepted', undefined],
     ]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('Service Bus: a redelivery while the first delivery still runs sends nothing; the first answers once', async () => {
+    const { defender, open } = slowDefender();
+    install(defender);
+    const first = invokeServiceBus('unisolateServiceBus', text, { messageId: 'm-redo', deliveryCount: 1 });
+    await tick();
+    const redelivery = await invokeServiceBus('unisolateServiceBus', text, {
+      messageId: 'm-redo',
+      deliveryCount: 2,
+    });
+    open();
+    const done = await first;
+    expect(redelivery.error).toBeUndefined();
+    expect(redelivery.messages).toEqual([]);
+    expect((done.messages as Outcome[]).map((o) => o.status)).toEqual(['Accepted']);
+    expect(defender.unisolateCalls).toHaveLength(1);
   });
 });

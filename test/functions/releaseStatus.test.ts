@@ -1,11 +1,10 @@
 /**
- * `GET /api/unisolate/{correlationId}`: which ids the route accepts. A release is recorded under its
- * correlation id (the request's rule: 1-128 printable ASCII characters), or `<correlationId>:<index>` for one
- * device of a bulk request (index 0-99); nothing else can name a release.
+ * `GET /api/unisolate/{correlationId}`: which ids the route accepts. Releases are listed by their request's
+ * correlation id (the request's rule: 1-128 printable ASCII characters); nothing else can name them.
  */
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
-import { FakeDefender, FakeReleaseStore, fakeDeps } from '../support/fakes';
+import { FakeDefender, fakeDeps, stateDeps } from '../support/fakes';
 import { invokeHttp, loadApp } from '../support/functionsHost';
 
 beforeAll(() => loadApp());
@@ -18,7 +17,7 @@ function install() {
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 10,
     telemetry,
-    state: { store: new FakeReleaseStore(), idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 },
+    state: stateDeps(),
   };
   setDependencies(app);
 }
@@ -34,8 +33,7 @@ const status = (correlationId: string) =>
 describe('status route ids', () => {
   it.each([
     ['a correlation id of 128 characters', 'a'.repeat(128)],
-    ['one device of a bulk request', `${'a'.repeat(128)}:99`],
-    ['a correlation id that itself has a colon', 'INC:42'],
+    ['a correlation id with a colon', 'INC:42'],
   ])('looks up %s', async (_, id) => {
     install();
     const result = await status(id);
@@ -46,7 +44,7 @@ describe('status route ids', () => {
   it.each([
     ['129 characters', 'a'.repeat(129)],
     ['140 characters', 'a'.repeat(140)],
-    ['a bulk index beyond 100 devices', `${'a'.repeat(128)}:100`],
+    ['a correlation id with an index appended', `${'a'.repeat(128)}:1`],
     ['a control character', 'INC\n1'],
   ])('refuses %s as the message says', async (_, id) => {
     install();

@@ -4,20 +4,21 @@
  * and a long digit string as a rounded number. These tests send the host's RPC request through the app's
  * programming model (the library's real conversion), as the worker does.
  */
+import type { ReleaseStore } from '../../src/core/ports';
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import type { Outcome } from '../../src/core/outcome';
-import { FakeDefender, FakeReleaseStore, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeServiceBus, invokeThroughWorker, loadApp } from '../support/functionsHost';
 
-function install(defender = new FakeDefender(), store?: FakeReleaseStore) {
+function install(defender = new FakeDefender(), store?: ReleaseStore) {
   const { deps, telemetry } = fakeDeps(defender);
   const app: AppDependencies = {
     release: deps,
     config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
     maxDeliveryCount: 10,
     telemetry,
-    ...(store ? { state: { store, idempotencyWindowMs: 86_400_000, trackMaxMs: 86_400_000 } } : {}),
+    ...(store ? { state: stateDeps(store) } : {}),
   };
   setDependencies(app);
   return { defender };
@@ -59,7 +60,7 @@ describe('Service Bus ids through the worker', () => {
   });
 
   it('recognises a redelivered message with a numeric id as a repeat: one release, one correlation id', async () => {
-    const { defender } = install(new FakeDefender(), new FakeReleaseStore());
+    const { defender } = install(new FakeDefender(), memoryStore().store);
     const first = await invokeThroughWorker('unisolateServiceBus', body, metadata('12345678901234567890123'));
     const again = await invokeThroughWorker(
       'unisolateServiceBus',

@@ -298,9 +298,16 @@ describe('role assignments', () => {
           scopeName: 'keyVaultName',
           principal: 'appPrincipalId',
         },
-        // The trigger receives: on the request queue only.
+        // The trigger receives: on the request queue.
         {
           roleId: ROLE.serviceBusDataReceiver,
+          scopeType: 'Microsoft.ServiceBus/namespaces/queues',
+          scopeName: 'requestQueueName',
+          principal: 'appPrincipalId',
+        },
+        // Parked releases are handed back: on the request queue.
+        {
+          roleId: ROLE.serviceBusDataSender,
           scopeType: 'Microsoft.ServiceBus/namespaces/queues',
           scopeName: 'requestQueueName',
           principal: 'appPrincipalId',
@@ -342,7 +349,7 @@ describe('role assignments', () => {
         },
       ]),
     );
-    expect(actual).toHaveLength(7);
+    expect(actual).toHaveLength(8);
   });
 
   it('scope the queues to the request and response queue names main.bicep passes', () => {

@@ -4,10 +4,10 @@
  * clock, so pacing waits are instant and the simulator's 100/minute limit is the one the limiter respects.
  */
 import { DefenderClient } from '../../src/adapters/defenderClient';
-import { processRequest, type RequestResult } from '../../src/core/bulk';
+import { handleRequest, type RequestAnswer, type RequestInput } from '../../src/core/pipeline';
 import { parseReleasePolicy } from '../../src/core/healthGate';
 import type { Outcome } from '../../src/core/outcome';
-import type { ReleaseDeps, SafetyOptions } from '../../src/core/releaseDevice';
+import type { ReleaseDeps, SafetyOptions } from '../../src/core/release';
 import { FakeClock, localBudget, RecordingTelemetry, recordingLogger } from '../support/fakes';
 import { machineIdFor, startDefender, type DefenderSimulator, type MachineSeed } from '../support/simulators';
 
@@ -74,13 +74,21 @@ function deps(safety: SafetyOptions, limiter = localBudget(100, 1500, clock.now)
 
 const checked: SafetyOptions = { checkIsolationState: true, releasePolicy: null };
 
+/** Runs a request through the pipeline (no durable state). */
+function processRequest(
+  input: Omit<RequestInput, 'caller'>,
+  releaseDeps: ReleaseDeps,
+): Promise<RequestAnswer> {
+  return handleRequest({ ...input, caller: null }, releaseDeps);
+}
+
 async function release(body: Record<string, unknown>, safety = checked): Promise<Outcome> {
   const result = await processRequest(
     { body: { comment: 'clean', ...body }, trigger: 'http', canRedeliver: false },
     deps(safety),
   );
   if (result.kind !== 'single') throw new Error('expected one outcome');
-  return result.outcome;
+  return result.outcomes[0]!;
 }
 
 beforeAll(async () => {
@@ -348,7 +356,7 @@ describe('bulk', () => {
     };
     const limiter = localBudget(100, 1500, clock.now);
     const callsBefore = client.calls;
-    const result: RequestResult = await processRequest(
+    const result: RequestAnswer = await processRequest(
       {
         body: { comment: 'incident closed', correlationId: 'INC-BULK', devices: fleet.map((f) => f.target) },
         trigger: 'serviceBus',

@@ -9,7 +9,7 @@ import { DefenderClient } from '../../src/adapters/defenderClient';
 import { createReleaseStore } from '../../src/adapters/releaseStore';
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
-import type { StateDeps } from '../../src/core/idempotency';
+import type { StateDeps } from '../../src/core/pipeline';
 import type { Outcome } from '../../src/core/outcome';
 import type { Clock, ReleaseStore } from '../../src/core/ports';
 import { trackReleases } from '../../src/core/tracking';
@@ -66,6 +66,8 @@ function install(state: Partial<StateDeps> & { store?: ReleaseStore } = {}): Sta
     store: state.store ?? newStore(`t${randomUUID().replace(/-/g, '').slice(0, 20)}`),
     idempotencyWindowMs: 24 * HOUR,
     trackMaxMs: 24 * HOUR,
+    queueMaxMs: 24 * HOUR,
+    maxFailures: 10,
     ...state,
   };
   const deps: AppDependencies = {
@@ -227,13 +229,16 @@ describe('tracking against Azurite', () => {
 
     expect(await runTracker()).toEqual([]);
     expect((await status(correlationId)).body).toMatchObject({
-      phase: 'accepted',
-      status: 'Accepted',
-      machineAction: { id: actionId, status: 'Pending' },
+      correlationId,
+      releases: [
+        { phase: 'accepted', status: 'Accepted', machineAction: { id: actionId, status: 'Pending' } },
+      ],
     });
     mde.setActionStatus(actionId, 'InProgress');
     expect(await runTracker()).toEqual([]);
-    expect((await status(correlationId)).body).toMatchObject({ machineAction: { status: 'InProgress' } });
+    expect((await status(correlationId)).body).toMatchObject({
+      releases: [{ machineAction: { status: 'InProgress' } }],
+    });
 
     mde.setActionStatus(actionId, 'Succeeded');
     const completions = await runTracker();
@@ -249,7 +254,7 @@ describe('tracking against Azurite', () => {
     expect(telemetry.completions).toHaveLength(1);
     const final = await status(correlationId);
     expect(final.status).toBe(200);
-    expect(final.body).toMatchObject({ phase: 'completed', status: 'Released' });
+    expect(final.body).toMatchObject({ releases: [{ phase: 'completed', status: 'Released' }] });
     expect(await runTracker()).toEqual([]);
   });
 

@@ -58,6 +58,7 @@ const OUTCOME_KEYS: Readonly<Record<keyof Outcome, true>> = {
   receivedAt: true,
   completedAt: true,
   attempts: true,
+  retryAt: true,
   deviceName: true,
   candidates: true,
   forced: true,

@@ -1,10 +1,7 @@
 /** Fakes for core unit tests: a scripted Defender API, a fake clock, recording telemetry and logs. */
 import type { Outcome } from '../../src/core/outcome';
 import type {
-  IdempotencyRecord,
-  ReleaseRecord,
   ReleaseStore,
-  Versioned,
   ApiResponse,
   Clock,
   DefenderApi,
@@ -13,9 +10,11 @@ import type {
   Telemetry,
 } from '../../src/core/ports';
 import { TransportError } from '../../src/core/ports';
-import { LocalBudget, type Ledger } from '../../src/core/budget';
-import { releaseIdOf } from '../../src/core/tracking';
-import type { ReleaseDeps } from '../../src/core/releaseDevice';
+import { LocalBudget } from '../../src/core/budget';
+import type { ReleaseDeps } from '../../src/core/release';
+import type { StateDeps } from '../../src/core/pipeline';
+import { TableReleaseStore } from '../../src/adapters/releaseStore';
+import { MemoryTable } from './memoryTable';
 
 /** A clock whose sleeps advance time instantly. */
 export class FakeClock implements Clock {
@@ -198,92 +197,26 @@ export const MACHINE_ID = '1e5bc9d7e413ddd7902c2932e418702b84d0cc07';
 export { TransportError };
 
 /**
- * In-memory {@link ReleaseStore} with ETags and the same conflict semantics as the Table Storage adapter
- * (insert fails on conflict, ETag-checked replace/close). `down = true` makes every call throw, like an
- * unreachable storage account.
+ * The release store over an in-memory table: the real Table Storage adapter, so the core tests exercise the
+ * same index and ETag logic as production (test/adapters/releaseStore.test.ts holds the fake to Azurite).
+ * `table.down = true` makes every call fail like an unreachable account.
  */
-export class FakeReleaseStore implements ReleaseStore {
-  readonly keys = new Map<string, Versioned<IdempotencyRecord>>();
-  readonly releases = new Map<string, ReleaseRecord>();
-  readonly open = new Map<string, Versioned<ReleaseRecord>>();
-  readonly ledgers = new Map<string, Versioned<Ledger>>();
-  down = false;
-  private version = 0;
-  private etag(): string {
-    this.version += 1;
-    return `W/"${this.version}"`;
-  }
-  private check(): void {
-    if (this.down) throw new Error('connect ECONNREFUSED 127.0.0.1:10002');
-  }
-  private copy<T>(value: T): T {
-    return structuredClone(value);
-  }
-  async readKey(keyHash: string) {
-    this.check();
-    const found = this.keys.get(keyHash);
-    return found && this.copy(found);
-  }
-  async insertKey(record: IdempotencyRecord) {
-    this.check();
-    if (this.keys.has(record.keyHash)) return undefined;
-    const etag = this.etag();
-    this.keys.set(record.keyHash, { value: this.copy(record), etag });
-    return etag;
-  }
-  async replaceKey(record: IdempotencyRecord, etag: string) {
-    this.check();
-    if (this.keys.get(record.keyHash)?.etag !== etag) return undefined;
-    const next = this.etag();
-    this.keys.set(record.keyHash, { value: this.copy(record), etag: next });
-    return next;
-  }
-  async deleteKey(keyHash: string, etag: string) {
-    this.check();
-    if (this.keys.get(keyHash)?.etag === etag) this.keys.delete(keyHash);
-  }
-  async readLedger(pool: string) {
-    this.check();
-    const found = this.ledgers.get(pool);
-    return found && this.copy(found);
-  }
-  async writeLedger(pool: string, ledger: Ledger, etag: string | undefined) {
-    this.check();
-    if (this.ledgers.get(pool)?.etag !== etag) return undefined;
-    const next = this.etag();
-    this.ledgers.set(pool, { value: this.copy(ledger), etag: next });
-    return next;
-  }
-  async saveRelease(record: ReleaseRecord) {
-    this.check();
-    this.releases.set(releaseIdOf(record), this.copy(record));
-    this.open.set(releaseIdOf(record), { value: this.copy(record), etag: this.etag() });
-  }
-  async readRelease(releaseId: string) {
-    this.check();
-    const found = this.releases.get(releaseId);
-    return found && this.copy(found);
-  }
-  async listOpen(now: number, limit: number) {
-    this.check();
-    return [...this.open.values()]
-      .filter((e) => e.value.nextPollAt <= now)
-      .sort((a, b) => a.value.nextPollAt - b.value.nextPollAt)
-      .slice(0, limit)
-      .map((e) => this.copy(e));
-  }
-  async updateOpen(record: ReleaseRecord, etag: string) {
-    this.check();
-    if (this.open.get(releaseIdOf(record))?.etag !== etag) return false;
-    this.open.set(releaseIdOf(record), { value: this.copy(record), etag: this.etag() });
-    this.releases.set(releaseIdOf(record), this.copy(record));
-    return true;
-  }
-  async closeOpen(record: ReleaseRecord, etag: string) {
-    this.check();
-    if (this.open.get(releaseIdOf(record))?.etag !== etag) return false;
-    this.open.delete(releaseIdOf(record));
-    this.releases.set(releaseIdOf(record), this.copy(record));
-    return true;
-  }
+export function memoryStore(): { store: ReleaseStore; table: MemoryTable } {
+  const table = new MemoryTable();
+  return { store: new TableReleaseStore(table.client), table };
+}
+
+/** Durable state over `store` with the documented defaults (24 h windows, 10 failures), overridable. */
+export function stateDeps(
+  store: ReleaseStore = memoryStore().store,
+  overrides: Partial<StateDeps> = {},
+): StateDeps {
+  return {
+    store,
+    idempotencyWindowMs: 24 * 3_600_000,
+    trackMaxMs: 24 * 3_600_000,
+    queueMaxMs: 24 * 3_600_000,
+    maxFailures: 10,
+    ...overrides,
+  };
 }

@@ -1,10 +1,24 @@
-import { processRelease, RedeliveryRequested } from '../../src/core/releaseDevice';
+/**
+ * One device's release through the pipeline without durable state: retries, MDE's answers, the budget.
+ */
+import {
+  handleRequest,
+  RedeliveryRequested,
+  type PipelineDeps,
+  type RequestInput,
+} from '../../src/core/pipeline';
 import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
 
 const body = { machineId: MACHINE_ID, comment: 'clean', correlationId: 'INC1' };
-const http = { body, trigger: 'http' as const, canRedeliver: false };
+const http: RequestInput = { body, trigger: 'http', canRedeliver: false, caller: null };
 
-describe('processRelease', () => {
+/** Runs one single-device request; its outcome and Retry-After. */
+async function processRelease(input: RequestInput, deps: PipelineDeps) {
+  const answer = await handleRequest(input, deps);
+  return { outcome: answer.outcomes[0]!, retryAfterSeconds: answer.retryAfterSeconds };
+}
+
+describe('releasing one device', () => {
   it('retries 503 twice, then reports Accepted with attempts 3', async () => {
     const { deps, defender, telemetry } = fakeDeps(
       new FakeDefender([
@@ -104,7 +118,7 @@ describe('processRelease', () => {
     const resets = Array.from({ length: 20 }, () => new TransportError('network', 'ECONNRESET', 'reset'));
     const { deps, telemetry } = fakeDeps(new FakeDefender(resets));
     await expect(
-      processRelease({ body, trigger: 'serviceBus', canRedeliver: true }, deps),
+      processRelease({ body, trigger: 'serviceBus', canRedeliver: true, caller: null }, deps),
     ).rejects.toBeInstanceOf(RedeliveryRequested);
     expect(telemetry.outcomes).toHaveLength(0);
     expect(telemetry.redeliveries).toHaveLength(1);

@@ -1,0 +1,955 @@
+/**
+ * The release pipeline. Both triggers decode their input and check the caller, then call
+ * {@link handleRequest}, which reads top to bottom:
+ *
+ *   parse (once) → idempotency → record each device's release → release each device → answer
+ *
+ * and the resume path (a parked release handed back through the request queue) calls {@link resumeRelease}.
+ *
+ * With durable state every device is its own release (`records.ts`): recorded before anything is sent, released
+ * on its own, parked (`Queued`, one `queued` message) when the Defender API budget cannot take it soon or (on
+ * Service Bus) after a transient failure, and run again later by whichever instance gets it back; so a Service
+ * Bus message always completes without spending delivery counts, and each device gets exactly one answer
+ * (`accepted` phase) whatever is redelivered. Without durable state (or while it is unreachable) nothing is
+ * parked: a request that cannot get its budget in time ends `Throttled`, and a Service Bus message with a
+ * transient failure is handed back for redelivery, except on its last delivery.
+ */
+import { reserve, type MdeApi, type Slot } from './budget';
+import { describeRequester, type CallerPrincipal } from './callerPrincipal';
+import { UnisolateError } from './errors';
+import { claimKey, keyHashOf, requestFingerprint, type ClaimOptions, type HeldClaim } from './idempotency';
+import {
+  buildOutcome,
+  ERROR_TABLE,
+  type Outcome,
+  type OutcomeBase,
+  type OutcomeResult,
+  type Trigger,
+} from './outcome';
+import type { ReleaseStore, Versioned } from './ports';
+import { answered, claimable, RECORD_MARGIN_MS, type ReleaseRecord, type ReleaseRef } from './records';
+import { apisFor, callContexts, releaseTarget, type DeviceResult, type ReleaseDeps } from './release';
+import { backoffDelay } from './retry';
+import { parseReleaseRequest, type BulkEntry, type DeviceTarget, type ReleaseRequest } from './request';
+import { randomUUID } from 'node:crypto';
+
+/** Durable state, when configured. */
+export interface StateDeps extends Pick<ClaimOptions, 'duplicateWaitMs' | 'duplicatePollMs'> {
+  store: ReleaseStore;
+  /** IDEMPOTENCY_WINDOW_HOURS in ms. */
+  idempotencyWindowMs: number;
+  /** TRACK_MAX_HOURS in ms. */
+  trackMaxMs: number;
+  /** QUEUE_MAX_HOURS in ms: a release parked longer ends `Throttled`. */
+  queueMaxMs: number;
+  /** Transient failures of one release before it ends `Failed` (MAX_DELIVERY_COUNT). */
+  maxFailures: number;
+  /** Lease of an idempotency claim, renewed as each device starts (default: twice the longest device run). */
+  claimLeaseMs?: number;
+}
+
+/** What the pipeline needs: the release dependencies, and durable state when configured. */
+export interface PipelineDeps extends ReleaseDeps {
+  state?: StateDeps;
+}
+
+/** A request, as a trigger hands it over after decoding it and checking the caller. */
+export interface RequestInput {
+  trigger: Trigger;
+  body: unknown;
+  /** Set when the body was rejected while decoding (too large, not JSON, too deep...): the outcome's error. */
+  bodyError?: UnisolateError;
+  /** The `{machineId}` route value of `POST /api/machines/{machineId}/unisolate`. */
+  routeMachineId?: string;
+  /** Correlation id when the body has none (Service Bus correlation id or message id). */
+  fallbackCorrelationId?: string;
+  /** The caller authenticated by App Service Authentication, if any: recorded in every `requestedBy`. */
+  caller: CallerPrincipal | null;
+  /** The idempotency key the trigger chose (header / body field / message id), if any. */
+  key?: string;
+  /** Service Bus delivery count (1 on the first delivery). */
+  deliveryCount?: number;
+  /** Whether a transient failure may be handed back for redelivery (Service Bus, not the last delivery). */
+  canRedeliver: boolean;
+}
+
+/** The pipeline's answer to a request. */
+export interface RequestAnswer {
+  kind: 'single' | 'bulk';
+  /** The answer: one outcome, or one per bulk entry in index order (the HTTP body). */
+  outcomes: Outcome[];
+  /** What goes to the response queue (one per release that got an answer or was parked just now). */
+  messages: Outcome[];
+  /** The answers are stored ones, repeated for a duplicate (MDE was not called). */
+  replayed: boolean;
+  /** For transient failures and duplicates in flight: seconds the caller should wait (HTTP `Retry-After`). */
+  retryAfterSeconds?: number;
+}
+
+/**
+ * Thrown (without durable state only) when a Service Bus delivery should be handed back for redelivery
+ * instead of answered. The trigger lets it propagate; no outcome is sent for that delivery.
+ */
+export class RedeliveryRequested extends Error {
+  override readonly name = 'RedeliveryRequested';
+  constructor(
+    readonly outcome: Outcome,
+    readonly error: UnisolateError,
+  ) {
+    super(`Transient failure, handing the message back for redelivery: ${error.message}`, { cause: error });
+  }
+}
+
+/** Devices of one request released at the same time: enough to hide call latency, gentle with MDE. */
+export const DEVICE_CONCURRENCY = 4;
+
+/**
+ * Longest a request may wait for its Defender API budget before its release is parked: HTTP callers are
+ * waiting (a webhook times out), a Service Bus message may wait longer. Without durable state the whole
+ * retry budget may be spent waiting, as nothing can be parked.
+ */
+export const BUDGET_WAIT_MS: Readonly<Record<Trigger, number>> = { http: 10_000, serviceBus: 30_000 };
+
+/**
+ * Longest a bulk request may run: under the 230 s front-end timeout of HTTP triggers
+ * (https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout); Service Bus: under the 5-minute
+ * message-lock auto-renewal. Devices that do not start in time are parked (or, without durable state, answer
+ * `Throttled`).
+ */
+export const BULK_CAP_MS: Readonly<Record<Trigger, number>> = { http: 200_000, serviceBus: 240_000 };
+
+/** Longest a release holds its record while it runs: the budget wait, the retry budget and a request timeout. */
+function runLeaseMs(deps: ReleaseDeps, trigger: Trigger): number {
+  return BUDGET_WAIT_MS[trigger] + deps.retryBudgetMs[trigger] + deps.requestTimeoutMs + 30_000;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function transient(outcome: Outcome | null | undefined): boolean {
+  return Boolean(outcome?.error && ERROR_TABLE[outcome.error.code].transient);
+}
+
+function retryAfterOf(error: UnisolateError): number {
+  return Math.max(1, Math.ceil((error.retryAfterMs ?? 30_000) / 1000));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// handleRequest
+// ---------------------------------------------------------------------------------------------------------
+
+/** One device of a request, as parsed: its index (null for a single-device request) and target or problems. */
+interface Entry {
+  index: number | null;
+  target: DeviceTarget | null;
+  problems: string[];
+  /** What could be read of an invalid entry (for its outcome). */
+  machineId?: string | null;
+  deviceName?: string;
+}
+
+/** The request, parsed once: the shared fields, and its devices (or why it cannot be used at all). */
+type Parsed =
+  | { usable: true; bulk: boolean; shared: Shared; entries: Entry[] }
+  | { usable: false; shared: Shared; error: UnisolateError; machineId: string | null; deviceName?: string };
+
+interface Shared {
+  correlationId: string;
+  requestedBy: string | null;
+  comment: string;
+  force: boolean;
+}
+
+/** Parses the body once into the request's shared fields and its device entries. */
+function parse(input: RequestInput): Parsed {
+  if (input.bodyError) {
+    const readable = parseReleaseRequest({}, input);
+    const correlationId = readable.ok ? readable.request.correlationId : readable.correlationId;
+    return {
+      usable: false,
+      shared: {
+        correlationId,
+        requestedBy: describeRequester(input.caller, null),
+        comment: '',
+        force: false,
+      },
+      error: input.bodyError,
+      machineId: readable.ok ? readable.request.machineId : readable.machineId,
+    };
+  }
+  const parsed = parseReleaseRequest(input.body, input);
+  const declared = parsed.ok ? parsed.request.requestedBy : parsed.requestedBy;
+  const shared: Shared = {
+    correlationId: parsed.ok ? parsed.request.correlationId : parsed.correlationId,
+    requestedBy: describeRequester(input.caller, declared),
+    comment: parsed.ok ? parsed.request.comment : '',
+    force: parsed.ok ? parsed.request.force === true : false,
+  };
+  const devices = parsed.ok ? parsed.request.devices : parsed.devices;
+  if (devices) {
+    // A bulk request: every entry gets its own outcome; problems of the whole request are every entry's.
+    const shared_problems = parsed.ok ? [] : parsed.problems;
+    return {
+      usable: true,
+      bulk: true,
+      shared,
+      entries: devices.map((d, i) => entryOf(d, i, shared_problems)),
+    };
+  }
+  if (!parsed.ok) {
+    return {
+      usable: false,
+      shared,
+      error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.problems.join('; ')}.`),
+      machineId: parsed.machineId,
+      ...(parsed.deviceName !== undefined ? { deviceName: parsed.deviceName } : {}),
+    };
+  }
+  return {
+    usable: true,
+    bulk: false,
+    shared,
+    entries: [{ index: null, target: singleTarget(parsed.request), problems: [] }],
+  };
+}
+
+function singleTarget(request: ReleaseRequest): DeviceTarget {
+  return request.machineId !== null ? { machineId: request.machineId } : { deviceName: request.deviceName! };
+}
+
+function entryOf(entry: BulkEntry, index: number, shared: string[]): Entry {
+  if (entry.ok && shared.length === 0) return { index, target: entry.target, problems: [] };
+  const own = entry.ok ? [] : entry.problems;
+  return {
+    index,
+    target: null,
+    problems: [...shared, ...own],
+    machineId: entry.ok ? (entry.target.machineId ?? null) : (entry.machineId ?? null),
+    deviceName: entry.ok ? entry.target.deviceName : entry.deviceName,
+  };
+}
+
+/** The outcome fields every outcome of this request shares, for one entry. */
+function baseOf(
+  shared: Shared,
+  trigger: Trigger,
+  receivedAt: number,
+  entry?: Entry | ReleaseRecord,
+): OutcomeBase {
+  const base: OutcomeBase = {
+    correlationId: shared.correlationId,
+    machineId: null,
+    trigger,
+    requestedBy: shared.requestedBy,
+    receivedAt: iso(receivedAt),
+  };
+  if (shared.force) base.forced = true;
+  if (!entry) return base;
+  if ('ref' in entry) {
+    base.machineId = entry.machineId;
+    if (entry.ask.target.deviceName !== undefined) base.deviceName = entry.ask.target.deviceName;
+    if (entry.ref.index !== null) base.index = entry.ref.index;
+  } else {
+    base.machineId = entry.target?.machineId ?? entry.machineId ?? null;
+    const name = entry.target?.deviceName ?? entry.deviceName;
+    if (name !== undefined) base.deviceName = name;
+    if (entry.index !== null) base.index = entry.index;
+  }
+  return base;
+}
+
+/**
+ * Runs one request through the pipeline. Throws only {@link RedeliveryRequested} (Service Bus, without
+ * durable state).
+ */
+export async function handleRequest(input: RequestInput, deps: PipelineDeps): Promise<RequestAnswer> {
+  const receivedAt = deps.clock.now();
+  const parsed = parse(input);
+  if (!parsed.usable) {
+    return refuse(input, deps, parsed.shared, receivedAt, parsed.error, {
+      machineId: parsed.machineId,
+      deviceName: parsed.deviceName,
+    });
+  }
+  const { shared, entries, bulk } = parsed;
+  const state = deps.state;
+
+  // Idempotency: of concurrent duplicates exactly one runs; repeats replay the answers.
+  let claim: HeldClaim | undefined;
+  let store = state?.store;
+  if (state && store && input.key !== undefined) {
+    const keyHash = keyHashOf(input.trigger, input.key);
+    try {
+      const result = await claimKey(
+        store,
+        deps.clock,
+        deps.log,
+        {
+          keyHash,
+          fingerprint: requestFingerprint(input),
+          correlationId: shared.correlationId,
+          redelivered: (input.deliveryCount ?? 1) > 1,
+        },
+        {
+          windowMs: state.idempotencyWindowMs,
+          duplicateWaitMs: state.duplicateWaitMs,
+          duplicatePollMs: state.duplicatePollMs,
+          // Twice the longest device run: renewed as each device starts, it never runs out while work runs.
+          leaseMs: state.claimLeaseMs ?? 2 * runLeaseMs(deps, input.trigger),
+        },
+      );
+      if (result.kind === 'replay') {
+        const replay = await replayAnswers(
+          deps,
+          store,
+          result.record.correlationId,
+          result.record.requestId,
+          bulk,
+        );
+        if (replay) return replay;
+        // The answers are gone (they outlived their window): run the request again.
+      } else if (result.kind === 'reused') {
+        return refuse(input, deps, shared, receivedAt, keyReused(), {});
+      } else if (result.kind === 'busy') {
+        return duplicateInFlight(input, deps, shared, receivedAt, state);
+      } else {
+        claim = result.claim;
+      }
+    } catch (error) {
+      storeUnavailable(deps, 'claiming the idempotency key', error);
+      store = undefined;
+    }
+  }
+
+  // Record every device's release before anything is sent: one transaction for the whole request.
+  const requestId = claim?.requestId ?? randomUUID().replace(/-/g, '');
+  const records = entries.map((entry) => newRecord(entry, shared, input, deps, requestId, receivedAt));
+  let versions: (Versioned<ReleaseRecord> | undefined)[] = records.map(() => undefined);
+  const created = new Set<number>();
+  if (state && store) {
+    try {
+      const expiresAt =
+        receivedAt +
+        Math.max(state.idempotencyWindowMs, state.trackMaxMs, state.queueMaxMs) +
+        RECORD_MARGIN_MS;
+      const fresh = await store.createReleases(records, {
+        expiresAt,
+        ...(input.key !== undefined ? { keyHash: keyHashOf(input.trigger, input.key) } : {}),
+      });
+      // Already recorded: this request is taken over from an earlier invocation (redelivery, stopped instance).
+      const stored = fresh ?? (await store.readReleases(shared.correlationId, requestId));
+      if (stored.length === records.length) {
+        versions = stored;
+        if (fresh) stored.forEach((_, i) => created.add(i));
+      } else {
+        deps.log.warn('The recorded releases of this request do not match it; continuing without them', {
+          correlationId: shared.correlationId,
+        });
+        store = undefined;
+      }
+    } catch (error) {
+      storeUnavailable(deps, 'recording the releases', error);
+      store = undefined;
+    }
+  }
+
+  // Release each device (a few at a time), each on its own.
+  const ctx: RunContext = {
+    deps,
+    state: store && state ? { ...state, store } : undefined,
+    trigger: input.trigger,
+    redelivered: (input.deliveryCount ?? 1) > 1,
+    canRedeliver: input.canRedeliver,
+    cap: receivedAt + BULK_CAP_MS[input.trigger],
+    inMemoryOwners: new Map(),
+  };
+  const runs: DeviceRun[] = new Array<DeviceRun>(records.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < records.length; i = next++) {
+      await claim?.renew();
+      runs[i] = await runEntry(ctx, records[i]!, versions[i], created.has(i), Boolean(claim));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(DEVICE_CONCURRENCY, records.length) }, worker));
+
+  // Without durable state a Service Bus message with a transient failure is handed back for redelivery.
+  const handBack = runs.find((r) => r.redeliver);
+  if (handBack?.redeliver && input.canRedeliver) {
+    deps.telemetry.trackRedelivery(handBack.answer, input.deliveryCount ?? 0);
+    deps.log.warn('Transient failure; the message will be redelivered', {
+      correlationId: shared.correlationId,
+      errorCode: handBack.redeliver.code,
+      deliveryCount: input.deliveryCount,
+    });
+    await claim?.finish(false);
+    throw new RedeliveryRequested(handBack.answer, handBack.redeliver);
+  }
+
+  const outcomes = runs.map((r) => r.answer);
+  const failedTransiently = outcomes.some((o) => transient(o));
+  // A transient failure is not kept: a retry with the same key must be able to run it again.
+  await claim?.finish(!failedTransiently);
+  const messages = runs.flatMap((r) => (r.message ? [r.message] : []));
+  for (const message of messages) deps.telemetry.trackOutcome(message, deps.clock.now() - receivedAt);
+  logAnswers(deps, shared.correlationId, outcomes);
+  const waits = runs.flatMap((r) => (r.retryAfterSeconds !== undefined ? [r.retryAfterSeconds] : []));
+  return {
+    kind: bulk ? 'bulk' : 'single',
+    outcomes,
+    messages,
+    replayed: false,
+    ...(waits.length > 0 ? { retryAfterSeconds: Math.max(...waits) } : {}),
+  };
+}
+
+/** A new record for an entry: running (leased to this invocation), or done (an invalid entry). */
+function newRecord(
+  entry: Entry,
+  shared: Shared,
+  input: RequestInput,
+  deps: PipelineDeps,
+  requestId: string,
+  receivedAt: number,
+): ReleaseRecord {
+  const state = deps.state;
+  const record: ReleaseRecord = {
+    ref: { correlationId: shared.correlationId, requestId, index: entry.index },
+    ask: {
+      target: entry.target ?? { deviceName: entry.deviceName ?? '' },
+      comment: shared.comment,
+      requestedBy: shared.requestedBy,
+      force: shared.force,
+      trigger: input.trigger,
+      receivedAt,
+    },
+    machineId: entry.target?.machineId ?? entry.machineId ?? null,
+    state: 'running',
+    dueAt: receivedAt + runLeaseMs(deps, input.trigger),
+    runs: 0,
+    failures: 0,
+    queuedAt: null,
+    queuedSent: false,
+    answer: null,
+    completion: null,
+    machineActionId: null,
+    trackUntil: receivedAt + (state?.trackMaxMs ?? 0),
+    expiresAt: receivedAt + RECORD_MARGIN_MS,
+  };
+  if (entry.target) return record;
+  const error = new UnisolateError('InvalidRequest', `Invalid request: ${entry.problems.join('; ')}.`);
+  const answer = buildOutcome(baseOf(shared, input.trigger, receivedAt, entry), {
+    status: 'Invalid',
+    phase: 'accepted',
+    completedAt: iso(receivedAt),
+    error,
+  });
+  return { ...record, state: 'done', answer };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One device
+// ---------------------------------------------------------------------------------------------------------
+
+/** What a device run gave: its answer, the message to send (if any), and what the trigger should do. */
+interface DeviceRun {
+  answer: Outcome;
+  /** Sent to the response queue: the answer or the one `queued` message; absent when already sent. */
+  message?: Outcome;
+  retryAfterSeconds?: number;
+  /** Without durable state: hand the Service Bus message back for this transient failure. */
+  redeliver?: UnisolateError;
+}
+
+interface RunContext {
+  deps: PipelineDeps;
+  /** Durable state, while reachable; absent: nothing is recorded or parked. */
+  state: StateDeps | undefined;
+  /** The trigger this run is on (a resumed release runs on Service Bus whatever its request came by). */
+  trigger: Trigger;
+  /** A Service Bus redelivery (without durable state, the isolation state is then always checked). */
+  redelivered: boolean;
+  canRedeliver: boolean;
+  /** Devices not started by this time are parked (bulk cap). */
+  cap: number;
+  /** Without durable state: which entry of this request took which device. */
+  inMemoryOwners: Map<string, number>;
+}
+
+/** One entry of a request: invalid (answered), answered earlier, run elsewhere, or run now. */
+async function runEntry(
+  ctx: RunContext,
+  record: ReleaseRecord,
+  version: Versioned<ReleaseRecord> | undefined,
+  createdNow: boolean,
+  claimed: boolean,
+): Promise<DeviceRun> {
+  const now = ctx.deps.clock.now();
+  if (record.state === 'done' && record.answer && !version)
+    return { answer: record.answer, message: record.answer };
+  if (!version) return runDevice(ctx, record, undefined);
+  const stored = version.value;
+  if (createdNow) {
+    if (stored.state === 'done' && stored.answer) return { answer: stored.answer, message: stored.answer };
+    return runDevice(ctx, stored, version);
+  }
+  // Taken over from an earlier invocation of this request (a redelivery, or a stopped instance).
+  const rerun = claimed && stored.state === 'done' && transient(stored.answer);
+  if (answered(stored) && !rerun) {
+    // Answered before; that invocation may have stopped before its messages went out: send it again.
+    const answer = stored.answer!;
+    return { answer, message: answer };
+  }
+  if (claimable(stored, now) || rerun) {
+    const mine = await claimRecord(ctx, version);
+    if (mine) return runDevice(ctx, mine.value, mine);
+  }
+  // Another invocation is running it (or just took it): it answers for it.
+  return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now) };
+}
+
+/** Takes a record for this invocation (running, with a fresh lease): the new version, or undefined if lost. */
+async function claimRecord(
+  ctx: RunContext,
+  version: Versioned<ReleaseRecord>,
+): Promise<Versioned<ReleaseRecord> | undefined> {
+  const state = ctx.state;
+  if (!state) return version;
+  const now = ctx.deps.clock.now();
+  const mine: ReleaseRecord = {
+    ...version.value,
+    state: 'running',
+    dueAt: now + runLeaseMs(ctx.deps, ctx.trigger),
+  };
+  try {
+    const etag = await state.store.updateRelease(mine, version);
+    return etag ? { value: mine, etag } : undefined;
+  } catch (error) {
+    storeUnavailable(ctx.deps, 'taking a release', error);
+    ctx.state = undefined;
+    return { value: mine, etag: version.etag };
+  }
+}
+
+/**
+ * Releases one device: reserves its Defender calls (waiting as long as its trigger allows, else parking
+ * it), releases it, and records the result (accepted, done, or parked again after a failure that passes).
+ */
+async function runDevice(
+  ctx: RunContext,
+  record: ReleaseRecord,
+  version: Versioned<ReleaseRecord> | undefined,
+): Promise<DeviceRun> {
+  const { deps } = ctx;
+  const started = deps.clock.now();
+  const current: ReleaseRecord = { ...record, runs: record.runs + 1 };
+  const parking = ctx.state !== undefined;
+  // A bulk that ran out of time: the devices not started yet wait for their turn, parked.
+  if (parking && started >= ctx.cap) return park(ctx, current, version, started);
+
+  // Reserve every call the release needs before it starts, so it never stops halfway for want of budget.
+  const reserved = new Map<MdeApi, Slot>();
+  const apis = apisFor(
+    { machineId: current.machineId, deviceName: current.ask.target.deviceName },
+    deps.safety,
+    current.ask.force,
+  );
+  const waitUntil = Math.min(
+    ctx.cap,
+    started + (parking ? BUDGET_WAIT_MS[ctx.trigger] : deps.retryBudgetMs[ctx.trigger]),
+  );
+  for (;;) {
+    const answer = await reserve(deps.budget, apis, 'release');
+    if (answer.granted) {
+      for (const [api, slot] of answer.slots) reserved.set(api, slot);
+      break;
+    }
+    const now = deps.clock.now();
+    if (now + answer.waitMs <= waitUntil) {
+      await deps.clock.sleep(answer.waitMs);
+      continue;
+    }
+    if (parking) return park(ctx, current, version, now + answer.waitMs);
+    break; // Nothing can be parked: the calls wait within the deadline, or end Throttled.
+  }
+
+  let result: DeviceResult;
+  try {
+    const deadline = deps.clock.now() + deps.retryBudgetMs[ctx.trigger];
+    const calls = callContexts(deps, deadline, current.ref.correlationId, reserved);
+    result = await releaseTarget(
+      current.ask.target,
+      {
+        comment: current.ask.comment,
+        force: current.ask.force,
+        forceIsolationCheck: !parking && ctx.redelivered && current.ref.index !== null,
+        resolvedMachineId: current.machineId,
+        claimDevice:
+          current.ref.index === null ? undefined : (machineId) => claimDevice(ctx, current.ref, machineId),
+        onResolved: (machineId) => {
+          current.machineId = machineId;
+        },
+      },
+      calls,
+      deps,
+    );
+  } finally {
+    for (const slot of reserved.values()) slot.release(false);
+  }
+  current.machineId = result.machineId ?? current.machineId;
+  const error = result.error;
+  const now = deps.clock.now();
+
+  if (error && parking) {
+    if (error.code === 'MdeThrottled')
+      return park(ctx, current, version, now + (error.retryAfterMs ?? 60_000));
+    // On Service Bus a transient failure waits (parked, with backoff) instead of being redelivered at once.
+    if (
+      error.transient &&
+      ctx.trigger === 'serviceBus' &&
+      current.failures + 1 < (ctx.state?.maxFailures ?? 1)
+    ) {
+      const failed = { ...current, failures: current.failures + 1 };
+      return park(ctx, failed, version, now + retryDelayMs(failed.failures, deps.random()));
+    }
+  }
+  if (error?.transient && !parking && ctx.canRedeliver && ctx.trigger === 'serviceBus') {
+    const answer = answerOf(current, result, now);
+    return { answer, redeliver: error };
+  }
+  return finish(ctx, current, version, result, now);
+}
+
+/** Backoff of a release parked after a transient failure: 30 s, 60 s ... capped at 15 minutes, jittered. */
+function retryDelayMs(failures: number, random: number): number {
+  return (
+    30_000 +
+    backoffDelay(failures, random, { baseDelayMs: 30_000, maxDelayMs: 15 * 60_000, maxAttempts: 100 })
+  );
+}
+
+/** The answer-phase outcome of a run. */
+function answerOf(record: ReleaseRecord, result: DeviceResult, now: number): Outcome {
+  const extra: Partial<OutcomeResult> = {};
+  if (result.candidates) extra.candidates = result.candidates;
+  return buildOutcome(baseOf(sharedOf(record), record.ask.trigger, record.ask.receivedAt, record), {
+    status: result.status,
+    phase: 'accepted',
+    completedAt: iso(now),
+    machineAction: result.machineAction,
+    error: result.error,
+    attempts: result.attempts,
+    warnings: result.warnings,
+    ...extra,
+  });
+}
+
+function sharedOf(record: ReleaseRecord): Shared {
+  return {
+    correlationId: record.ref.correlationId,
+    requestedBy: record.ask.requestedBy,
+    comment: record.ask.comment,
+    force: record.ask.force,
+  };
+}
+
+/** A run's end: accepted (tracked to completion) or done; recorded, answered once. */
+async function finish(
+  ctx: RunContext,
+  record: ReleaseRecord,
+  version: Versioned<ReleaseRecord> | undefined,
+  result: DeviceResult,
+  now: number,
+): Promise<DeviceRun> {
+  const answer = answerOf(record, result, now);
+  const accepted = result.error === null;
+  const retryAfterSeconds = result.error?.transient ? retryAfterOf(result.error) : undefined;
+  const next: ReleaseRecord = {
+    ...record,
+    state: accepted && record.machineId ? 'accepted' : 'done',
+    dueAt: now,
+    answer,
+    machineActionId: result.machineAction?.id ?? null,
+    trackUntil: record.ask.receivedAt + (ctx.state?.trackMaxMs ?? 0),
+  };
+  const written = await write(ctx, next, version);
+  return {
+    answer,
+    ...(written ? { message: answer } : {}),
+    ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
+  };
+}
+
+/**
+ * Parks a release until `retryAt`: recorded `queued` (the resume timer hands it back then) with one `queued`
+ * message, the first time. A release parked longer than `QUEUE_MAX_HOURS` ends `Throttled` instead.
+ */
+async function park(
+  ctx: RunContext,
+  record: ReleaseRecord,
+  version: Versioned<ReleaseRecord> | undefined,
+  retryAt: number,
+): Promise<DeviceRun> {
+  const state = ctx.state!;
+  const now = ctx.deps.clock.now();
+  const queuedAt = record.queuedAt ?? now;
+  if (retryAt - queuedAt > state.queueMaxMs) {
+    const hours = Math.round(state.queueMaxMs / 3_600_000);
+    const error = new UnisolateError(
+      'MdeThrottled',
+      `The release waited ${hours} h (QUEUE_MAX_HOURS) for the Defender API budget without getting it; it was not sent. Check what else uses the MDE app's budget, then send it again.`,
+      { retryAfterMs: Math.max(1000, retryAt - now) },
+    );
+    return finish(ctx, { ...record, queuedAt }, version, resultOf(record, error), now);
+  }
+  const answer = queuedAnswer(record, record.ask.trigger, retryAt, now);
+  const next: ReleaseRecord = {
+    ...record,
+    state: 'queued',
+    dueAt: retryAt,
+    queuedAt,
+    queuedSent: true,
+    answer,
+  };
+  const written = await write(ctx, next, version);
+  const first = written && !record.queuedSent;
+  ctx.deps.log.info('Release parked until its budget frees', {
+    correlationId: record.ref.correlationId,
+    index: record.ref.index,
+    retryAt: iso(retryAt),
+  });
+  return {
+    answer,
+    ...(first ? { message: answer } : {}),
+    retryAfterSeconds: Math.max(1, Math.ceil((retryAt - now) / 1000)),
+  };
+}
+
+function resultOf(record: ReleaseRecord, error: UnisolateError): DeviceResult {
+  return {
+    machineId: record.machineId,
+    status: ERROR_TABLE[error.code].status,
+    machineAction: null,
+    attempts: 0,
+    error,
+    warnings: [],
+  };
+}
+
+/** The `queued` outcome of a parked release. */
+function queuedAnswer(record: ReleaseRecord, trigger: Trigger, retryAt: number, now: number): Outcome {
+  return buildOutcome(baseOf(sharedOf(record), trigger, record.ask.receivedAt, record), {
+    status: 'Queued',
+    phase: 'queued',
+    completedAt: iso(now),
+    retryAt: iso(retryAt),
+  });
+}
+
+/**
+ * Writes a record's new state if this invocation still holds it. True when written, or when the store
+ * failed (the answer is then sent anyway: at least once beats never); false when another invocation took the
+ * record first (it answers for it).
+ */
+async function write(
+  ctx: RunContext,
+  next: ReleaseRecord,
+  version: Versioned<ReleaseRecord> | undefined,
+): Promise<boolean> {
+  const state = ctx.state;
+  if (!state || !version) return true;
+  try {
+    const etag = await state.store.updateRelease(next, version);
+    if (etag) return true;
+    ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
+      correlationId: next.ref.correlationId,
+      index: next.ref.index,
+    });
+    return false;
+  } catch (error) {
+    storeUnavailable(ctx.deps, 'recording a release', error);
+    ctx.state = undefined;
+    return true;
+  }
+}
+
+/** The duplicate check of a bulk entry: null, or the error naming the entry that releases the device. */
+async function claimDevice(
+  ctx: RunContext,
+  ref: ReleaseRef,
+  machineId: string,
+): Promise<UnisolateError | null> {
+  const index = ref.index ?? 0;
+  let owner = ctx.inMemoryOwners.get(machineId);
+  if (owner === undefined) {
+    ctx.inMemoryOwners.set(machineId, index);
+    owner = index;
+  }
+  if (owner === index && ctx.state) {
+    try {
+      owner = await ctx.state.store.claimDevice(ref, machineId);
+    } catch (error) {
+      storeUnavailable(ctx.deps, 'checking for a duplicate device', error);
+    }
+  }
+  if (owner === index) return null;
+  return new UnisolateError(
+    'DuplicateDevice',
+    `devices[${index}] is the same device (${machineId}) as devices[${owner}]; it is released once, under devices[${owner}].`,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Resume
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * Runs a parked release again (the resume timer handed it back through the request queue). Returns the
+ * messages to send: its answer, or nothing when it is parked again (its one `queued` message was sent), was
+ * answered already, or is running elsewhere.
+ */
+export async function resumeRelease(ref: ReleaseRef, deps: PipelineDeps): Promise<Outcome[]> {
+  const state = deps.state;
+  if (!state) return [];
+  const version = await state.store.readRelease(ref);
+  if (!version || !claimable(version.value, deps.clock.now())) return [];
+  const ctx: RunContext = {
+    deps,
+    state,
+    trigger: 'serviceBus',
+    redelivered: false,
+    canRedeliver: false,
+    cap: deps.clock.now() + BULK_CAP_MS.serviceBus,
+    inMemoryOwners: new Map(),
+  };
+  const mine = await claimRecord(ctx, version);
+  if (!mine) return [];
+  const run = await runDevice(ctx, mine.value, mine);
+  if (!run.message) return [];
+  deps.telemetry.trackOutcome(run.message, deps.clock.now() - version.value.ask.receivedAt);
+  logAnswers(deps, ref.correlationId, [run.message]);
+  return [run.message];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Refusals and replays
+// ---------------------------------------------------------------------------------------------------------
+
+/** A request refused as a whole (nothing was sent to MDE): one outcome, to telemetry and the queue. */
+function refuse(
+  input: RequestInput,
+  deps: PipelineDeps,
+  shared: Shared,
+  receivedAt: number,
+  error: UnisolateError,
+  device: { machineId?: string | null; deviceName?: string | undefined },
+  mark: Partial<OutcomeResult> = {},
+): RequestAnswer {
+  const base = baseOf(shared, input.trigger, receivedAt);
+  base.machineId = device.machineId ?? null;
+  if (device.deviceName !== undefined) base.deviceName = device.deviceName;
+  delete base.forced;
+  const outcome = buildOutcome(base, {
+    status: ERROR_TABLE[error.code].status,
+    phase: 'accepted',
+    completedAt: iso(deps.clock.now()),
+    error,
+    ...mark,
+  });
+  if (!mark.duplicate) deps.telemetry.trackOutcome(outcome, deps.clock.now() - receivedAt);
+  deps.log.info('Request refused', {
+    correlationId: outcome.correlationId,
+    status: outcome.status,
+    errorCode: error.code,
+  });
+  return {
+    kind: 'single',
+    outcomes: [outcome],
+    messages: [outcome],
+    replayed: false,
+    ...(error.transient ? { retryAfterSeconds: retryAfterOf(error) } : {}),
+  };
+}
+
+/**
+ * The one outcome of a request that failed before (or outside) the pipeline, e.g. in a trigger's last-resort
+ * guard: what can be read of the request, the error's status, to telemetry.
+ */
+export function refusal(input: RequestInput, deps: PipelineDeps, error: UnisolateError): Outcome {
+  const receivedAt = deps.clock.now();
+  const readable = parse({ ...input, bodyError: error });
+  const device = readable.usable ? {} : { machineId: readable.machineId, deviceName: readable.deviceName };
+  return refuse(input, deps, readable.shared, receivedAt, error, device).outcomes[0]!;
+}
+
+function keyReused(): UnisolateError {
+  return new UnisolateError(
+    'IdempotencyKeyReused',
+    'This idempotency key was already used with a different request body. Use a new key for a different release, or resend the original body unchanged.',
+  );
+}
+
+/** The answer to a duplicate that arrived while the first request with its key still runs: marked. */
+function duplicateInFlight(
+  input: RequestInput,
+  deps: PipelineDeps,
+  shared: Shared,
+  receivedAt: number,
+  state: StateDeps,
+): RequestAnswer {
+  const waitSeconds = Math.max(1, Math.ceil((state.duplicateWaitMs ?? 5_000) / 1000));
+  const error = new UnisolateError(
+    'IdempotencyKeyInUse',
+    `A request with this idempotency key is still being processed. Retry after ${waitSeconds} s to get its outcome; the device is released only once.`,
+    { retryAfterMs: waitSeconds * 1000 },
+  );
+  // Marked: the first request's outcome (same correlation id) is the real one.
+  return refuse(input, deps, shared, receivedAt, error, {}, { duplicate: true });
+}
+
+/**
+ * The answers of an answered request, marked replayed: each device's answer, or (while one still runs
+ * elsewhere, e.g. a redelivery of its message) where it stands. Undefined when the records are gone.
+ */
+async function replayAnswers(
+  deps: PipelineDeps,
+  store: ReleaseStore,
+  correlationId: string,
+  requestId: string,
+  bulk: boolean,
+): Promise<RequestAnswer | undefined> {
+  const records = await store.readReleases(correlationId, requestId);
+  if (records.length === 0) return undefined;
+  const now = deps.clock.now();
+  const outcomes = records.map(
+    ({ value }) => value.answer ?? queuedAnswer(value, value.ask.trigger, value.dueAt, now),
+  );
+  return {
+    kind: bulk ? 'bulk' : 'single',
+    outcomes,
+    messages: outcomes.map((o) => ({ ...o, replayed: true })),
+    replayed: true,
+  };
+}
+
+function storeUnavailable(deps: PipelineDeps, what: string, error: unknown): void {
+  deps.log.warn(`Durable state unavailable (${what}); continuing without it`, {
+    error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+  });
+}
+
+function logAnswers(deps: PipelineDeps, correlationId: string, outcomes: readonly Outcome[]): void {
+  if (outcomes.length === 1) {
+    const [o] = outcomes;
+    deps.log.info('Release outcome', {
+      correlationId,
+      machineId: o!.machineId,
+      status: o!.status,
+      errorCode: o!.error?.code ?? null,
+      attempts: o!.attempts,
+    });
+    return;
+  }
+  const counts: Record<string, number> = {};
+  for (const o of outcomes) counts[o.status] = (counts[o.status] ?? 0) + 1;
+  deps.log.info('Bulk release outcomes', { correlationId, devices: outcomes.length, counts });
+}

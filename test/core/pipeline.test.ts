@@ -1,0 +1,381 @@
+/**
+ * The request pipeline over fakes and the real store adapter on an in-memory table: bulk entries, idempotency,
+ * every device its own durable release (parking, resume, takeover), and the behaviour without durable state.
+ */
+import {
+  handleRequest,
+  RedeliveryRequested,
+  resumeRelease,
+  type PipelineDeps,
+  type RequestInput,
+  type StateDeps,
+} from '../../src/core/pipeline';
+import { keyHashOf } from '../../src/core/idempotency';
+import type { Outcome } from '../../src/core/outcome';
+import { handBackDue } from '../../src/core/resume';
+import { resumedRelease } from '../../src/core/records';
+import type { ReleaseStore } from '../../src/core/ports';
+import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps, TransportError } from '../support/fakes';
+
+const ids = ['a', 'b', 'c'].map((c) => c.repeat(40));
+const bulkBody = {
+  comment: 'incident closed',
+  correlationId: 'INC9',
+  devices: ids.map((machineId) => ({ machineId })),
+};
+const single = { machineId: MACHINE_ID, comment: 'clean', correlationId: 'INC1' };
+const noChecks = { checkIsolationState: false, releasePolicy: null };
+
+function input(body: unknown, patch: Partial<RequestInput> = {}): RequestInput {
+  return { body, trigger: 'serviceBus', canRedeliver: true, deliveryCount: 1, caller: null, ...patch };
+}
+
+/** Pipeline dependencies over fakes, with durable state on an in-memory table. */
+function withState(defender = new FakeDefender(), state: Partial<StateDeps> = {}) {
+  const fake = fakeDeps(defender);
+  const { store, table } = memoryStore();
+  const full = stateDeps(store, state);
+  const deps: PipelineDeps = { ...fake.deps, safety: noChecks, state: full };
+  return { ...fake, deps, store, table, state: full };
+}
+
+/** Spends the whole minute of one API's budget. */
+async function spend(deps: PipelineDeps, api: 'unisolate' | 'listMachineActions', calls = 100) {
+  for (let i = 0; i < calls; i += 1) {
+    const slot = await deps.budget.acquire(api, 'release');
+    if (slot.granted) slot.slot.release(true);
+  }
+}
+
+/** Hands back what is due (as the resume timer does) and runs each resume message (as the trigger does). */
+async function resumeDue(deps: PipelineDeps, store: ReleaseStore): Promise<Outcome[]> {
+  const handed = await handBackDue({
+    store,
+    clock: deps.clock,
+    log: deps.log,
+    perRun: 200,
+    lookAheadMs: 30_000,
+  });
+  const messages: Outcome[] = [];
+  for (const message of handed) messages.push(...(await resumeRelease(resumedRelease(message)!, deps)));
+  return messages;
+}
+
+describe('bulk entries', () => {
+  it('gives an invalid entry its own Invalid outcome at its index; the others are released', async () => {
+    const { deps, defender } = withState();
+    const body = {
+      ...bulkBody,
+      devices: [{ machineId: ids[0] }, { machineId: 'nope' }, { deviceName: 'a b' }],
+    };
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.kind).toBe('bulk');
+    expect(answer.outcomes.map((o) => [o.index, o.status])).toEqual([
+      [0, 'Accepted'],
+      [1, 'Invalid'],
+      [2, 'Invalid'],
+    ]);
+    expect(answer.outcomes[1]!.error!.message).toMatch(/devices\[1\]\.machineId must be 40 hexadecimal/);
+    expect(answer.messages).toHaveLength(3);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('reports a problem of the whole bulk request (no comment) in every entry; only a non-bulk body is refused whole', async () => {
+    const { deps, defender } = withState();
+    const answer = await handleRequest(input({ correlationId: 'X', devices: [{ machineId: ids[0] }] }), deps);
+    expect(answer.kind).toBe('bulk');
+    expect(answer.outcomes).toEqual([
+      expect.objectContaining({
+        index: 0,
+        status: 'Invalid',
+        error: expect.objectContaining({ message: expect.stringMatching(/comment is required/) }),
+      }),
+    ]);
+    const notBulk = await handleRequest(input({ comment: 'x', devices: [] }), deps);
+    expect(notBulk.kind).toBe('single');
+    expect(notBulk.outcomes[0]).toMatchObject({ status: 'Invalid' });
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+
+  it('releases a device named three ways once, and says so at the other indexes', async () => {
+    const defender = new FakeDefender();
+    const device = { id: ids[0], computerDnsName: 'ws-x.contoso.local' };
+    defender.machinesScript = [
+      { status: 200, body: { value: [device] } },
+      { status: 200, body: { value: [device] } },
+    ];
+    const { deps } = withState(defender);
+    const body = {
+      comment: 'incident closed',
+      correlationId: 'INC-3WAYS',
+      devices: [{ machineId: ids[0] }, { deviceName: 'ws-x' }, { deviceName: 'ws-x.contoso.local' }],
+    };
+    const answer = await handleRequest(input(body), deps);
+    expect(defender.unisolateCalls.map((c) => c.machineId)).toEqual([ids[0]]);
+    expect(answer.outcomes.map((o) => [o.index, o.status, o.error?.code ?? null])).toEqual([
+      [0, 'Accepted', null],
+      [1, 'Invalid', 'DuplicateDevice'],
+      [2, 'Invalid', 'DuplicateDevice'],
+    ]);
+    expect(answer.outcomes[1]!.error!.message).toMatch(/same device .* as devices\[0\]/);
+  });
+});
+
+describe('without durable state', () => {
+  it('one device failing transiently hands the whole message back: no outcome is reported', async () => {
+    const resets = Array.from({ length: 30 }, () => new TransportError('network', 'ECONNRESET', 'reset'));
+    const defender = new FakeDefender();
+    const { deps, telemetry } = fakeDeps(defender);
+    const original = defender.unisolate.bind(defender);
+    defender.unisolate = (id, comment, o) =>
+      id === ids[1] ? Promise.reject(resets.pop()!) : original(id, comment, o);
+    await expect(handleRequest(input(bulkBody), { ...deps, safety: noChecks })).rejects.toBeInstanceOf(
+      RedeliveryRequested,
+    );
+    expect(telemetry.outcomes).toHaveLength(0);
+    expect(telemetry.redeliveries).toHaveLength(1);
+  });
+
+  it('a redelivery checks the history even with the check off, so released devices are not released again', async () => {
+    const pending = { ...FakeDefender.action(ids[0]!, 'Pending', '2026-11-28T10:00:00Z'), id: 'earlier' };
+    const defender = new FakeDefender();
+    defender.historyScript = [
+      { status: 200, body: { value: [FakeDefender.isolated(ids[0]!), pending] } },
+      { status: 200, body: { value: [FakeDefender.isolated(ids[1]!)] } },
+      { status: 200, body: { value: [FakeDefender.isolated(ids[2]!)] } },
+    ];
+    const { deps } = fakeDeps(defender);
+    const answer = await handleRequest(input(bulkBody, { deliveryCount: 2 }), { ...deps, safety: noChecks });
+    expect(answer.outcomes.map((o) => [o.index, o.status, o.machineAction?.id ?? null])).toEqual([
+      [0, 'AlreadyInProgress', 'earlier'],
+      [1, 'Accepted', expect.any(String)],
+      [2, 'Accepted', expect.any(String)],
+    ]);
+    expect(defender.unisolateCalls.map((c) => c.machineId).sort()).toEqual([ids[1], ids[2]]);
+  });
+
+  it('on the last delivery reports every device, the failed one as Failed, others unaffected', async () => {
+    const defender = new FakeDefender();
+    const original = defender.unisolate.bind(defender);
+    defender.unisolate = (id, comment, o) =>
+      id === ids[2]
+        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
+        : original(id, comment, o);
+    const { deps, telemetry } = fakeDeps(defender);
+    const answer = await handleRequest(input(bulkBody, { canRedeliver: false, deliveryCount: 10 }), {
+      ...deps,
+      safety: noChecks,
+    });
+    expect(answer.outcomes.map((o) => o.status)).toEqual(['Accepted', 'Accepted', 'Failed']);
+    expect(answer.outcomes.every((o) => o.correlationId === 'INC9')).toBe(true);
+    expect(telemetry.outcomes).toHaveLength(3);
+    expect(answer.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it('answers Throttled when the budget will not free within the retry budget (nothing can be parked)', async () => {
+    const { deps, defender } = fakeDeps();
+    await spend(deps, 'unisolate');
+    const answer = await handleRequest(input(single, { trigger: 'http', canRedeliver: false }), deps);
+    expect(answer.outcomes[0]).toMatchObject({ status: 'Throttled', error: { code: 'MdeThrottled' } });
+    expect(defender.unisolateCalls).toHaveLength(0);
+  });
+});
+
+describe('parking: nothing is throttled away', () => {
+  it('HTTP: parks a release the budget cannot take soon (Queued, retryAt), then runs it when handed back', async () => {
+    const { deps, defender, store, clock, telemetry } = withState();
+    await spend(deps, 'unisolate');
+    const answer = await handleRequest(input(single, { trigger: 'http', canRedeliver: false }), deps);
+    const queued = answer.outcomes[0]!;
+    expect(queued).toMatchObject({ status: 'Queued', phase: 'queued', correlationId: 'INC1', error: null });
+    expect(Date.parse(queued.retryAt!)).toBeGreaterThan(clock.now());
+    expect(answer.retryAfterSeconds).toBe(Math.ceil((Date.parse(queued.retryAt!) - clock.now()) / 1000));
+    expect(answer.messages).toEqual([queued]);
+    expect(defender.unisolateCalls).toHaveLength(0);
+
+    // Not due yet: nothing is handed back.
+    expect(await resumeDue(deps, store)).toEqual([]);
+    clock.time = Date.parse(queued.retryAt!);
+    const later = await resumeDue(deps, store);
+    expect(later).toEqual([
+      expect.objectContaining({
+        status: 'Accepted',
+        phase: 'accepted',
+        correlationId: 'INC1',
+        trigger: 'http',
+      }),
+    ]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(telemetry.outcomes.map((o) => o.outcome.status)).toEqual(['Queued', 'Accepted']);
+    // Handed back again later: already answered, nothing more happens.
+    clock.time += 10 * 60_000;
+    expect(await resumeDue(deps, store)).toEqual([]);
+  });
+
+  it('Service Bus: the message completes (no redelivery), one queued message, however often it is parked again', async () => {
+    const { deps, store, clock } = withState();
+    await spend(deps, 'unisolate');
+    const answer = await handleRequest(input(single), deps);
+    expect(answer.messages.map((m) => m.phase)).toEqual(['queued']);
+    // Handed back while the budget is still spent (another tool used it): parked again, silently.
+    await spend(deps, 'unisolate');
+    clock.time = Date.parse(answer.outcomes[0]!.retryAt!);
+    await spend(deps, 'unisolate');
+    expect(await resumeDue(deps, store)).toEqual([]);
+    clock.time += 61_000;
+    const later = await resumeDue(deps, store);
+    expect(later.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+  });
+
+  it('ends Throttled only once the release has waited QUEUE_MAX_HOURS', async () => {
+    const { deps, store, clock } = withState(new FakeDefender(), { queueMaxMs: 2 * 3_600_000 });
+    await spend(deps, 'unisolate');
+    const answer = await handleRequest(input(single), deps);
+    expect(answer.outcomes[0]!.status).toBe('Queued');
+    // The budget never frees for this app (another tool keeps spending it).
+    const messages: Outcome[] = [];
+    for (let step = 0; step < 200 && messages.length === 0; step += 1) {
+      clock.time += 60_000;
+      await spend(deps, 'unisolate');
+      messages.push(...(await resumeDue(deps, store)));
+    }
+    expect(messages).toEqual([
+      expect.objectContaining({
+        status: 'Throttled',
+        phase: 'accepted',
+        error: expect.objectContaining({ code: 'MdeThrottled' }),
+      }),
+    ]);
+    expect(messages[0]!.error!.message).toMatch(/waited 2 h \(QUEUE_MAX_HOURS\)/);
+    expect(clock.now() - Date.parse(answer.outcomes[0]!.receivedAt)).toBeGreaterThanOrEqual(
+      2 * 3_600_000 - 120_000,
+    );
+  });
+
+  it('reserves every call a release needs: with no release budget, the isolation check is not spent either', async () => {
+    const { deps, defender } = withState();
+    const checked: PipelineDeps = { ...deps, safety: { checkIsolationState: true, releasePolicy: null } };
+    await spend(checked, 'unisolate');
+    const answer = await handleRequest(input(single), checked);
+    expect(answer.outcomes[0]!.status).toBe('Queued');
+    expect(defender.readCalls).toEqual([]);
+  });
+});
+
+describe('every device its own durable release', () => {
+  it('Service Bus bulk: a device failing transiently waits parked; the others are answered at once, each once', async () => {
+    const defender = new FakeDefender();
+    const original = defender.unisolate.bind(defender);
+    let failing = true;
+    defender.unisolate = (id, comment, o) =>
+      id === ids[1] && failing
+        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
+        : original(id, comment, o);
+    const { deps, store, clock } = withState(defender);
+    const answer = await handleRequest(input(bulkBody, { key: 'm1' }), deps);
+    expect(answer.messages.map((m) => [m.index, m.status, m.phase])).toEqual([
+      [0, 'Accepted', 'accepted'],
+      [1, 'Queued', 'queued'],
+      [2, 'Accepted', 'accepted'],
+    ]);
+    failing = false;
+    clock.time = Date.parse(answer.outcomes[1]!.retryAt!);
+    const later = await resumeDue(deps, store);
+    expect(later.map((m) => [m.index, m.status, m.phase])).toEqual([[1, 'Accepted', 'accepted']]);
+    // The same message delivered again (its lock was lost after it completed): replayed, nothing re-released.
+    const calls = defender.unisolateCalls.length;
+    const again = await handleRequest(input(bulkBody, { key: 'm1', deliveryCount: 2 }), deps);
+    expect(again.replayed).toBe(true);
+    expect(again.outcomes.map((o) => o.status)).toEqual(['Accepted', 'Accepted', 'Accepted']);
+    expect(again.messages.every((m) => m.replayed)).toBe(true);
+    expect(defender.unisolateCalls).toHaveLength(calls);
+  });
+
+  it('a device released before the delivery stopped is reported Accepted with its action; the rest are released', async () => {
+    const { deps, store, defender } = withState();
+    const first = await handleRequest(input(bulkBody, { key: 'msg-crash' }), deps);
+    // Simulate an instance that stopped mid-way: device 2 still running (lease run out), claim still pending.
+    const [, , third] = await store.readReleases('INC9');
+    await store.updateRelease({ ...third!.value, state: 'running', dueAt: 0, answer: null }, third!);
+    const claim = (await store.readKey(keyHashOf('serviceBus', 'msg-crash')))!;
+    await store.replaceKey({ ...claim.value, state: 'pending', leaseUntil: 0 }, claim.etag);
+    const calls = defender.unisolateCalls.length;
+
+    const redelivered = await handleRequest(input(bulkBody, { key: 'msg-crash', deliveryCount: 2 }), deps);
+    expect(redelivered.replayed).toBe(false);
+    expect(redelivered.outcomes.map((o) => [o.index, o.status, o.machineAction?.id])).toEqual([
+      [0, 'Accepted', first.outcomes[0]!.machineAction!.id],
+      [1, 'Accepted', first.outcomes[1]!.machineAction!.id],
+      [2, 'Accepted', expect.any(String)],
+    ]);
+    // Only the device that had not finished was released again.
+    expect(defender.unisolateCalls.slice(calls).map((c) => c.machineId)).toEqual([ids[2]]);
+  });
+
+  it('replays a 100-device bulk by its key, every answer, marked replayed, with no second call', async () => {
+    const { deps, defender } = withState();
+    const devices = Array.from({ length: 100 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'e') }));
+    const body = { comment: 'mass release', correlationId: 'INC-100', devices };
+    const first = await handleRequest(
+      input(body, { trigger: 'http', canRedeliver: false, key: 'k100' }),
+      deps,
+    );
+    expect(first.outcomes.filter((o) => o.status === 'Accepted')).toHaveLength(100);
+    const replay = await handleRequest(
+      input(body, { trigger: 'http', canRedeliver: false, key: 'k100' }),
+      deps,
+    );
+    expect(replay.replayed).toBe(true);
+    expect(replay.outcomes).toEqual(first.outcomes);
+    expect(replay.messages.every((m) => m.replayed === true)).toBe(true);
+    expect(defender.unisolateCalls).toHaveLength(100);
+  });
+
+  it('keeps two releases under one correlation id apart', async () => {
+    const { deps, store } = withState();
+    await handleRequest(input({ ...single, machineId: ids[0], correlationId: 'INC42' }), deps);
+    await handleRequest(input({ ...single, machineId: ids[1], correlationId: 'INC42' }), deps);
+    const records = await store.readReleases('INC42');
+    expect(records.map((r) => [r.value.machineId, r.value.state]).sort()).toEqual([
+      [ids[0], 'accepted'],
+      [ids[1], 'accepted'],
+    ]);
+  });
+
+  it('renews the claim while a long bulk runs: a duplicate arriving after the first lease would have run out waits', async () => {
+    const defender = new FakeDefender();
+    const { deps, clock } = withState(defender, { duplicateWaitMs: 1_000 });
+    const devices = Array.from({ length: 8 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'd') }));
+    const body = { comment: 'x', correlationId: 'INC-LONG', devices };
+    const original = defender.unisolate.bind(defender);
+    let duplicate: Outcome[] | undefined;
+    defender.unisolate = async (id, comment, o) => {
+      // Each release takes 40 s (on this clock, one after another): the bulk outlasts one lease (300 s).
+      clock.time += 40_000;
+      if (defender.unisolateCalls.length === 7) {
+        // A copy of the message arrives now; the first delivery is still on its last device.
+        duplicate = (await handleRequest(input(body, { key: 'k-long' }), deps)).outcomes;
+      }
+      return original(id, comment, o);
+    };
+    await handleRequest(input(body, { key: 'k-long' }), deps);
+    expect(duplicate).toEqual([
+      expect.objectContaining({
+        error: expect.objectContaining({ code: 'IdempotencyKeyInUse' }),
+        duplicate: true,
+      }),
+    ]);
+    expect(defender.unisolateCalls).toHaveLength(8);
+  });
+
+  it('keeps the core contract when the store is down: released, without idempotency or parking', async () => {
+    const { deps, table, defender } = withState();
+    table.down = true;
+    const answer = await handleRequest(
+      input(single, { trigger: 'http', canRedeliver: false, key: 'k-down' }),
+      deps,
+    );
+    expect(answer.outcomes[0]).toMatchObject({ status: 'Accepted', phase: 'accepted' });
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+});
