@@ -18,6 +18,7 @@ import { SharedBudget } from './core/sharedBudget';
 import type { ReleaseDeps } from './core/release';
 import type { StateDeps } from './core/pipeline';
 import { createReleaseStore } from './adapters/releaseStore';
+import { withCircuitBreaker } from './adapters/circuitBreaker';
 import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
 import { isLoopbackUrl } from './adapters/loopback';
@@ -63,6 +64,9 @@ const systemClock: Clock = {
 };
 
 const consoleLogger: Logger = createLogger(console);
+
+/** Longest one state-table operation may take before the store counts as unavailable. */
+const STORE_OPERATION_TIMEOUT_MS = 2_000;
 
 /**
  * The identity the app reads Key Vault (and sends telemetry) with: the managed identity in Azure (the
@@ -169,7 +173,7 @@ export function buildDependencies(
     perApi: { perMinute: config.rateLimit.perMinute, perHour: config.rateLimit.perHour },
     tracker: config.trackerRateLimit,
   };
-  const state = buildState(config, getIdentity);
+  const state = buildState(config, getIdentity, clock);
   return {
     release: {
       defender: defenderClient,
@@ -212,15 +216,17 @@ function callerChecksOf(config: Config, secretClient: () => SecretClient, clock:
 }
 
 /** The release store, built once per instance, when `STATE_TABLE_URL` / `STATE_TABLE_CONNECTION_STRING` is set. */
-function buildState(config: Config, identity: () => TokenCredential): StateDeps | undefined {
+function buildState(config: Config, identity: () => TokenCredential, clock: Clock): StateDeps | undefined {
   const table = config.stateTable;
   if (!table) return undefined;
+  // A table operation takes milliseconds; one that hangs is cut short and opens the breaker.
+  const options = { operationTimeoutMs: STORE_OPERATION_TIMEOUT_MS };
   const store =
     table.connectionString !== undefined
-      ? createReleaseStore({ connectionString: table.connectionString, tableName: table.tableName })
-      : createReleaseStore({ tableUrl: table.tableUrl, credential: identity });
+      ? createReleaseStore({ connectionString: table.connectionString, tableName: table.tableName }, options)
+      : createReleaseStore({ tableUrl: table.tableUrl, credential: identity }, options);
   return {
-    store,
+    store: withCircuitBreaker(store, { now: clock.now, log: consoleLogger }),
     idempotencyWindowMs: config.idempotencyWindowMs,
     trackMaxMs: config.trackMaxMs,
     queueMaxMs: config.queueMaxMs,
