@@ -7,7 +7,7 @@ import { InvocationContext } from '@azure/functions';
 import { randomUUID } from 'node:crypto';
 import { DefenderClient } from '../../src/adapters/defenderClient';
 import { createReleaseStore } from '../../src/adapters/releaseStore';
-import { setDependencies, type AppDependencies } from '../../src/composition';
+import { getDependencies, setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import type { StateDeps } from '../../src/core/pipeline';
 import type { Outcome } from '../../src/core/outcome';
@@ -103,13 +103,13 @@ function release(
   });
 }
 
-/** Runs the registered timer function once; returns the response-queue messages it set. */
-async function runTracker(): Promise<Outcome[]> {
-  const reg = registrations().get('trackReleases')!;
+/** Runs a registered timer function once; returns the messages it set on its (one) output queue. */
+async function runTimer(name: string): Promise<unknown[]> {
+  const reg = registrations().get(name)!;
   const out = Object.values(reg.bindings).filter((b) => b.direction === 'out');
   const context = new InvocationContext({
     invocationId: randomUUID(),
-    functionName: 'trackReleases',
+    functionName: name,
     options: {
       trigger: { type: 'timerTrigger', name: 'timer' },
       extraOutputs: out.map((b) => ({ ...b, name: b.name, type: b.type })),
@@ -118,8 +118,10 @@ async function runTracker(): Promise<Outcome[]> {
   });
   await reg.handler({ isPastDue: false, schedule: { adjustForDST: true } }, context);
   const value = out.map((b) => context.extraOutputs.get(b.name)).find((v) => v !== undefined);
-  return value === undefined ? [] : (value as Outcome[]);
+  return value === undefined ? [] : (value as unknown[]);
 }
+
+const runTracker = async (): Promise<Outcome[]> => (await runTimer('trackReleases')) as Outcome[];
 
 function status(correlationId: string) {
   return invokeHttp('releaseStatus', {
@@ -145,6 +147,87 @@ describe('registration', () => {
     ]);
     const post = Object.values(regs.get('unisolate')!.bindings).find((b) => b.direction === 'in');
     expect(post?.methods).toEqual(['POST']);
+  });
+
+  it('registers the resume timer on its default schedule, writing to the request queue', () => {
+    const bindings = Object.values(registrations().get('resumeReleases')!.bindings);
+    const timer = bindings.find((b) => b.direction === 'in');
+    expect([timer?.type, timer?.schedule]).toEqual(['timerTrigger', '*/30 * * * * *']);
+    expect(bindings.find((b) => b.direction === 'out')).toMatchObject({
+      type: 'serviceBus',
+      queueName: '%REQUEST_QUEUE_NAME%',
+      connection: 'ServiceBusConnection',
+    });
+  });
+});
+
+describe('parked releases through the registered functions', () => {
+  it('HTTP 202 Queued with Location, handed back by the timer, released by the Service Bus trigger, listed by status', async () => {
+    install();
+    const budget = getDependencies().release.budget;
+    // Another tool spent this minute's release budget.
+    for (let i = 0; i < 100; i += 1) {
+      const slot = await budget.acquire('unisolate', 'release');
+      if (slot.granted) slot.slot.release(true);
+    }
+    const machineId = newMachine();
+    const correlationId = `INC-Q-${randomUUID()}`;
+    const queued = await release(machineId, {}, { correlationId });
+    expect(queued.status).toBe(202);
+    expect(queued.body).toMatchObject({ status: 'Queued', phase: 'queued', correlationId });
+    expect(queued.headers.get('location')).toBe(
+      `http://localhost:7071/api/unisolate/${encodeURIComponent(correlationId)}`,
+    );
+    expect(Number(queued.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(queued.messages).toEqual([queued.body]);
+    expect((await status(correlationId)).body).toMatchObject({ releases: [{ status: 'Queued' }] });
+    expect(unisolateActions(machineId)).toHaveLength(0);
+
+    // Not due yet: nothing to hand back.
+    expect(await runTimer('resumeReleases')).toEqual([]);
+    // Time passes (this test's clock is the wall clock: move the release's due time instead).
+    const store = getDependencies().state!.store;
+    const [parked] = await store.readReleases(correlationId);
+    await store.updateRelease({ ...parked!.value, dueAt: Date.now() - 1 }, parked!);
+    const handed = await runTimer('resumeReleases');
+    expect(handed).toHaveLength(1);
+    // The minute has passed for the budget too.
+    const current = getDependencies();
+    setDependencies({
+      ...current,
+      release: { ...current.release, budget: localBudget(100, 1500, clock.now) },
+    });
+    const resumed = await invokeServiceBus('unisolateServiceBus', JSON.stringify(handed[0]), {
+      messageId: randomUUID(),
+    });
+    expect(resumed.error).toBeUndefined();
+    expect(resumed.messages).toEqual([
+      expect.objectContaining({ status: 'Accepted', phase: 'accepted', correlationId, trigger: 'http' }),
+    ]);
+    expect(unisolateActions(machineId)).toHaveLength(1);
+    // The same resume message again (delivered twice): nothing more happens.
+    const twice = await invokeServiceBus('unisolateServiceBus', JSON.stringify(handed[0]), {
+      messageId: randomUUID(),
+    });
+    expect(twice.messages).toEqual([]);
+    expect((await status(correlationId)).body).toMatchObject({
+      releases: [{ status: 'Accepted', phase: 'accepted' }],
+    });
+  });
+
+  it('keeps two releases under one correlation id apart: both tracked, both listed', async () => {
+    install();
+    const [a, b] = [newMachine(), newMachine()];
+    const correlationId = `INC-TWO-${randomUUID()}`;
+    await release(a, {}, { correlationId });
+    await release(b, {}, { correlationId });
+    const listed = await status(correlationId);
+    expect(listed.status).toBe(200);
+    const releases = (listed.body as { releases: Outcome[] }).releases;
+    expect(releases.map((r) => r.machineId).sort()).toEqual([a, b].sort());
+    for (const id of [a, b]) mde.setActionStatus(unisolateActions(id)[0]!.id, 'Succeeded');
+    const completions = await runTracker();
+    expect(completions.map((c) => c.machineId).sort()).toEqual([a, b].sort());
   });
 });
 
