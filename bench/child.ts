@@ -14,7 +14,7 @@ import https from 'node:https';
 import { Session } from 'node:inspector';
 import path from 'node:path';
 import axios from 'axios';
-import { httpInput, invoke, loadApp, type InvocationResult } from './host';
+import { httpInput, invoke, loadApp, outputQueues, type InvocationResult } from './host';
 import type { Command } from './protocol';
 
 /** The parts of the deployed bundle's exports (the composition root) the benchmark uses. */
@@ -23,7 +23,7 @@ interface Clock {
   sleep: (ms: number) => Promise<void>;
 }
 interface Deps {
-  release: { limiter: object; [key: string]: unknown };
+  release: { budget: object; [key: string]: unknown };
   telemetry: { flush(): Promise<void>; ready?: () => Promise<boolean> };
   credentials?: { stats: { secretReads: number; tokenRequests: number }; getToken(): Promise<string> };
   defenderClient?: { calls: number };
@@ -85,16 +85,13 @@ async function warm(): Promise<void> {
   await loadApp(BUNDLE);
   const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
   const deps = bundle.getDependencies();
-  // Figure 1 must not be rate limited: the real RateLimiter class, with a budget no run can reach.
-  const Limiter = deps.release.limiter.constructor as new (
-    windows: Array<{ limit: number; windowMs: number }>,
+  // Figure 1 must not be rate limited: the app's own budget class, with limits no run can reach.
+  const Budget = deps.release.budget.constructor as new (
+    limits: { perApi: { perMinute: number; perHour: number }; tracker: { perMinute: number; perHour: number } },
     now: () => number,
   ) => object;
-  deps.release.limiter = new Limiter(
-    [
-      { limit: 1e9, windowMs: 60_000 },
-      { limit: 1e9, windowMs: 3_600_000 },
-    ],
+  deps.release.budget = new Budget(
+    { perApi: { perMinute: 1e9, perHour: 1e9 }, tracker: { perMinute: 1, perHour: 1 } },
     () => Date.now(),
   );
   const bare = axios.create({
@@ -277,6 +274,101 @@ async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void>
   });
 }
 
+/** Queue messages an invocation produced, by queue name (a JSON array output is one message per element). */
+function queueOutputs(name: string, result: InvocationResult): Record<string, unknown[]> {
+  const byQueue: Record<string, unknown[]> = {};
+  for (const [binding, queue] of outputQueues(name)) {
+    const value = result.outputs[binding];
+    if (value === undefined) continue;
+    (byQueue[queue] ??= []).push(...(Array.isArray(value) ? (value as unknown[]) : [value]));
+  }
+  return byQueue;
+}
+
+/**
+ * `instance`: one app instance of a fleet, as Flex Consumption runs it: a process with the deployed bundle
+ * on the fleet's scaled clock, taking request-queue messages from the harness's local queue (up to
+ * `maxConcurrentCalls` in flight, as host.json sets), and answering HTTP and timer invocations on command.
+ * Every output goes back to the harness, which routes it to its queue.
+ */
+async function instance(): Promise<void> {
+  const scale = Number(process.env.BENCH_SCALE);
+  const t0 = Number(process.env.BENCH_T0);
+  const clock: Clock = {
+    now: () => t0 + (Date.now() - t0) * scale,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms / scale)),
+  };
+  await loadApp(BUNDLE);
+  const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
+  const deps = bundle.buildDependencies(process.env, clock);
+  bundle.setDependencies(deps);
+  await deps.credentials?.getToken();
+  const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 8);
+  let inFlight = 0;
+  let asking = false;
+  let stopping = false;
+
+  const ask = (): void => {
+    if (stopping || asking || inFlight >= concurrency) return;
+    asking = true;
+    send({ type: 'receive', max: concurrency - inFlight });
+  };
+  const run = async (message: { lock: number; body: string; deliveryCount: number; messageId: string }) => {
+    inFlight += 1;
+    try {
+      const result = await invoke(
+        'unisolateServiceBus',
+        { json: message.body },
+        { deliveryCount: { int: message.deliveryCount }, messageId: { string: message.messageId } },
+      );
+      send({
+        type: 'settle',
+        lock: message.lock,
+        failed: result.error !== undefined,
+        outputs: queueOutputs('unisolateServiceBus', result),
+      });
+    } finally {
+      inFlight -= 1;
+      ask();
+    }
+  };
+  process.on('message', (raw) => {
+    const command = raw as
+      | { cmd: 'messages'; list: { lock: number; body: string; deliveryCount: number; messageId: string }[] }
+      | { cmd: 'http'; id: number; machineId: string; body: unknown }
+      | { cmd: 'timer'; id: number; name: string }
+      | { cmd: 'stop' };
+    if (command.cmd === 'messages') {
+      asking = false;
+      for (const message of command.list) void run(message);
+      if (command.list.length === 0) setTimeout(ask, 20).unref();
+      else ask();
+    } else if (command.cmd === 'http') {
+      void invoke('unisolate', httpInput('http://localhost:7071/api/unisolate', {}, command.body)).then((r) =>
+        send({
+          type: 'http-done',
+          id: command.id,
+          status: r.http?.status,
+          body: r.http?.body,
+          outputs: queueOutputs('unisolate', r),
+        }),
+      );
+    } else if (command.cmd === 'timer') {
+      void invoke(command.name, { json: JSON.stringify({ isPastDue: false }) }).then((r) =>
+        send({ type: 'timer-done', id: command.id, outputs: queueOutputs(command.name, r), failed: Boolean(r.error) }),
+      );
+    } else if (command.cmd === 'stop') {
+      stopping = true;
+      void deps.telemetry.flush().then(() =>
+        send({ type: 'stopped', maxRssBytes: process.resourceUsage().maxRSS * 1024, appCalls: deps.defenderClient?.calls ?? 0 }),
+      );
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+  send({ type: 'ready' });
+  ask();
+}
+
 const mode = process.argv[2];
 const fail = (error: unknown): void => {
   send({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) });
@@ -286,6 +378,8 @@ if (mode === 'cold-app' || mode === 'cold-baseline') {
   cold(mode === 'cold-baseline').then(() => process.exit(0), fail);
 } else if (mode === 'warm') {
   warm().catch(fail);
+} else if (mode === 'instance') {
+  instance().catch(fail);
 } else if (mode === 'drain') {
   process.once('message', (command) => {
     drain(command as Extract<Command, { cmd: 'drain' }>).then(() => process.exit(0), fail);

@@ -17,6 +17,7 @@ import {
   startManagedIdentity,
   type DefenderSimulator,
 } from '../test/support/simulators';
+import { fleetRun } from './fleet';
 import { machineId, type Command } from './protocol';
 
 const ROOT = process.cwd();
@@ -47,10 +48,16 @@ const SIZE = {
   memoryRequests: QUICK ? 100 : 2000,
   drainConcurrency: 16,
   drainScale: 30,
+  fleetScale: 10,
+  fleetSingles: QUICK ? 200 : 600,
+  fleetHttp: QUICK ? 20 : 60,
+  fleetHourScale: 30,
+  fleetHourLimit: QUICK ? 100 : 200,
+  fleetHourReleases: QUICK ? 150 : 300,
 };
 
-/** `BENCH_ONLY=cold,warm,drain` runs a subset (for working on one figure). */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'cold,warm,drain').split(','));
+/** `BENCH_ONLY=cold,warm,drain,fleet` runs a subset (for working on one figure). */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'cold,warm,drain,fleet').split(','));
 
 /** One figure of the table. */
 interface Figure {
@@ -429,6 +436,67 @@ async function main(): Promise<void> {
         target: '≥ 95/min, 0 × 429',
         pass: perMinute >= 95 && throttled === 0 && allOutcomes,
         notes: `1 simulated minute = ${60 / SIZE.drainScale} s; simulator and app on the same scaled clock; CHECK_ISOLATION_STATE=false (one call per release, so 1000 releases fit the 1500/hour limit)`,
+      });
+    }
+
+    // ---- 6, 7. Fleet: several instances, one shared budget, the hour spent -------------------------------
+    if (ONLY.has('fleet')) await fleet();
+    async function fleet(): Promise<void> {
+      const instance = (env: NodeJS.ProcessEnv): ChildProcess => startChild('instance', env);
+      const drained = await fleetRun(
+        {
+          label: 'drain',
+          instances: 3,
+          scale: SIZE.fleetScale,
+          singles: SIZE.fleetSingles,
+          bulks: 2,
+          bulkSize: 100,
+          http: SIZE.fleetHttp,
+          httpEveryMs: 5_000,
+          limits: { perMinute: 100, perHour: 1500 },
+          timeoutMs: 10 * 60_000,
+        },
+        baseEnv,
+        instance,
+      );
+      const hour = await fleetRun(
+        {
+          label: 'hour',
+          instances: 3,
+          scale: SIZE.fleetHourScale,
+          singles: SIZE.fleetHourReleases,
+          bulks: 0,
+          bulkSize: 0,
+          http: 0,
+          httpEveryMs: 0,
+          // A stand-in for 1500/hour, so the spent hour frees within minutes of real time.
+          limits: { perMinute: 100, perHour: SIZE.fleetHourLimit },
+          env: { CHECK_ISOLATION_STATE: 'false', TRACK_RATE_LIMIT_PER_HOUR: '10' },
+          timeoutMs: 10 * 60_000,
+        },
+        baseEnv,
+        instance,
+      );
+      results.fleet = { drain: drained, hour };
+      const clean = (r: typeof drained): boolean =>
+        !r.timedOut &&
+        r.exactlyOnce === r.devices &&
+        r.throttled429 === 0 &&
+        (r.statuses.Throttled ?? 0) === 0 &&
+        r.deadLettered === 0;
+      figures.push({
+        figure: `6. Fleet drain: 3 instances, ${drained.devices} devices (${SIZE.fleetSingles} queued, 2 bulks of 100, ${SIZE.fleetHttp} HTTP)`,
+        measured: `${drained.releasesPerMinute} releases/min (${drained.drainMinutes} min vs ${drained.physicalMinimumMinutes} min minimum), ${drained.throttled429} × 429, ${drained.exactlyOnce}/${drained.devices} exactly one answer, ${drained.statuses.Throttled ?? 0} Throttled, ${drained.deadLettered} dead-lettered`,
+        target: '≥ 95/min, 0 × 429, one answer each, 0 Throttled, 0 dead-lettered',
+        pass: clean(drained) && drained.releasesPerMinute >= 95,
+        notes: `1 simulated minute = ${(60 / SIZE.fleetScale).toFixed(1)} s; isolation check on (list actions + release per device); ${drained.queuedMessages} parked on the way; ${drained.tableOperationsPerRelease} table operations per release (${drained.tableOperations} in all); max delivery count ${drained.maxDeliveryCount}`,
+      });
+      figures.push({
+        figure: `7. Hour spent: ${hour.devices} queued releases against ${SIZE.fleetHourLimit}/hour`,
+        measured: `${hour.queuedMessages} parked (queued, no delivery spent: max delivery count ${hour.maxDeliveryCount}), all ${hour.exactlyOnce}/${hour.devices} released after ${hour.drainMinutes} min, ${hour.throttled429} × 429, ${hour.statuses.Throttled ?? 0} Throttled`,
+        target: 'parked, then every one released once the window frees; 0 × 429',
+        pass: clean(hour) && hour.queuedMessages > 0 && hour.maxDeliveryCount === 1,
+        notes: `1 simulated hour = ${(3600 / SIZE.fleetHourScale).toFixed(0)} s; minimum ${hour.physicalMinimumMinutes} min; ${hour.tableOperationsPerRelease} table operations per release`,
       });
     }
   } finally {

@@ -18,7 +18,10 @@ export interface RpcTypedData {
 }
 
 interface CoreRegistration {
-  metadata: { name: string; bindings: Record<string, { type: string; direction: string }> };
+  metadata: {
+    name: string;
+    bindings: Record<string, { type: string; direction: string; queueName?: string }>;
+  };
   callback: (...args: unknown[]) => unknown;
 }
 
@@ -71,6 +74,20 @@ export async function loadApp(file: string): Promise<string[]> {
   if (!programmingModel) throw new Error(`${file} did not register a programming model`);
   await programmingModel.getCapabilities({});
   return [...functions.keys()];
+}
+
+/**
+ * The queue each Service Bus output binding of a function writes to, by binding name, with `%SETTING%`
+ * resolved from the environment as the host resolves it.
+ */
+export function outputQueues(name: string): Map<string, string> {
+  const registration = functions.get(name);
+  const queues = new Map<string, string>();
+  for (const [binding, meta] of Object.entries(registration?.metadata.bindings ?? {})) {
+    if (meta.direction !== 'out' || !meta.queueName) continue;
+    queues.set(binding, meta.queueName.replace(/%([^%]+)%/g, (_, setting: string) => process.env[setting] ?? ''));
+  }
+  return queues;
 }
 
 /** What one invocation produced, decoded. */
