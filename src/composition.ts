@@ -2,13 +2,7 @@
  * The composition root: builds the real clients once per cold start (lazily, on the first invocation) and
  * hands them to the handlers. Tests reset it to point the real clients at local simulators.
  */
-import {
-  AzureCliCredential,
-  AzureDeveloperCliCredential,
-  ChainedTokenCredential,
-  ManagedIdentityCredential,
-  type TokenCredential,
-} from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
 import { ConfigError, loadConfig, type Config } from './config';
 import { UnisolateError } from './core/errors';
@@ -21,6 +15,7 @@ import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
 import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
+import { appIdentity } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
 import type { CallerPolicy } from './core/callerPrincipal';
@@ -58,16 +53,7 @@ const systemClock: Clock = {
 
 const consoleLogger: Logger = createLogger(console);
 
-/**
- * The identity the app reads Key Vault (and sends telemetry) with: the managed identity in Azure (the
- * platform sets IDENTITY_ENDPOINT), the developer's Azure CLI / azd login elsewhere.
- */
-export function appIdentity(clientId: string | undefined, env = process.env): TokenCredential {
-  if (env.IDENTITY_ENDPOINT || env.MSI_ENDPOINT) {
-    return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
-  }
-  return new ChainedTokenCredential(new AzureCliCredential(), new AzureDeveloperCliCredential());
-}
+export { appIdentity } from './adapters/identity';
 
 function unconfiguredDefender(error: ConfigError): DefenderApi {
   const fail = async (): Promise<never> => {
