@@ -15,7 +15,7 @@ import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
 import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
-import { appIdentity } from './adapters/identity';
+import { appIdentity, identitySpec } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
 import type { CallerPolicy } from './core/callerPrincipal';
@@ -122,16 +122,10 @@ export function buildDependencies(
   const defenderClient = new DefenderClient(config.mde.apiBaseUrl, credentials);
   const telemetry = createTelemetry({
     connectionString: config.appInsightsConnectionString,
-    credential: config.appInsightsUseAad
-      ? () =>
-          config.appInsightsAadClientId ? appIdentity(config.appInsightsAadClientId, env) : getIdentity()
-      : undefined,
-    // The same identity, described for the telemetry worker thread (the SDK runs there: npm run bench).
-    aadIdentity: config.appInsightsUseAad
-      ? {
-          managed: Boolean(env.IDENTITY_ENDPOINT || env.MSI_ENDPOINT),
-          clientId: config.appInsightsAadClientId ?? config.managedIdentityClientId,
-        }
+    // AAD ingestion as the app's identity (or the one APPLICATIONINSIGHTS_AUTHENTICATION_STRING names),
+    // described as data: the credential is built where the SDK runs, in the telemetry worker thread.
+    aad: config.appInsightsUseAad
+      ? identitySpec(config.appInsightsAadClientId ?? config.managedIdentityClientId, env)
       : undefined,
     log: consoleLogger,
   });
