@@ -27,21 +27,24 @@ export interface SdkClientSettings {
 }
 
 /**
- * Creates the SDK client, configured for this app: an isolated client (only the app's own track calls, no
- * auto-collection), no live metrics, no disk cache, every item kept.
+ * Creates the SDK client, configured for this app.
+ *
+ * `useGlobalProviders: false` gives the client OpenTelemetry providers of its own (the SDK's
+ * `TelemetryClientProvider`): one Azure Monitor exporter per signal and a sampler at `samplingPercentage`
+ * (default 100: every item is kept), and nothing else. Auto-collection (requests, dependencies, console,
+ * exceptions), live metrics, performance counters and heartbeat belong to the global `useAzureMonitor` path
+ * only, so the client settings that switch them off do nothing here; the one setting that does is the
+ * exporter's offline storage (`enableUseDiskRetryCaching`), on by default, which would write failed batches
+ * to a temporary directory (the Functions host's disk) and resend them later. See `parseConfig` and
+ * `TelemetryClientProvider` in the SDK:
+ * https://github.com/microsoft/ApplicationInsights-node.js/blob/main/src/shim/shim-config.ts
+ * https://github.com/microsoft/ApplicationInsights-node.js/blob/main/src/shim/telemetryClientProvider.ts
  */
 export async function createSdkClient(settings: SdkClientSettings): Promise<TelemetryClient> {
   disableSelfReporting();
   const sdk = await import('applicationinsights');
   const client = new sdk.TelemetryClient(settings.connectionString, { useGlobalProviders: false });
-  client.config.enableSendLiveMetrics = false;
-  client.config.enableAutoCollectPerformance = false;
-  client.config.enableAutoCollectHeartbeat = false;
   client.config.enableUseDiskRetryCaching = false;
-  client.config.enableAutoCollectConsole = false;
-  client.config.enableAutoCollectExceptions = false;
-  // Every dependency recorded (the distro's default rate-limited sampler drops spans after start-up).
-  client.config.azureMonitorOpenTelemetryOptions = { tracesPerSecond: 0, samplingRatio: 1 };
   if (settings.aad) client.config.aadTokenCredential = credentialFor(settings.aad);
   client.initialize();
   stopRemoteConfigurationPolling();

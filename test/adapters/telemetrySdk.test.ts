@@ -4,6 +4,9 @@
  * else, even once its background jobs (remote configuration, statsbeat) are due.
  */
 import dns from 'node:dns';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { TelemetryClient } from 'applicationinsights';
 import { createSdkClient } from '../../src/adapters/telemetrySdk';
 import { isLoopbackHost, refusedConnections, TELEMETRY_ENV_DEFAULTS } from '../support/loopbackOnly';
@@ -49,6 +52,19 @@ async function client(): Promise<TelemetryClient> {
   return created;
 }
 
+function dependency(i: number): Parameters<TelemetryClient['trackDependency']>[0] {
+  return {
+    name: 'POST /api/machines/{id}/unisolate',
+    data: 'POST /api/machines/{id}/unisolate',
+    target: 'api.securitycenter.microsoft.com',
+    duration: 12,
+    resultCode: '201',
+    success: true,
+    dependencyTypeName: 'HTTP',
+    properties: { correlationId: `INC-${i}`, 'http.method': 'POST', 'http.status_code': 201 },
+  };
+}
+
 it('talks to the ingestion endpoint only, also once remote configuration and statsbeat are due', async () => {
   // Every host name the process looks up (the loopback guard answers ENOTFOUND for all but localhost) and
   // every address it connects to (the guard refuses all but loopback) is seen here.
@@ -75,4 +91,31 @@ it('talks to the ingestion endpoint only, also once remote configuration and sta
   expect(ing.requests.map((r) => `${r.method} ${r.path}`)).toEqual(
     ing.requests.map(() => 'POST /v2.1/track'),
   );
+});
+
+it('keeps every dependency of a burst (no sampling)', async () => {
+  const sdk = await client();
+  for (let i = 0; i < 300; i += 1) sdk.trackDependency(dependency(i));
+  await sdk.flush();
+  const received = await ing.waitFor((e) => e.data?.baseType === 'RemoteDependencyData', { count: 300 });
+  expect(new Set(received.map((e) => e.data?.baseData?.properties?.correlationId)).size).toBe(300);
+  expect(received[0]?.data?.baseData).toMatchObject({ resultCode: '201', success: true });
+});
+
+it('writes nothing to disk when ingestion refuses a batch (no offline cache)', async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'mde-telemetry-cache-'));
+  try {
+    // The exporter's offline storage lives under os.tmpdir(), read when the client is created.
+    jest.spyOn(os, 'tmpdir').mockReturnValue(tmp);
+    const sdk = await client();
+    // 401 is "retriable" for the exporter (it would store the batch to resend it) and not retried in place.
+    ing.setStatus(401);
+    sdk.trackEvent({ name: 'Refused' });
+    await sdk.flush();
+    expect(ing.rejectedBatches).toBeGreaterThanOrEqual(1);
+    expect(readdirSync(tmp, { recursive: true })).toEqual([]);
+  } finally {
+    ing.setStatus(undefined);
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });
