@@ -87,7 +87,10 @@ async function warm(): Promise<void> {
   const deps = bundle.getDependencies();
   // Figure 1 must not be rate limited: the app's own budget class, with limits no run can reach.
   const Budget = deps.release.budget.constructor as new (
-    limits: { perApi: { perMinute: number; perHour: number }; tracker: { perMinute: number; perHour: number } },
+    limits: {
+      perApi: { perMinute: number; perHour: number };
+      tracker: { perMinute: number; perHour: number };
+    },
     now: () => number,
   ) => object;
   deps.release.budget = new Budget(
@@ -355,13 +358,24 @@ async function instance(): Promise<void> {
       );
     } else if (command.cmd === 'timer') {
       void invoke(command.name, { json: JSON.stringify({ isPastDue: false }) }).then((r) =>
-        send({ type: 'timer-done', id: command.id, outputs: queueOutputs(command.name, r), failed: Boolean(r.error) }),
+        send({
+          type: 'timer-done',
+          id: command.id,
+          outputs: queueOutputs(command.name, r),
+          failed: Boolean(r.error),
+        }),
       );
     } else if (command.cmd === 'stop') {
       stopping = true;
-      void deps.telemetry.flush().then(() =>
-        send({ type: 'stopped', maxRssBytes: process.resourceUsage().maxRSS * 1024, appCalls: deps.defenderClient?.calls ?? 0 }),
-      );
+      void deps.telemetry
+        .flush()
+        .then(() =>
+          send({
+            type: 'stopped',
+            maxRssBytes: process.resourceUsage().maxRSS * 1024,
+            appCalls: deps.defenderClient?.calls ?? 0,
+          }),
+        );
     }
   });
   process.on('disconnect', () => process.exit(0));

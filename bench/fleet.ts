@@ -70,7 +70,11 @@ interface Outcome {
 }
 
 /** Azurite behind an HTTP proxy that counts requests (one per table operation or transaction). */
-async function countedTables(): Promise<{ connectionString: string; count(): number; stop(): Promise<void> }> {
+async function countedTables(): Promise<{
+  connectionString: string;
+  count(): number;
+  stop(): Promise<void>;
+}> {
   const azurite = await startAzuriteTables();
   const target = new URL(azurite.url);
   let requests = 0;
@@ -78,7 +82,14 @@ async function countedTables(): Promise<{ connectionString: string; count(): num
   const proxy = http.createServer((req, res) => {
     requests += 1;
     const upstream = http.request(
-      { host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers, agent },
+      {
+        host: target.hostname,
+        port: target.port,
+        path: req.url,
+        method: req.method,
+        headers: req.headers,
+        agent,
+      },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(res);
@@ -229,7 +240,11 @@ export async function fleetRun(
           cmd: 'http',
           id: httpSent,
           machineId: id,
-          body: { machineId: id, comment: 'Released from the ticket', correlationId: `FLEET-HTTP-${httpSent}` },
+          body: {
+            machineId: id,
+            comment: 'Released from the ticket',
+            correlationId: `FLEET-HTTP-${httpSent}`,
+          },
         });
         httpSent += 1;
         nextHttp += options.httpEveryMs;

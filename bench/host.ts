@@ -85,7 +85,10 @@ export function outputQueues(name: string): Map<string, string> {
   const queues = new Map<string, string>();
   for (const [binding, meta] of Object.entries(registration?.metadata.bindings ?? {})) {
     if (meta.direction !== 'out' || !meta.queueName) continue;
-    queues.set(binding, meta.queueName.replace(/%([^%]+)%/g, (_, setting: string) => process.env[setting] ?? ''));
+    queues.set(
+      binding,
+      meta.queueName.replace(/%([^%]+)%/g, (_, setting: string) => process.env[setting] ?? ''),
+    );
   }
   return queues;
 }

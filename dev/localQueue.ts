@@ -43,7 +43,11 @@ export class LocalQueue {
 
   /** Sends a message (a body is serialised as the Functions output binding does: JSON). */
   send(body: unknown, messageId = `${this.name}-${this.nextId++}`): void {
-    this.ready.push({ messageId, body: typeof body === 'string' ? body : JSON.stringify(body), deliveryCount: 0 });
+    this.ready.push({
+      messageId,
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+      deliveryCount: 0,
+    });
     this.stats.sent += 1;
   }
 

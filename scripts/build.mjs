@@ -1,5 +1,6 @@
 // Bundles the app into dist/index.js with esbuild: one minified file plus a source map, which is what
-// `package.json` `main` loads and what gets deployed. Prints the bundle size.
+// `package.json` `main` loads and what gets deployed, and the telemetry worker thread's entry into
+// dist/telemetryWorker.js next to it (the bundle starts it from its own directory). Prints the sizes.
 // `--if-available` (used by `prepare`) skips quietly when esbuild or the sources are absent: a production-only
 // install, or an `npm install` run on the deployed package (which holds dist/ but not src/).
 //
@@ -20,7 +21,19 @@ try {
   throw error;
 }
 
-await esbuild.build({
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  minify: true,
+  sourcemap: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+};
+
+const app = esbuild.build({
+  ...common,
   stdin: {
     contents: [
       "import './src/index';",
@@ -30,17 +43,9 @@ await esbuild.build({
     sourcefile: 'deploy-entry.ts',
     loader: 'ts',
   },
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
   outfile: 'dist/index.js',
-  minify: true,
-  sourcemap: true,
-  legalComments: 'none',
-  logLevel: 'warning',
-  // The telemetry worker loads applicationinsights and @azure/identity from node_modules by resolved path
-  // (they are production dependencies, deployed with the bundle), so require.resolve staying is intended.
+  // Telemetry finds the exporter next to applicationinsights in node_modules at run time
+  // (src/adapters/telemetrySdk.ts), so require.resolve staying is intended.
   logOverride: { 'require-resolve-not-external': 'silent' },
   // The Functions worker provides @azure/functions-core; applicationinsights is loaded lazily at run time
   // (its OpenTelemetry internals resolve modules dynamically, so it stays in node_modules).
@@ -86,8 +91,19 @@ await esbuild.build({
     },
   ],
 });
-const bytes = statSync('dist/index.js').size;
-const mapBytes = statSync('dist/index.js.map').size;
-console.log(
-  `dist/index.js: ${(bytes / 1024).toFixed(0)} KiB (source map ${(mapBytes / 1024).toFixed(0)} KiB)`,
-);
+
+// The telemetry worker (src/adapters/telemetryWorker.ts): the app's telemetry code only. Its packages
+// (applicationinsights, and @azure/identity for AAD ingestion) are production dependencies, loaded from
+// node_modules inside the worker, when it needs them.
+const worker = esbuild.build({
+  ...common,
+  entryPoints: { telemetryWorker: 'src/adapters/telemetryWorker.ts' },
+  outdir: 'dist',
+  packages: 'external',
+});
+
+await Promise.all([app, worker]);
+for (const file of ['dist/index.js', 'dist/telemetryWorker.js']) {
+  const kib = (name) => (statSync(name).size / 1024).toFixed(0);
+  console.log(`${file}: ${kib(file)} KiB (source map ${kib(`${file}.map`)} KiB)`);
+}

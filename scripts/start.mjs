@@ -1,6 +1,7 @@
 // `npm start`: bundles the sandbox (scripts/sandbox.ts, the app's TypeScript sources and the local simulators)
-// with esbuild, then runs it with the test certificate authority trusted (NODE_EXTRA_CA_CERTS must be set when
-// a process starts, hence the child process). See scripts/sandbox.ts.
+// with esbuild, with the telemetry worker thread's entry beside it (the app starts it from the bundle's own
+// directory, as in dist/), then runs it with the test certificate authority trusted (NODE_EXTRA_CA_CERTS must
+// be set when a process starts, hence the child process). See scripts/sandbox.ts.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -9,12 +10,15 @@ import esbuild from 'esbuild';
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const outfile = path.join(root, 'build', 'sandbox.js');
 await esbuild.build({
-  entryPoints: [path.join(root, 'scripts', 'sandbox.ts')],
+  entryPoints: {
+    sandbox: path.join(root, 'scripts', 'sandbox.ts'),
+    telemetryWorker: path.join(root, 'src', 'adapters', 'telemetryWorker.ts'),
+  },
   bundle: true,
   platform: 'node',
   target: 'node20',
   format: 'cjs',
-  outfile,
+  outdir: path.dirname(outfile),
   sourcemap: true,
   packages: 'external',
   logLevel: 'warning',

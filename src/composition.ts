@@ -2,13 +2,7 @@
  * The composition root: builds the real clients once per cold start (lazily, on the first invocation) and
  * hands them to the handlers. Tests reset it to point the real clients at local simulators.
  */
-import {
-  AzureCliCredential,
-  AzureDeveloperCliCredential,
-  ChainedTokenCredential,
-  ManagedIdentityCredential,
-  type TokenCredential,
-} from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
 import { callerCheckProblems, ConfigError, parseSettings, type Config } from './config';
 import { misconfigured } from './core/errors';
@@ -23,6 +17,7 @@ import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
 import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
+import { appIdentity, identitySpec } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
 import type { CallerPolicy } from './core/callerPrincipal';
@@ -68,16 +63,7 @@ const consoleLogger: Logger = createLogger(console);
 /** Longest one state-table operation may take before the store counts as unavailable. */
 const STORE_OPERATION_TIMEOUT_MS = 2_000;
 
-/**
- * The identity the app reads Key Vault (and sends telemetry) with: the managed identity in Azure (the
- * platform sets IDENTITY_ENDPOINT), the developer's Azure CLI / azd login elsewhere.
- */
-export function appIdentity(clientId: string | undefined, env = process.env): TokenCredential {
-  if (env.IDENTITY_ENDPOINT || env.MSI_ENDPOINT) {
-    return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
-  }
-  return new ChainedTokenCredential(new AzureCliCredential(), new AzureDeveloperCliCredential());
-}
+export { appIdentity } from './adapters/identity';
 
 function unconfiguredDefender(error: ConfigError): DefenderApi {
   // Reached only by callers that passed the caller checks: the names of the invalid settings, no values.
@@ -156,16 +142,10 @@ export function buildDependencies(
   const defenderClient = new DefenderClient(config.mde.apiBaseUrl, credentials);
   const telemetry = createTelemetry({
     connectionString: config.appInsightsConnectionString,
-    credential: config.appInsightsUseAad
-      ? () =>
-          config.appInsightsAadClientId ? appIdentity(config.appInsightsAadClientId, env) : getIdentity()
-      : undefined,
-    // The same identity, described for the telemetry worker thread (the SDK runs there: npm run bench).
-    aadIdentity: config.appInsightsUseAad
-      ? {
-          managed: Boolean(env.IDENTITY_ENDPOINT || env.MSI_ENDPOINT),
-          clientId: config.appInsightsAadClientId ?? config.managedIdentityClientId,
-        }
+    // AAD ingestion as the app's identity (or the one APPLICATIONINSIGHTS_AUTHENTICATION_STRING names),
+    // described as data: the credential is built where the SDK runs, in the telemetry worker thread.
+    aad: config.appInsightsUseAad
+      ? identitySpec(config.appInsightsAadClientId ?? config.managedIdentityClientId, env)
       : undefined,
     log: consoleLogger,
   });

@@ -2,43 +2,30 @@
  * Application Insights telemetry that never blocks or fails a release.
  *
  * `applicationinsights` takes most of a second to import, so it is loaded off the request path (after the
- * first event, on a timer) and, by default, in a worker thread, so that neither the import nor the SDK's
- * per-event work blocks this thread (`npm run bench`: drain and warm p99); events tracked before it is ready
- * wait in a bounded in-memory queue and are replayed in order, so none is lost. Every SDK call is guarded:
- * telemetry errors are logged, never thrown.
+ * first event, on a timer) and, by default, in a worker thread (`telemetryWorker.ts`), so that neither the
+ * import nor the SDK's per-event work blocks this thread (`npm run bench`: drain and warm p99); events tracked
+ * before it is ready wait in a bounded in-memory queue and are replayed in order, so none is lost. Every SDK
+ * call is guarded: telemetry errors are logged, never thrown. The SDK client is created and configured in one
+ * place, `telemetrySdk.ts`, for both threads.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { TokenCredential } from '@azure/identity';
 import type { Outcome } from '../core/outcome';
 import type { DependencyRecord, Logger, Telemetry } from '../core/ports';
-
-/** The subset of the SDK's TelemetryClient we use. */
-interface AppInsightsClient {
-  trackEvent(t: {
-    name: string;
-    properties?: Record<string, unknown>;
-    measurements?: Record<string, number>;
-  }): void;
-  trackDependency(t: {
-    name: string;
-    data: string;
-    target: string;
-    duration: number;
-    resultCode: string;
-    success: boolean;
-    dependencyTypeName: string;
-    properties?: Record<string, unknown>;
-  }): void;
-  flush(): Promise<void>;
-}
+import type { IdentitySpec } from './identity';
+import { createSdkClient, type AppInsightsClient, type SdkClientSettings } from './telemetrySdk';
+import type { FromWorker, TelemetryWorkerData, ToWorker, TrackedItem } from './telemetryWorker';
 
 type Item = (client: AppInsightsClient) => void;
 
 /** Options of {@link createTelemetry}. */
 export interface TelemetryOptions {
   connectionString: string | undefined;
-  /** Credential for AAD-authenticated ingestion (resources with local auth disabled). */
-  credential?: () => TokenCredential;
+  /**
+   * AAD-authenticated ingestion (resources with local auth disabled) as this identity. A description, not a
+   * credential: the credential is built where the SDK runs (functions cannot cross threads).
+   */
+  aad?: IdentitySpec;
   log: Logger;
   /** Delay before the SDK is loaded, so the first request is not slowed by the import. */
   loadDelayMs?: number;
@@ -48,17 +35,23 @@ export interface TelemetryOptions {
   load?: () => Promise<AppInsightsClient>;
   /**
    * Run the SDK in a worker thread (default true), so neither its import (~0.7 s of synchronous module
-   * loading) nor its per-event work ever stalls requests on this thread. With AAD ingestion the worker
-   * builds the credential itself (functions cannot cross threads): pass {@link TelemetryOptions.aadIdentity};
-   * a `credential` without it keeps the SDK on this thread.
+   * loading) nor its per-event work ever stalls requests on this thread. Without a built worker (running from
+   * source, e.g. under ts-jest) or when it cannot start, the SDK runs on this thread; a bundle says so in a
+   * warning.
    */
   offThread?: boolean;
-  /**
-   * AAD ingestion off-thread: a managed identity (`managed`: IDENTITY_ENDPOINT/MSI_ENDPOINT set) with this
-   * client id (undefined: system-assigned), else the developer's Azure CLI / azd login.
-   */
-  aadIdentity?: { managed: boolean; clientId: string | undefined };
+  /** The built worker entry; default {@link BUILT_WORKER_FILE}. */
+  workerFile?: string;
 }
+
+/**
+ * The worker entry, built next to the bundle that contains this module: `dist/telemetryWorker.js` beside
+ * `dist/index.js` (deployed together), `build/telemetryWorker.js` beside the sandbox's bundle (`npm start`).
+ */
+const BUILT_WORKER_FILE = path.join(__dirname, 'telemetryWorker.js');
+
+/** True when this module runs from its TypeScript source (ts-jest), where no worker is built beside it. */
+const RUNNING_FROM_SOURCE = __filename.endsWith('.ts');
 
 const MAX_QUEUED = 10_000;
 
@@ -71,149 +64,27 @@ export const noTelemetry: Telemetry = {
   flush: async () => undefined,
 };
 
-async function loadSdk(
-  connectionString: string,
-  credential?: () => TokenCredential,
-): Promise<AppInsightsClient> {
-  const sdk = await import('applicationinsights');
-  // An isolated client: only our manual track calls, no auto-instrumentation, live metrics or disk cache.
-  const client = new sdk.TelemetryClient(connectionString, { useGlobalProviders: false });
-  client.config.enableSendLiveMetrics = false;
-  client.config.enableAutoCollectPerformance = false;
-  client.config.enableAutoCollectHeartbeat = false;
-  client.config.enableUseDiskRetryCaching = false;
-  client.config.enableAutoCollectConsole = false;
-  client.config.enableAutoCollectExceptions = false;
-  // Every dependency recorded (the distro's default rate-limited sampler drops spans after start-up).
-  client.config.azureMonitorOpenTelemetryOptions = { tracesPerSecond: 0, samplingRatio: 1 };
-  if (credential) client.config.aadTokenCredential = credential();
-  client.initialize();
-  stopConfigurationPolling(require.resolve('applicationinsights'));
-  return client;
-}
-
-/**
- * The exporter reports on itself ("statsbeat", SDK stats) to Microsoft-owned Application Insights resources
- * outside the customer's tenant unless told not to. This app's telemetry goes to its own resource only. The
- * variables are read when the exporter starts (on this thread or in the worker, which copies the environment).
- */
-function disableSdkSelfReporting(): void {
-  process.env.APPLICATION_INSIGHTS_NO_STATSBEAT ??= 'true';
-  process.env.APPLICATIONINSIGHTS_STATSBEAT_DISABLED ??= 'true';
-  process.env.APPLICATIONINSIGHTS_SDKSTATS_DISABLED ??= 'true';
-}
-
-/**
- * The exporter polls `settings.sdk.monitor.azure.com` for remote SDK configuration, whatever the statsbeat
- * settings say. This app sends telemetry to its ingestion endpoint and nowhere else, so the poller is stopped
- * (an internal of `@azure/monitor-opentelemetry-exporter`: if it moves, this does nothing).
- */
-function stopConfigurationPolling(sdkPath: string): void {
-  try {
-    const entry = require.resolve('@azure/monitor-opentelemetry-exporter', {
-      paths: [path.dirname(sdkPath)],
-    });
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const manager = require(path.join(path.dirname(entry), '_configuration', 'configurationManager.js')) as {
-      ConfigurationManager?: { getInstance(): { shutdown(): void } };
-    };
-    manager.ConfigurationManager?.getInstance().shutdown();
-  } catch {
-    /* internals moved: the poller keeps running, nothing else changes */
-  }
-}
-
-/**
- * The worker thread's script (plain JavaScript: it runs outside the bundle, loading `applicationinsights`
- * and `@azure/identity` from node_modules by the paths resolved here). Same client settings as
- * {@link loadSdk}; the AAD credential is built as `appIdentity` in composition.ts builds it.
- */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-function start() {
-  const sdk = require(workerData.sdkPath);
-  const client = new sdk.TelemetryClient(workerData.connectionString, { useGlobalProviders: false });
-  const c = client.config;
-  c.enableSendLiveMetrics = false;
-  c.enableAutoCollectPerformance = false;
-  c.enableAutoCollectHeartbeat = false;
-  c.enableUseDiskRetryCaching = false;
-  c.enableAutoCollectConsole = false;
-  c.enableAutoCollectExceptions = false;
-  c.azureMonitorOpenTelemetryOptions = { tracesPerSecond: 0, samplingRatio: 1 };
-  const aad = workerData.aad;
-  if (aad) {
-    const id = require(workerData.identityPath);
-    c.aadTokenCredential = aad.managed
-      ? aad.clientId ? new id.ManagedIdentityCredential({ clientId: aad.clientId }) : new id.ManagedIdentityCredential()
-      : new id.ChainedTokenCredential(new id.AzureCliCredential(), new id.AzureDeveloperCliCredential());
-  }
-  client.initialize();
-  // Same as stopConfigurationPolling() on the main thread.
-  try {
-    const path = require('node:path');
-    const entry = require.resolve('@azure/monitor-opentelemetry-exporter', { paths: [path.dirname(workerData.sdkPath)] });
-    require(path.join(path.dirname(entry), '_configuration', 'configurationManager.js')).ConfigurationManager.getInstance().shutdown();
-  } catch {}
-  return client;
-}
-let client;
-try {
-  client = start();
-  parentPort.postMessage({ kind: 'ready' });
-} catch (error) {
-  parentPort.postMessage({ kind: 'failed', message: String((error && error.message) || error).slice(0, 200) });
-}
-parentPort.on('message', (m) => {
-  if (!client) return;
-  try {
-    if (m.kind === 'batch') {
-      for (const [kind, item] of m.items) {
-        if (kind === 'event') client.trackEvent(item);
-        else client.trackDependency(item);
-      }
-    } else if (m.kind === 'flush') {
-      const done = () => parentPort.postMessage({ kind: 'flushed', id: m.id });
-      client.flush().then(done, done);
-    }
-  } catch (error) {
-    parentPort.postMessage({ kind: 'warn', message: (error && error.name) || 'unknown' });
-  }
-});
-`;
-
 /** How long telemetry items wait on this thread before going to the worker together. */
 const BATCH_MS = 50;
 
-type WorkerMessage =
-  | { kind: 'ready' }
-  | { kind: 'failed'; message: string }
-  | { kind: 'flushed'; id: number }
-  | { kind: 'warn'; message: string };
-
 /**
- * Loads the SDK in a worker thread and returns a client whose calls are messages to it (structured clones
- * of small objects, in order). Resolves once the worker's client is initialised.
+ * Loads the SDK in a worker thread running `workerFile` and returns a client whose calls are messages to it
+ * (structured clones of small objects, in order). Resolves once the worker's client is initialised.
  */
 async function loadSdkOffThread(
-  connectionString: string,
-  aad: { managed: boolean; clientId: string | undefined } | undefined,
+  workerFile: string,
+  settings: SdkClientSettings,
   log: Logger,
 ): Promise<AppInsightsClient> {
   const { Worker } = await import('node:worker_threads');
-  const worker = new Worker(WORKER_SOURCE, {
-    eval: true,
-    workerData: {
-      connectionString,
-      aad,
-      sdkPath: require.resolve('applicationinsights'),
-      identityPath: aad ? require.resolve('@azure/identity') : undefined,
-    },
+  const worker = new Worker(workerFile, {
+    workerData: settings satisfies TelemetryWorkerData,
     // A small heap for the SDK (~25 MB live once loaded): V8's defaults let an idle worker's heap grow
     // lazily; these cut ~20 MB of the process's RSS (npm run bench, figure 5). If the SDK ever outgrew
     // them, the worker would stop and telemetry turn off with a warning; releases are not affected.
     resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
   });
+  const post = (message: ToWorker): void => worker.postMessage(message);
   // Telemetry never keeps the process alive by itself; a pending flush does (see flush below).
   worker.unref();
   const flushes = new Map<number, () => void>();
@@ -221,15 +92,21 @@ async function loadSdkOffThread(
   const settleFlushes = (): void => {
     for (const done of [...flushes.values()]) done();
   };
+  let started = false;
   await new Promise<void>((resolve, reject) => {
-    worker.on('message', (message: WorkerMessage) => {
-      if (message.kind === 'ready') resolve();
-      else if (message.kind === 'failed') reject(new Error(message.message));
+    worker.on('message', (message: FromWorker) => {
+      if (message.kind === 'ready') {
+        started = true;
+        resolve();
+      } else if (message.kind === 'failed') reject(new Error(message.message));
       else if (message.kind === 'flushed') flushes.get(message.id)?.();
       else log.warn('Telemetry call failed', { error: message.message });
     });
     worker.on('error', (error) => {
-      log.warn('The telemetry worker failed; telemetry is off', { error: error.message.slice(0, 200) });
+      // Before it started, the caller falls back to this thread (and says so).
+      if (started) {
+        log.warn('The telemetry worker failed; telemetry is off', { error: error.message.slice(0, 200) });
+      }
       settleFlushes();
       reject(error);
     });
@@ -240,26 +117,26 @@ async function loadSdkOffThread(
   });
   // Items go to the worker in batches: one structured clone per BATCH_MS instead of one per item keeps the
   // per-request cost of telemetry small (npm run bench, figure 1). The SDK batches for seconds anyway.
-  let batch: ['event' | 'dependency', unknown][] = [];
+  let batch: TrackedItem[] = [];
   let timer: NodeJS.Timeout | undefined;
-  const post = (): void => {
+  const postBatch = (): void => {
     if (timer) clearTimeout(timer);
     timer = undefined;
     if (batch.length === 0) return;
-    worker.postMessage({ kind: 'batch', items: batch });
+    post({ kind: 'batch', items: batch });
     batch = [];
   };
-  const enqueue = (kind: 'event' | 'dependency', item: unknown): void => {
-    batch.push([kind, item]);
-    if (batch.length >= 200) post();
-    else timer ??= setTimeout(post, BATCH_MS).unref();
+  const enqueue = (item: TrackedItem): void => {
+    batch.push(item);
+    if (batch.length >= 200) postBatch();
+    else timer ??= setTimeout(postBatch, BATCH_MS).unref();
   };
   return {
-    trackEvent: (item) => enqueue('event', item),
-    trackDependency: (item) => enqueue('dependency', item),
+    trackEvent: (item) => enqueue(['event', item]),
+    trackDependency: (item) => enqueue(['dependency', item]),
     flush: () =>
       new Promise<void>((resolve) => {
-        post();
+        postBatch();
         const id = nextFlush++;
         worker.ref();
         flushes.set(id, () => {
@@ -267,7 +144,7 @@ async function loadSdkOffThread(
           if (flushes.size === 0) worker.unref();
           resolve();
         });
-        worker.postMessage({ kind: 'flush', id });
+        post({ kind: 'flush', id });
       }),
   };
 }
@@ -291,7 +168,6 @@ function outcomeEvent(outcome: Outcome, durationMs: number) {
 export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(): Promise<boolean> } {
   const { connectionString, log } = options;
   if (!connectionString) return { ...noTelemetry, ready: async () => false };
-  disableSdkSelfReporting();
   const queue: Item[] = [];
   let client: AppInsightsClient | undefined;
   let failed = false;
@@ -306,18 +182,27 @@ export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(
     }
   };
 
-  const inThread = (): Promise<AppInsightsClient> => loadSdk(connectionString, options.credential);
-  const defaultLoad = (): Promise<AppInsightsClient> =>
-    options.offThread === false || (options.credential && !options.aadIdentity)
-      ? inThread()
-      : loadSdkOffThread(connectionString, options.credential ? options.aadIdentity : undefined, log).catch(
-          (error: unknown) => {
-            log.warn('Telemetry worker unavailable; loading Application Insights on the main thread', {
-              error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
-            });
-            return inThread();
-          },
-        );
+  const settings: SdkClientSettings = { connectionString, aad: options.aad };
+  const inThread = (): Promise<AppInsightsClient> => createSdkClient(settings);
+  const defaultLoad = (): Promise<AppInsightsClient> => {
+    if (options.offThread === false) return inThread();
+    const workerFile = options.workerFile ?? BUILT_WORKER_FILE;
+    if (!existsSync(workerFile)) {
+      // Expected when running from source; a bundle deployed without its worker is a packaging fault.
+      if (!RUNNING_FROM_SOURCE || options.workerFile) {
+        log.warn('No telemetry worker was built; Application Insights runs on the main thread', {
+          workerFile: path.basename(workerFile),
+        });
+      }
+      return inThread();
+    }
+    return loadSdkOffThread(workerFile, settings, log).catch((error: unknown) => {
+      log.warn('Telemetry worker unavailable; loading Application Insights on the main thread', {
+        error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+      });
+      return inThread();
+    });
+  };
 
   const start = (): Promise<boolean> => {
     loading ??= new Promise<void>((resolve) => setTimeout(resolve, options.loadDelayMs ?? 0).unref())

@@ -9,7 +9,7 @@
  * Everything else on the host (live metrics pings, unknown paths) gets a fast 200/204 so an SDK never hangs.
  * Point the SDK here with {@link connectionString}.
  */
-import path from 'node:path';
+import { stopRemoteConfigurationPolling } from '../../../src/adapters/telemetrySdk';
 import {
   SimServer,
   type CommonSimOptions,
@@ -84,43 +84,17 @@ export interface ApplicationInsightsModule {
 }
 
 /**
- * Stops the Azure Monitor exporter's "OneSettings" dynamic-configuration poller.
- *
- * `@azure/monitor-opentelemetry-exporter` (1.0.0-beta.47, used by `applicationinsights` 3.17) starts a
- * process-wide worker with the first exporter that, 5–15 s later and then hourly, GETs
- * `https://settings.sdk.monitor.azure.com/AzMonSDKDynamicConfigurationChanges`. Neither the statsbeat
- * variables nor `shutdown()` stop it (its timer is unref'd, so it does not hold the process open, but in jest
- * it fires during a later test file and hits the loopback guard). Returns false if the SDK's internals moved
- * (then this is a no-op and the poller is merely noisy).
- */
-export function stopExporterConfigurationPolling(): boolean {
-  try {
-    // Not exported by the package: resolve the file next to the package entry point. Requiring it by absolute
-    // path yields the very instance the SDK uses (same resolved file, same module registry).
-    const entry = require.resolve('@azure/monitor-opentelemetry-exporter');
-    const file = path.join(path.dirname(entry), '_configuration', 'configurationManager.js');
-    const mod = module.require(file) as {
-      ConfigurationManager?: { getInstance(): { shutdown(): void } };
-    };
-    if (!mod.ConfigurationManager) return false;
-    mod.ConfigurationManager.getInstance().shutdown();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
  * Shuts the Application Insights SDK down completely so jest can exit cleanly and no background work leaks
  * into later test files: `defaultClient.shutdown()` (flushes, then stops the OpenTelemetry providers and their
- * export timers), `dispose()` (so `setup()` can be called again) and
- * {@link stopExporterConfigurationPolling}.
+ * export timers), `dispose()` (so `setup()` can be called again) and the app's
+ * {@link stopRemoteConfigurationPolling} (neither of the others stops the exporter's remote-configuration
+ * poller, which would otherwise fire during a later test file and hit the loopback guard).
  */
 export async function shutdownApplicationInsights(appInsights: ApplicationInsightsModule): Promise<void> {
   const client = appInsights.defaultClient;
   if (client) await client.shutdown();
   appInsights.dispose();
-  stopExporterConfigurationPolling();
+  stopRemoteConfigurationPolling();
 }
 
 /** Connection string pointing the Application Insights SDK (ingestion and live metrics) at the simulator. */

@@ -1,0 +1,136 @@
+/**
+ * The telemetry adapter as deployed: the SDK in its worker thread (the worker entry built with esbuild, as
+ * for dist/), against the ingestion simulator; and its fall-backs to this thread.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createTelemetry } from '../../src/adapters/telemetry';
+import type { Outcome } from '../../src/core/outcome';
+import { recordingLogger } from '../support/fakes';
+import {
+  connectionString,
+  startIngestion,
+  type Envelope,
+  type IngestionSimulator,
+} from '../support/simulators';
+import { buildTelemetryWorker, type BuiltWorker } from '../support/telemetryWorker';
+
+let ing: IngestionSimulator;
+let worker: BuiltWorker;
+beforeAll(async () => {
+  [ing, worker] = await Promise.all([startIngestion(), buildTelemetryWorker()]);
+});
+afterAll(async () => {
+  worker.remove();
+  await ing.close();
+});
+beforeEach(() => ing.reset());
+
+const MACHINE = '1e5bc9d7e413ddd7902c2932e418702b84d0cc07';
+
+function outcome(overrides: Partial<Outcome> = {}): Outcome {
+  return {
+    schemaVersion: 1,
+    correlationId: 'INC-WORKER-1',
+    machineId: MACHINE,
+    status: 'Accepted',
+    machineAction: { id: 'action-1', type: 'Unisolate', status: 'Pending' },
+    error: null,
+    trigger: 'serviceBus',
+    requestedBy: null,
+    receivedAt: '2025-01-01T00:00:00.000Z',
+    completedAt: '2025-01-01T00:00:01.000Z',
+    attempts: 2,
+    ...overrides,
+  };
+}
+
+const named = (name: string) => (e: Envelope) => e.data?.baseData?.name === name;
+
+/** Tracks one of each item through `telemetry` and waits until ingestion has all four. */
+async function trackEachKind(telemetry: ReturnType<typeof createTelemetry>): Promise<Envelope[]> {
+  telemetry.trackOutcome(outcome(), 1234);
+  telemetry.trackRedelivery(outcome({ status: 'Throttled' }), 3);
+  telemetry.trackCompletion(
+    outcome({
+      status: 'Released',
+      machineAction: { id: 'action-1', type: 'Unisolate', status: 'Succeeded' },
+    }),
+    60_000,
+  );
+  telemetry.trackDependency({
+    name: 'POST /api/machines/{id}/unisolate',
+    target: 'api.securitycenter.microsoft.com',
+    resultCode: '201',
+    success: true,
+    durationMs: 42,
+    correlationId: 'INC-WORKER-1',
+  });
+  await telemetry.flush();
+  return Promise.all([
+    ing.waitFor(named('UnisolateOutcome')),
+    ing.waitFor(named('UnisolateRedelivery')),
+    ing.waitFor(named('UnisolateCompleted')),
+    ing.waitFor((e) => e.data?.baseType === 'RemoteDependencyData'),
+  ]).then((found) => found.flat());
+}
+
+it('runs the SDK in the built worker: every kind of item reaches ingestion, and nothing else is sent', async () => {
+  const log = recordingLogger();
+  const telemetry = createTelemetry({
+    connectionString: connectionString(ing),
+    log,
+    workerFile: worker.file,
+  });
+  const [event, redelivery, completion, dependency] = await trackEachKind(telemetry);
+
+  expect(event?.data?.baseData).toMatchObject({
+    properties: {
+      correlationId: 'INC-WORKER-1',
+      machineId: MACHINE,
+      status: 'Accepted',
+      trigger: 'serviceBus',
+    },
+    measurements: { durationMs: 1234, attempts: 2 },
+  });
+  expect(redelivery?.data?.baseData).toMatchObject({
+    properties: { status: 'Throttled', deliveryCount: '3' },
+  });
+  expect(completion?.data?.baseData).toMatchObject({
+    properties: { status: 'Released', machineActionStatus: 'Succeeded' },
+    measurements: { timeToCompletionMs: 60_000 },
+  });
+  expect(dependency?.data?.baseData).toMatchObject({ resultCode: '201', success: true });
+  // No fall-back to this thread was needed (it would have said so), and no live metrics or other paths.
+  expect(log.lines).toEqual([]);
+  expect(new Set(ing.requests.map((r) => `${r.method} ${r.path}`))).toEqual(new Set(['POST /v2.1/track']));
+});
+
+it('falls back to this thread when the worker cannot start', async () => {
+  const dir = mkdtempSync(path.join(path.dirname(worker.file), 'broken-'));
+  const broken = path.join(dir, 'telemetryWorker.js');
+  writeFileSync(broken, "throw new Error('worker entry broken');\n");
+  try {
+    const log = recordingLogger();
+    const telemetry = createTelemetry({ connectionString: connectionString(ing), log, workerFile: broken });
+    await trackEachKind(telemetry);
+    expect(log.lines).toEqual([
+      expect.stringMatching(
+        /^warn Telemetry worker unavailable; loading Application Insights on the main thread/,
+      ),
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('runs on this thread, saying so, when no worker was built', async () => {
+  const log = recordingLogger();
+  const telemetry = createTelemetry({
+    connectionString: connectionString(ing),
+    log,
+    workerFile: path.join(path.dirname(worker.file), 'missing', 'telemetryWorker.js'),
+  });
+  await trackEachKind(telemetry);
+  expect(log.lines).toEqual([expect.stringMatching(/^warn No telemetry worker was built/)]);
+});
