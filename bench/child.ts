@@ -367,15 +367,13 @@ async function instance(): Promise<void> {
       );
     } else if (command.cmd === 'stop') {
       stopping = true;
-      void deps.telemetry
-        .flush()
-        .then(() =>
-          send({
-            type: 'stopped',
-            maxRssBytes: process.resourceUsage().maxRSS * 1024,
-            appCalls: deps.defenderClient?.calls ?? 0,
-          }),
-        );
+      void deps.telemetry.flush().then(() =>
+        send({
+          type: 'stopped',
+          maxRssBytes: process.resourceUsage().maxRSS * 1024,
+          appCalls: deps.defenderClient?.calls ?? 0,
+        }),
+      );
     }
   });
   process.on('disconnect', () => process.exit(0));
