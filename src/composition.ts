@@ -123,6 +123,9 @@ export function buildDependencies(
   const secretClient = new SecretClient(config.keyVaultUrl, getIdentity(), {
     // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults always do.
     disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
+    // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the core
+    // retries whole attempts within it.
+    retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
   });
   const credentials = new MdeCredentials({
     secretClient,

@@ -27,6 +27,12 @@ export class TransportError extends Error {
 /** Options of one Defender API attempt. */
 export interface AttemptOptions {
   timeoutMs: number;
+  /**
+   * Time left in the invocation's retry budget. Bounds everything the attempt may wait for before its HTTP
+   * call too (Key Vault, managed identity, Entra ID): a dependency that never answers ends the attempt with
+   * the transient `SecretUnavailable` / `TokenUnavailable`. Absent: only the SDKs' own limits.
+   */
+  remainingMs?: number;
 }
 
 /**
@@ -56,8 +62,11 @@ export interface DefenderApi {
    * end. https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineaction-object
    */
   getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse>;
-  /** Drops cached secrets and tokens, so the next call re-reads Key Vault (after a 401: rotated secret). */
-  refreshCredentials(): Promise<void>;
+  /**
+   * Drops cached secrets and tokens, so the next call re-reads Key Vault (after a 401: rotated secret); the
+   * re-read waits at most `remainingMs`.
+   */
+  refreshCredentials(options?: Pick<AttemptOptions, 'remainingMs'>): Promise<void>;
 }
 
 /** Structured log sink; values are sanitised by the implementation. Never pass secrets. */

@@ -81,6 +81,7 @@ export async function checkCaller(
   request: HttpRequest,
   rawBody: Buffer,
   checks: CallerChecks | undefined,
+  remainingMs?: number,
 ): Promise<{ principal: CallerPrincipal | null; error?: UnisolateError }> {
   if (!checks) return { principal: null };
   const decision = authorizeCaller(request.headers.get(CLIENT_PRINCIPAL_HEADER), checks.policy);
@@ -88,7 +89,7 @@ export async function checkCaller(
   if (checks.webhookSecret) {
     let keys: string[];
     try {
-      keys = await checks.webhookSecret.keys();
+      keys = await checks.webhookSecret.keys({ remainingMs });
     } catch (error) {
       return { principal: decision.principal, error: toUnisolateError(error) };
     }
@@ -170,7 +171,12 @@ async function handle(request: HttpRequest, context: InvocationContext): Promise
   const deps = getDependencies();
   const raw = await readRawBody(request);
   // Who is calling is settled before anything in the body is looked at.
-  const caller = 'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers) : { principal: null };
+  // The signing key's Key Vault read may take at most the HTTP retry budget (a vault that never answers
+  // still ends the request, as SecretUnavailable).
+  const caller =
+    'bytes' in raw
+      ? await checkCaller(request, raw.bytes, deps.callers, deps.release.retryBudgetMs.http)
+      : { principal: null };
   const decoded =
     'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);
   const read = routeBoundToSignature(decoded, request.params.machineId, deps.callers);

@@ -5,15 +5,27 @@ import { recordingLogger } from '../support/fakes';
 
 function vault(values: Record<string, string>) {
   const reads: string[] = [];
+  const signals: AbortSignal[] = [];
   let failing: Error | undefined;
+  let delayMs = 5;
   return {
     reads,
+    signals,
     set: (name: string, value: string) => (values[name] = value),
     fail: (error?: Error) => (failing = error),
+    /** Answers after `ms`; Infinity: never (only the abort signal ends the read, as with the real SDK). */
+    delay: (ms: number) => (delayMs = ms),
     client: {
-      getSecret: jest.fn(async (name: string) => {
+      getSecret: jest.fn(async (name: string, options?: { abortSignal?: AbortSignal }) => {
         reads.push(name);
-        await new Promise((r) => setTimeout(r, 5));
+        const signal = options?.abortSignal;
+        if (signal) signals.push(signal);
+        await new Promise<void>((resolve, reject) => {
+          if (delayMs !== Infinity) setTimeout(resolve, delayMs);
+          signal?.addEventListener('abort', () =>
+            reject(Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' })),
+          );
+        });
         if (failing) throw failing;
         return { name, value: values[name], properties: { name, vaultUrl: 'https://kv' } };
       }),
@@ -121,6 +133,60 @@ describe('MdeCredentials', () => {
     expect((error as Error).message).toMatch(/AADSTS7000215/);
     expect((error as Error).message).not.toContain('s1');
     expect(kv.reads).toHaveLength(6);
+  });
+
+  describe("bounded by the caller's budget", () => {
+    it('a waiter whose budget runs out gets SecretUnavailable; the shared read goes on for the others', async () => {
+      const { credentials, kv, tokenCalls } = setup();
+      kv.delay(300);
+      const short = credentials.getToken({ remainingMs: 50 }).catch((e: unknown) => e);
+      const long = credentials.getToken({ remainingMs: 5000 });
+      expect(await short).toMatchObject({ code: 'SecretUnavailable' });
+      await expect(long).resolves.toMatch(/^tok-s1-/);
+      // One read for both, never aborted (the longer budget still needed it).
+      expect(kv.reads).toHaveLength(3);
+      expect(kv.signals.some((s) => s.aborted)).toBe(false);
+      expect(tokenCalls).toHaveLength(1);
+    });
+
+    it('a Key Vault that never answers: the read is aborted when the last waiter gives up', async () => {
+      const { credentials, kv } = setup();
+      kv.delay(Infinity);
+      const results = await Promise.all(
+        [30, 80].map((ms) => credentials.getToken({ remainingMs: ms }).catch((e: unknown) => e)),
+      );
+      expect(results).toEqual([
+        expect.objectContaining({ code: 'SecretUnavailable', transient: true }),
+        expect.objectContaining({ code: 'SecretUnavailable', transient: true }),
+      ]);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(kv.signals).toHaveLength(3);
+      expect(kv.signals.every((s) => s.aborted)).toBe(true);
+      // Key Vault answers again: the next call reads afresh and succeeds.
+      kv.delay(5);
+      await expect(credentials.getToken({ remainingMs: 1000 })).resolves.toMatch(/^tok-s1-/);
+    });
+
+    it('after the TTL, a Key Vault that does not answer leaves the cached credentials in use', async () => {
+      const { credentials, kv, advance, tokenCalls } = setup({ ttlMs: 60_000 });
+      const first = await credentials.getToken();
+      advance(61_000);
+      kv.delay(Infinity);
+      await expect(credentials.getToken({ remainingMs: 200 })).resolves.toBe(first);
+      expect(tokenCalls).toHaveLength(1);
+    });
+
+    it('an Entra ID that never answers is TokenUnavailable', async () => {
+      const { credentials } = setup();
+      const hanging = new MdeCredentials({
+        ...(credentials as unknown as { options: ConstructorParameters<typeof MdeCredentials>[0] }).options,
+        createCredential: () => ({ getToken: () => new Promise<AccessToken>(() => undefined) }),
+      });
+      await expect(hanging.getToken({ remainingMs: 100 })).rejects.toMatchObject({
+        code: 'TokenUnavailable',
+        transient: true,
+      });
+    });
   });
 
   it('names the missing secret and the command to set it', async () => {
