@@ -120,16 +120,31 @@ export function buildDependencies(
 
   let identity: TokenCredential | undefined;
   const getIdentity = (): TokenCredential => (identity ??= appIdentity(config.managedIdentityClientId, env));
-  const secretClient = new SecretClient(config.keyVaultUrl, getIdentity(), {
-    // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults always do.
-    disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
-    // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the core
-    // retries whole attempts within it.
-    retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
-  });
+  // No vault at all in the federated mode with both ids in the settings (and no signed webhooks).
+  const secretClient =
+    config.keyVaultUrl === undefined
+      ? undefined
+      : new SecretClient(config.keyVaultUrl, getIdentity(), {
+          // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults do.
+          disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
+          // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the
+          // core retries whole attempts within it.
+          retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
+        });
+  const { credential } = config;
   const credentials = new MdeCredentials({
+    mode: credential.mode,
     secretClient,
     secretNames: config.secretNames,
+    certificateName: credential.certificateName,
+    ids: { tenantId: credential.tenantId, clientId: credential.clientId },
+    sendCertificateChain: credential.sendCertificateChain,
+    // The user-assigned identity (loadConfig insists on AZURE_CLIENT_ID in this mode) is the federated
+    // credential of the MDE app: its token for the exchange audience is the client assertion.
+    assertion:
+      credential.mode === 'federated'
+        ? { identity: getIdentity(), audience: credential.tokenExchangeAudience }
+        : undefined,
     authorityHost: config.mde.authorityHost,
     scope: config.mde.tokenScope,
     ttlMs: config.secretCacheTtlMs,
@@ -171,15 +186,16 @@ export function buildDependencies(
     state: buildState(config, getIdentity),
     callers: {
       policy: config.callers,
-      webhookSecret: config.callers.webhookSigningSecretName
-        ? new WebhookSecret({
-            secretClient,
-            name: config.callers.webhookSigningSecretName,
-            ttlMs: config.secretCacheTtlMs,
-            now: clock.now,
-            log: consoleLogger,
-          })
-        : undefined,
+      webhookSecret:
+        config.callers.webhookSigningSecretName && secretClient
+          ? new WebhookSecret({
+              secretClient,
+              name: config.callers.webhookSigningSecretName,
+              ttlMs: config.secretCacheTtlMs,
+              now: clock.now,
+              log: consoleLogger,
+            })
+          : undefined,
       signatures: new SignatureVerifier({ now: clock.now }),
     },
   };

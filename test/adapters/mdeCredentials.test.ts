@@ -1,6 +1,6 @@
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { AuthenticationRequiredError } from '@azure/identity';
-import { MdeCredentials, type MdeAppSecrets } from '../../src/adapters/mdeCredentials';
+import { MdeCredentials, type MdeAppCredential } from '../../src/adapters/mdeCredentials';
 import { recordingLogger } from '../support/fakes';
 
 function vault(values: Record<string, string>) {
@@ -36,10 +36,11 @@ function vault(values: Record<string, string>) {
 function setup(options: { ttlMs?: number } = {}) {
   let now = 1_000_000;
   const kv = vault({ 'mde-tenant-id': 't', 'mde-client-id': 'c', 'mde-client-secret': 's1' });
-  const credentialsMade: MdeAppSecrets[] = [];
+  const credentialsMade: string[] = [];
   const tokenCalls: string[] = [];
   let rejectSecret: string | undefined;
   const credentials = new MdeCredentials({
+    mode: 'secret',
     secretClient: kv.client,
     secretNames: { tenantId: 'mde-tenant-id', clientId: 'mde-client-id', clientSecret: 'mde-client-secret' },
     authorityHost: 'https://login.microsoftonline.com',
@@ -47,12 +48,13 @@ function setup(options: { ttlMs?: number } = {}) {
     ttlMs: options.ttlMs ?? 900_000,
     now: () => now,
     log: recordingLogger(),
-    createCredential: (secrets): TokenCredential => {
-      credentialsMade.push(secrets);
+    createCredential: (credential: MdeAppCredential): TokenCredential => {
+      const secret = credential.kind === 'secret' ? credential.clientSecret : '';
+      credentialsMade.push(secret);
       return {
         getToken: async (): Promise<AccessToken> => {
-          tokenCalls.push(secrets.clientSecret);
-          if (secrets.clientSecret === rejectSecret) {
+          tokenCalls.push(secret);
+          if (secret === rejectSecret) {
             // What MSAL surfaces for a refused secret (see the integration test against the Entra simulator).
             throw new AuthenticationRequiredError({
               scopes: ['https://api.securitycenter.microsoft.com/.default'],
@@ -61,7 +63,7 @@ function setup(options: { ttlMs?: number } = {}) {
             });
           }
           return {
-            token: `tok-${secrets.clientSecret}-${tokenCalls.length}`,
+            token: `tok-${secret}-${tokenCalls.length}`,
             expiresOnTimestamp: now + 3_600_000,
           };
         },
@@ -122,7 +124,7 @@ describe('MdeCredentials', () => {
     await credentials.refresh();
     const token = await credentials.getToken();
     expect(token).toMatch(/^tok-s2-/);
-    expect(credentialsMade.map((c) => c.clientSecret)).toEqual(['s1', 's2']);
+    expect(credentialsMade).toEqual(['s1', 's2']);
   });
 
   it('retries a rejected secret once with a fresh Key Vault read, then reports CredentialsRejected without the secret', async () => {
