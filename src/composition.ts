@@ -25,6 +25,8 @@ import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
 import type { CallerPolicy } from './core/callerPrincipal';
 import { SignatureVerifier } from './core/signature';
+import { runSelfTest, type SelfTestProbes, type SelfTestReport, type SelfTestSetup } from './core/selfTest';
+import { deadlineIn, within } from './adapters/sharedFlight';
 
 /** Everything the handlers need, except the per-invocation logger. */
 export interface AppDependencies {
@@ -40,6 +42,8 @@ export interface AppDependencies {
   callers?: CallerChecks;
   /** Durable state (idempotency, tracking, status endpoint); absent: not configured, none of those. */
   state?: StateDeps;
+  /** The self-test's probes of Key Vault, the token and the state table (absent: invalid settings). */
+  selfTestProbes?: SelfTestProbes;
 }
 
 /** HTTP caller checks (docs/security.md): signed webhooks and Entra ID app roles. */
@@ -167,7 +171,28 @@ export function buildDependencies(
       : undefined,
     log: consoleLogger,
   });
+  const state = buildState(config, getIdentity);
+  const webhookSecretName = config.callers.webhookSigningSecretName;
+  const selfTestProbes: SelfTestProbes = {
+    vault: (remainingMs) =>
+      credentials.inspectVault(
+        webhookSecretName ? [{ name: webhookSecretName, what: 'webhook signing key' }] : [],
+        remainingMs,
+      ),
+    token: (remainingMs) => credentials.getToken({ remainingMs }),
+    stateTable: state
+      ? async (remainingMs) => {
+          const deadline = deadlineIn(remainingMs);
+          await within(
+            state.store.readRelease('selftest-probe'),
+            deadline,
+            () => new Error('no answer in time'),
+          );
+        }
+      : undefined,
+  };
   return {
+    selfTestProbes,
     release: {
       defender: defenderClient,
       limiter: RateLimiter.forMde(config.rateLimit.perMinute, config.rateLimit.perHour, clock.now),
@@ -183,7 +208,7 @@ export function buildDependencies(
     telemetry,
     credentials,
     defenderClient,
-    state: buildState(config, getIdentity),
+    state,
     callers: {
       policy: config.callers,
       webhookSecret:
@@ -212,11 +237,79 @@ function buildState(config: Config, identity: () => TokenCredential): StateDeps 
   return { store, idempotencyWindowMs: config.idempotencyWindowMs, trackMaxMs: config.trackMaxMs };
 }
 
+/** What the settings ask of the deployment, for the self-test (from a ConfigError: its problems). */
+function selfTestSetup(config: Config | ConfigError): SelfTestSetup {
+  if (config instanceof ConfigError) {
+    return {
+      cloud: process.env.MDE_CLOUD || 'Commercial',
+      credential: process.env.MDE_CREDENTIAL || 'secret',
+      problems: [...config.problems],
+      tokenScope: '',
+      needs: { isolationCheck: false, tracking: false, riskGate: false, alertGate: false },
+      queues: { request: '', response: '' },
+      telemetryConfigured: false,
+    };
+  }
+  return {
+    cloud: config.cloud,
+    credential: config.credential.mode,
+    problems: [],
+    tokenScope: config.mde.tokenScope,
+    needs: {
+      isolationCheck: config.checkIsolationState,
+      tracking: config.stateTable !== undefined,
+      riskGate: config.releasePolicy?.blockRiskScore !== undefined,
+      alertGate: config.releasePolicy?.blockAlertSeverity !== undefined,
+    },
+    queues: { request: config.requestQueueName, response: config.responseQueueName },
+    telemetryConfigured: config.appInsightsConnectionString !== undefined,
+  };
+}
+
+/** Runs the self-test against this instance's dependencies (`GET /api/selftest`, and at cold start). */
+export function selfTestOf(deps: AppDependencies): Promise<SelfTestReport> {
+  const { defender, limiter, clock, random, requestTimeoutMs } = deps.release;
+  return runSelfTest(selfTestSetup(deps.config), deps.selfTestProbes, {
+    defender,
+    limiter,
+    clock,
+    random,
+    requestTimeoutMs,
+  });
+}
+
+/**
+ * The self-test once per instance, in the background: a `UnisolateSelfTest` event, and a warning naming each
+ * failed check. It never delays or fails a release (it starts after the first one had its turn) and never
+ * throws.
+ */
+export async function startupSelfTest(deps: AppDependencies, log: Logger = consoleLogger): Promise<void> {
+  const started = deps.release.clock.now();
+  try {
+    const report = await selfTestOf(deps);
+    deps.telemetry.trackSelfTest(report, deps.release.clock.now() - started);
+    if (!report.ok) {
+      const failed = report.checks.filter((c) => !c.ok);
+      log.warn(`Self-test failed: ${failed.map((c) => c.name).join(', ')}`, {
+        failed: failed.map((c) => ({ name: c.name, detail: c.detail, fix: c.fix })),
+      });
+    }
+  } catch (error) {
+    log.warn('Self-test could not run', { error: error instanceof Error ? error.name : 'unknown' });
+  }
+}
+
+/** Delay before the cold-start self-test, so that the invocation that started the instance goes first. */
+const STARTUP_SELF_TEST_DELAY_MS = 1000;
+
 let current: AppDependencies | undefined;
 
-/** The dependencies of this instance, built on first use. */
+/** The dependencies of this instance, built on first use (which also schedules the cold-start self-test). */
 export function getDependencies(): AppDependencies {
-  current ??= buildDependencies();
+  if (!current) {
+    const built = (current = buildDependencies());
+    setTimeout(() => void startupSelfTest(built), STARTUP_SELF_TEST_DELAY_MS).unref();
+  }
   return current;
 }
 

@@ -11,3 +11,4 @@ import './functions/unisolateServiceBus';
 import './functions/trackReleases';
 import './functions/releaseStatus';
 import './functions/openapi';
+import './functions/selfTest';

@@ -187,7 +187,9 @@ function identifyingClaims(jwt: string): { iss?: string; sub?: string; aud?: str
 
 /** Whether an SDK call ended because its abort signal fired (our deadline), not because of the service. */
 function aborted(error: unknown): boolean {
-  return error instanceof Error && (error.name === 'AbortError' || error.name === 'DeadlineExceeded');
+  return (
+    error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name)
+  );
 }
 
 function errorName(error: unknown): string {
@@ -235,6 +237,25 @@ export class MdeCredentials {
     if (mode === 'secret') items.push({ name: secretNames.clientSecret, what: 'MDE app client secret' });
     if (mode === 'certificate') items.push({ name: this.certificateName, what: 'MDE app certificate' });
     return items;
+  }
+
+  /**
+   * Reads each Key Vault item this mode uses, plus `extra` ones (the webhook signing secret), for the
+   * self-test: names and versions only, nothing cached or changed. Errors as for a release.
+   */
+  async inspectVault(
+    extra: { name: string; what: string }[],
+    remainingMs: number,
+  ): Promise<{ name: string; what: string; version: string }[]> {
+    const items = [...this.vaultItems(), ...extra];
+    const signal = AbortSignal.timeout(Math.max(1, remainingMs));
+    return Promise.all(
+      items.map(async (item) => {
+        const kind = item.what === 'MDE app certificate' ? 'certificate' : 'secret';
+        const bundle = await this.readSecretBundle(item.name, signal, kind);
+        return { ...item, version: bundle.properties.version ?? 'unknown' };
+      }),
+    );
   }
 
   private get certificateName(): string {

@@ -3,6 +3,7 @@
  * real adapters at local simulators.
  */
 import type { Outcome } from './outcome';
+import type { SelfTestReport } from './selfTest';
 
 /** One Defender API response, as the core sees it (any status; transport failures are thrown). */
 export interface ApiResponse {
@@ -94,6 +95,8 @@ export interface Telemetry {
   trackRedelivery(outcome: Outcome, deliveryCount: number): void;
   /** A tracked release reached its end (`UnisolateCompleted`): time from receipt to the action's end. */
   trackCompletion(outcome: Outcome, timeToCompletionMs: number): void;
+  /** The self-test's result at cold start (`UnisolateSelfTest`). */
+  trackSelfTest(report: SelfTestReport, durationMs: number): void;
   flush(): Promise<void>;
 }
 
