@@ -187,9 +187,7 @@ function identifyingClaims(jwt: string): { iss?: string; sub?: string; aud?: str
 
 /** Whether an SDK call ended because its abort signal fired (our deadline), not because of the service. */
 function aborted(error: unknown): boolean {
-  return (
-    error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name)
-  );
+  return error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name);
 }
 
 function errorName(error: unknown): string {
