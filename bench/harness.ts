@@ -137,7 +137,12 @@ function stop(
 async function main(): Promise<void> {
   const bundleBytes = statSync(BUNDLE).size;
   const mi = await startManagedIdentity();
-  const entra = await startEntra({ tenantId: TENANT, clients: { [CLIENT_ID]: CLIENT_SECRET } });
+  // The permissions the app needs, so that the cold-start self-test passes (as it must in a good deployment).
+  const entra = await startEntra({
+    tenantId: TENANT,
+    clients: { [CLIENT_ID]: CLIENT_SECRET },
+    roles: { [CLIENT_ID]: ['Machine.Isolate', 'Machine.Read.All'] },
+  });
   const keyVault = await startKeyVault({
     secrets: { 'mde-tenant-id': TENANT, 'mde-client-id': CLIENT_ID, 'mde-client-secret': CLIENT_SECRET },
   });

@@ -37,6 +37,20 @@ param principalType string = 'User'
 ])
 param mdeCloud string = 'Commercial'
 
+@description('How the app authenticates as the MDE app (MDE_CREDENTIAL): `secret` (client secret in Key Vault), `certificate` (Key Vault certificate) or `federated` (this deployment\'s managed identity as a federated credential of the MDE app: no secret). See docs/security.md.')
+@allowed([
+  'secret'
+  'certificate'
+  'federated'
+])
+param mdeCredential string = 'secret'
+
+@description('Tenant id of the MDE app registration (MDE_TENANT_ID); empty: read from the Key Vault secret mde-tenant-id.')
+param mdeTenantId string = ''
+
+@description('Client id of the MDE app registration (MDE_CLIENT_ID); empty: read from the Key Vault secret mde-client-id.')
+param mdeClientId string = ''
+
 @description('Deliveries of one request before it is dead-lettered; also given to the app as MAX_DELIVERY_COUNT.')
 @minValue(1)
 @maxValue(2000)
@@ -80,6 +94,12 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(r
 var requestQueueName = 'unisolate-requests'
 var responseQueueName = 'unisolate-responses'
 var stateTableName = 'releases'
+// Workload identity federation (MDE_CREDENTIAL=federated): the managed identity's tokens are issued by its own
+// tenant on this cloud's login host, for the token exchange audience of the MDE cloud (src/config.ts
+// TOKEN_EXCHANGE_AUDIENCES; GCC uses the commercial one).
+// https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
+var federatedCredentialIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+var tokenExchangeAudience = contains(['GCCHigh', 'DoD'], mdeCloud) ? 'api://AzureADTokenExchangeUSGov' : 'api://AzureADTokenExchange'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -183,6 +203,9 @@ module api 'app/api.bicep' = {
     // From the deployed queue, so the app and Service Bus agree on the last delivery.
     maxDeliveryCount: serviceBus.outputs.requestQueueMaxDeliveryCount
     mdeCloud: mdeCloud
+    mdeCredential: mdeCredential
+    mdeTenantId: mdeTenantId
+    mdeClientId: mdeClientId
     allowedCallerRoles: allowedCallerRoles
     webhookSigningSecretName: webhookSigningSecretName
     additionalAppSettings: additionalAppSettings
@@ -233,3 +256,10 @@ output STATE_TABLE_URL string = storage.outputs.stateTableUrl
 // Not a secret: Application Insights has local auth disabled, so the key in it cannot send telemetry.
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.applicationInsightsConnectionString
 output AZURE_CLIENT_ID string = identity.outputs.clientId
+output MDE_CREDENTIAL string = mdeCredential
+// What the MDE app registration must trust for MDE_CREDENTIAL=federated, and the command that adds it
+// (docs/deploy.md). Identifiers only: nothing here is a secret.
+output MDE_FEDERATED_CREDENTIAL_ISSUER string = federatedCredentialIssuer
+output MDE_FEDERATED_CREDENTIAL_SUBJECT string = identity.outputs.principalId
+output MDE_FEDERATED_CREDENTIAL_AUDIENCE string = tokenExchangeAudience
+output MDE_FEDERATED_CREDENTIAL_COMMAND string = 'az ad app federated-credential create --id ${empty(mdeClientId) ? '<MDE app client id>' : mdeClientId} --parameters \'{"name":"mde-unisolate-${resourceToken}","issuer":"${federatedCredentialIssuer}","subject":"${identity.outputs.principalId}","audiences":["${tokenExchangeAudience}"]}\''

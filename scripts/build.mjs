@@ -48,8 +48,10 @@ const app = esbuild.build({
   // (src/adapters/telemetrySdk.ts), so require.resolve staying is intended.
   logOverride: { 'require-resolve-not-external': 'silent' },
   // The Functions worker provides @azure/functions-core; applicationinsights is loaded lazily at run time
-  // (its OpenTelemetry internals resolve modules dynamically, so it stays in node_modules).
-  external: ['@azure/functions-core', 'applicationinsights'],
+  // (its OpenTelemetry internals resolve modules dynamically, so it stays in node_modules); node-forge is
+  // required only to read a PKCS#12 certificate (MDE_CREDENTIAL=certificate), so it stays out of the bundle
+  // every cold start parses and is loaded from node_modules on first use.
+  external: ['@azure/functions-core', 'applicationinsights', 'node-forge'],
   plugins: [
     {
       // mime-db (a 130 KiB table of media types) reaches the bundle only through axios → form-data →

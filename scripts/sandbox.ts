@@ -146,6 +146,28 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no function at this route"}');
 }
 
+/** Runs the registered self-test function once and prints each check (what `GET /api/selftest` answers). */
+async function printSelfTest(): Promise<void> {
+  const reg = registrations().get('selfTest');
+  if (!reg) return;
+  const init = (await reg.handler(
+    new HttpRequest({ method: 'GET', url: `http://localhost:${PORT}/api/selftest` }),
+    contextFor(reg),
+  )) as HttpResponseInit;
+  const report = init.jsonBody as {
+    ok: boolean;
+    cloud: string;
+    credential: string;
+    checks: { name: string; ok: boolean; detail: string; fix: string | null }[];
+  };
+  log(`Self-test (${report.credential}, ${report.cloud}): ${report.ok ? 'all checks pass' : 'FAILED'}`);
+  for (const check of report.checks) {
+    log(
+      `  ${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}${check.fix ? ` -> ${check.fix}` : ''}`,
+    );
+  }
+}
+
 async function main(): Promise<void> {
   const local = !process.env.KEY_VAULT_URL;
   let sampleId = '<40-hex machine id>';
@@ -159,7 +181,7 @@ async function main(): Promise<void> {
     const [env, azurite] = await Promise.all([
       startEnvironment({
         defender: { autoProgress: { toInProgressMs: 5000, toSucceededMs: 15_000 } },
-        telemetry: false,
+        // Telemetry goes to the local ingestion simulator, so the self-test's telemetry check passes here too.
       }),
       startAzuriteTables(),
     ]);
@@ -204,6 +226,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => server.listen(PORT, '127.0.0.1', resolve));
   const base = `http://localhost:${PORT}`;
   log(`Functions: ${[...registrations().keys()].join(', ')}`);
+  await printSelfTest();
   log(`Listening on ${base}/api/ — try:`);
   process.stdout.write(
     `\n  curl -s -X POST ${base}/api/machines/${sampleId}/unisolate -H 'Content-Type: application/json' \\\n` +
@@ -212,7 +235,8 @@ async function main(): Promise<void> {
       `       -d '{"deviceName":"${sampleName}","comment":"Closed INC0012346","correlationId":"INC0012346"}'\n\n` +
       `  curl -s ${base}/api/unisolate/INC0012345          # status: accepted, then completed\n` +
       `  curl -s -X POST ${base}/sandbox/queue -d '{"machineId":"${sampleId}","comment":"via queue"}'\n` +
-      `  curl -s ${base}/api/openapi.json\n\n`,
+      `  curl -s ${base}/api/openapi.json\n` +
+      `  curl -s ${base}/api/selftest                      # the self-test (200 when every check passes)\n\n`,
   );
   const shutdown = (): void => {
     clearInterval(timer);

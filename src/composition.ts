@@ -22,6 +22,8 @@ import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
 import type { CallerPolicy } from './core/callerPrincipal';
 import { SignatureVerifier } from './core/signature';
+import { runSelfTest, type SelfTestProbes, type SelfTestReport, type SelfTestSetup } from './core/selfTest';
+import { deadlineIn, within } from './adapters/sharedFlight';
 
 /** Everything the handlers need, except the per-invocation logger. */
 export interface AppDependencies {
@@ -37,6 +39,8 @@ export interface AppDependencies {
   callers?: CallerChecks;
   /** Durable state (idempotency, tracking, status endpoint); absent: not configured, none of those. */
   state?: StateDeps;
+  /** The self-test's probes of Key Vault, the token and the state table (absent: invalid settings). */
+  selfTestProbes?: SelfTestProbes;
 }
 
 /** HTTP caller checks (docs/security.md): signed webhooks and Entra ID app roles. */
@@ -90,12 +94,19 @@ export function buildDependencies(
   const { config } = parsed;
   let identity: TokenCredential | undefined;
   const getIdentity = (): TokenCredential => (identity ??= appIdentity(config.managedIdentityClientId, env));
+  // No vault at all in the federated mode with both ids in the settings (and no signed webhooks).
   let secretClient: SecretClient | undefined;
-  const getSecretClient = (): SecretClient =>
-    (secretClient ??= new SecretClient(config.keyVaultUrl, getIdentity(), {
-      // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults always do.
-      disableChallengeResourceVerification: isLoopbackUrl(config.keyVaultUrl),
+  const getSecretClient = (): SecretClient | undefined => {
+    const vault = config.keyVaultUrl;
+    if (vault === undefined) return undefined;
+    return (secretClient ??= new SecretClient(vault, getIdentity(), {
+      // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults do.
+      disableChallengeResourceVerification: isLoopbackUrl(vault),
+      // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the
+      // core retries whole attempts within it.
+      retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
     }));
+  };
 
   if (parsed.problems.length > 0) {
     const error = new ConfigError(parsed.problems);
@@ -130,9 +141,20 @@ export function buildDependencies(
     };
   }
 
+  const { credential } = config;
   const credentials = new MdeCredentials({
+    mode: credential.mode,
     secretClient: getSecretClient(),
     secretNames: config.secretNames,
+    certificateName: credential.certificateName,
+    ids: { tenantId: credential.tenantId, clientId: credential.clientId },
+    sendCertificateChain: credential.sendCertificateChain,
+    // The user-assigned identity (loadConfig insists on AZURE_CLIENT_ID in this mode) is the federated
+    // credential of the MDE app: its token for the exchange audience is the client assertion.
+    assertion:
+      credential.mode === 'federated'
+        ? { identity: getIdentity(), audience: credential.tokenExchangeAudience }
+        : undefined,
     authorityHost: config.mde.authorityHost,
     scope: config.mde.tokenScope,
     ttlMs: config.secretCacheTtlMs,
@@ -154,7 +176,23 @@ export function buildDependencies(
     tracker: config.trackerRateLimit,
   };
   const state = buildState(config, getIdentity, clock);
+  const webhookSecretName = config.callers.webhookSigningSecretName;
+  const selfTestProbes: SelfTestProbes = {
+    vault: (remainingMs) =>
+      credentials.inspectVault(
+        webhookSecretName ? [{ name: webhookSecretName, what: 'webhook signing key' }] : [],
+        remainingMs,
+      ),
+    token: (remainingMs) => credentials.getToken({ remainingMs }),
+    stateTable: state
+      ? async (remainingMs) => {
+          const deadline = deadlineIn(remainingMs);
+          await within(state.store.readTrackerPoll(), deadline, () => new Error('no answer in time'));
+        }
+      : undefined,
+  };
   return {
+    selfTestProbes,
     release: {
       defender: defenderClient,
       budget: state
@@ -178,19 +216,25 @@ export function buildDependencies(
 }
 
 /** The caller checks from valid caller-check settings (the signing key is read from Key Vault, cached). */
-function callerChecksOf(config: Config, secretClient: () => SecretClient, clock: Clock): CallerChecks {
+function callerChecksOf(
+  config: Config,
+  secretClient: () => SecretClient | undefined,
+  clock: Clock,
+): CallerChecks {
   const name = config.callers.webhookSigningSecretName;
+  const client = name ? secretClient() : undefined;
   return {
     policy: config.callers,
-    webhookSecret: name
-      ? new WebhookSecret({
-          secretClient: secretClient(),
-          name,
-          ttlMs: config.secretCacheTtlMs,
-          now: clock.now,
-          log: consoleLogger,
-        })
-      : undefined,
+    webhookSecret:
+      name && client
+        ? new WebhookSecret({
+            secretClient: client,
+            name,
+            ttlMs: config.secretCacheTtlMs,
+            now: clock.now,
+            log: consoleLogger,
+          })
+        : undefined,
     signatures: new SignatureVerifier({ now: clock.now }),
   };
 }
@@ -214,11 +258,81 @@ function buildState(config: Config, identity: () => TokenCredential, clock: Cloc
   };
 }
 
+/** What the settings ask of the deployment, for the self-test (from a ConfigError: its problems). */
+function selfTestSetup(config: Config | ConfigError): SelfTestSetup {
+  if (config instanceof ConfigError) {
+    return {
+      cloud: process.env.MDE_CLOUD || 'Commercial',
+      credential: process.env.MDE_CREDENTIAL || 'secret',
+      problems: [...config.problems],
+      tokenScope: '',
+      needs: { isolationCheck: false, tracking: false, riskGate: false, alertGate: false },
+      queues: { request: '', response: '' },
+      telemetryConfigured: false,
+    };
+  }
+  return {
+    cloud: config.cloud,
+    credential: config.credential.mode,
+    problems: [],
+    tokenScope: config.mde.tokenScope,
+    needs: {
+      isolationCheck: config.checkIsolationState,
+      tracking: config.stateTable !== undefined,
+      riskGate: config.releasePolicy?.blockRiskScore !== undefined,
+      alertGate: config.releasePolicy?.blockAlertSeverity !== undefined,
+    },
+    queues: { request: config.requestQueueName, response: config.responseQueueName },
+    telemetryConfigured: config.appInsightsConnectionString !== undefined,
+  };
+}
+
+/** Runs the self-test against this instance's dependencies (`GET /api/selftest`, and at cold start). */
+export function selfTestOf(deps: AppDependencies): Promise<SelfTestReport> {
+  const { defender, budget, clock, random, requestTimeoutMs } = deps.release;
+  return runSelfTest(selfTestSetup(deps.config), deps.selfTestProbes, {
+    defender,
+    // Counted in the releases' budget of the API it reads, like any other call.
+    budget,
+    spender: 'release',
+    clock,
+    random,
+    requestTimeoutMs,
+  });
+}
+
+/**
+ * The self-test once per instance, in the background: a `UnisolateSelfTest` event, and a warning naming each
+ * failed check. It never delays or fails a release (it starts after the first one had its turn) and never
+ * throws.
+ */
+export async function startupSelfTest(deps: AppDependencies, log: Logger = consoleLogger): Promise<void> {
+  const started = deps.release.clock.now();
+  try {
+    const report = await selfTestOf(deps);
+    deps.telemetry.trackSelfTest(report, deps.release.clock.now() - started);
+    if (!report.ok) {
+      const failed = report.checks.filter((c) => !c.ok);
+      log.warn(`Self-test failed: ${failed.map((c) => c.name).join(', ')}`, {
+        failed: failed.map((c) => ({ name: c.name, detail: c.detail, fix: c.fix })),
+      });
+    }
+  } catch (error) {
+    log.warn('Self-test could not run', { error: error instanceof Error ? error.name : 'unknown' });
+  }
+}
+
+/** Delay before the cold-start self-test, so that the invocation that started the instance goes first. */
+const STARTUP_SELF_TEST_DELAY_MS = 1000;
+
 let current: AppDependencies | undefined;
 
-/** The dependencies of this instance, built on first use. */
+/** The dependencies of this instance, built on first use (which also schedules the cold-start self-test). */
 export function getDependencies(): AppDependencies {
-  current ??= buildDependencies();
+  if (!current) {
+    const built = (current = buildDependencies());
+    setTimeout(() => void startupSelfTest(built), STARTUP_SELF_TEST_DELAY_MS).unref();
+  }
   return current;
 }
 

@@ -48,6 +48,24 @@ export const CLOUD_PROFILES: Readonly<Record<MdeCloud, CloudProfile>> = {
   },
 };
 
+/**
+ * The audience a managed identity's token must have to be exchanged for an app's token (workload identity
+ * federation), per cloud: GCC uses the commercial login and audience, GCC High and DoD the US Government ones.
+ * https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
+ */
+export const TOKEN_EXCHANGE_AUDIENCES: Readonly<Record<MdeCloud, string>> = {
+  Commercial: 'api://AzureADTokenExchange',
+  GCC: 'api://AzureADTokenExchange',
+  GCCHigh: 'api://AzureADTokenExchangeUSGov',
+  DoD: 'api://AzureADTokenExchangeUSGov',
+};
+
+/** How the function authenticates as the MDE app (`MDE_CREDENTIAL`). */
+export type MdeCredentialMode = 'secret' | 'certificate' | 'federated';
+
+/** The modes, in documentation order. */
+export const MDE_CREDENTIAL_MODES: readonly MdeCredentialMode[] = ['secret', 'certificate', 'federated'];
+
 /** Where a setting must be present. `azure`: infra/ must set it on the deployed app. */
 export type SettingScope = 'azure' | 'optional';
 
@@ -64,7 +82,15 @@ export const SETTINGS: readonly SettingSpec[] = [
   {
     name: 'KEY_VAULT_URL',
     default: '(required)',
-    meaning: 'Key Vault holding the MDE app credentials, `https://<vault>.vault.azure.net/`',
+    meaning:
+      'Key Vault holding the MDE app credentials, `https://<vault>.vault.azure.net/` (not needed with `MDE_CREDENTIAL=federated` and `MDE_TENANT_ID` / `MDE_CLIENT_ID` set, unless webhooks are signed)',
+    scope: 'azure',
+  },
+  {
+    name: 'MDE_CREDENTIAL',
+    default: 'secret',
+    meaning:
+      'how the app authenticates as the MDE app: `secret` (client secret in Key Vault), `certificate` (Key Vault certificate `KV_CERTIFICATE_NAME`) or `federated` (the user-assigned managed identity is a federated credential of the MDE app: no secret anywhere); see docs/security.md',
     scope: 'azure',
   },
   {
@@ -86,9 +112,45 @@ export const SETTINGS: readonly SettingSpec[] = [
     scope: 'azure',
   },
   {
+    name: 'KV_CERTIFICATE_NAME',
+    default: 'mde-client-certificate',
+    meaning:
+      'name of the Key Vault certificate of the MDE app (`MDE_CREDENTIAL=certificate`), read through its secret (PEM or PKCS#12)',
+    scope: 'azure',
+  },
+  {
+    name: 'MDE_SEND_CERTIFICATE_CHAIN',
+    default: 'false',
+    meaning:
+      '`true`: send the certificate chain (`x5c`) with certificate assertions, for subject name + issuer authentication',
+    scope: 'optional',
+  },
+  {
+    name: 'MDE_TENANT_ID',
+    default: '(from Key Vault)',
+    meaning:
+      'tenant id of the MDE app registration, instead of the Key Vault secret `KV_SECRET_TENANT_ID` (not a secret)',
+    scope: 'optional',
+  },
+  {
+    name: 'MDE_CLIENT_ID',
+    default: '(from Key Vault)',
+    meaning:
+      'client id of the MDE app registration, instead of the Key Vault secret `KV_SECRET_CLIENT_ID` (not a secret)',
+    scope: 'optional',
+  },
+  {
+    name: 'MDE_TOKEN_EXCHANGE_AUDIENCE',
+    default: '(from cloud)',
+    meaning:
+      'override of the audience of the managed identity token exchanged for the MDE app token (`MDE_CREDENTIAL=federated`): `api://AzureADTokenExchange`, `api://AzureADTokenExchangeUSGov` for GCC High and DoD',
+    scope: 'optional',
+  },
+  {
     name: 'AZURE_CLIENT_ID',
     default: '(none)',
-    meaning: 'client id of the user-assigned managed identity (absent: system-assigned)',
+    meaning:
+      'client id of the user-assigned managed identity (absent: system-assigned); required with `MDE_CREDENTIAL=federated`',
     scope: 'azure',
   },
   {
@@ -299,10 +361,25 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
 ];
 
+/** How the app authenticates as the MDE app: the parsed `MDE_CREDENTIAL` and what goes with it. */
+export interface CredentialConfig {
+  mode: MdeCredentialMode;
+  /** Key Vault certificate (`certificate` mode). */
+  certificateName: string;
+  sendCertificateChain: boolean;
+  /** Audience of the managed identity token exchanged for the MDE app token (`federated` mode). */
+  tokenExchangeAudience: string;
+  /** From the settings instead of Key Vault, when set. */
+  tenantId: string | undefined;
+  clientId: string | undefined;
+}
+
 /** The parsed settings. */
 export interface Config {
-  keyVaultUrl: string;
+  /** Undefined only when nothing is read from Key Vault (federated, ids in the settings, no signing). */
+  keyVaultUrl: string | undefined;
   secretNames: { tenantId: string; clientId: string; clientSecret: string };
+  credential: CredentialConfig;
   managedIdentityClientId: string | undefined;
   cloud: MdeCloud;
   mde: CloudProfile;
@@ -532,6 +609,48 @@ function stateTable(env: Env, problems: string[]): Config['stateTable'] {
   return raw === undefined ? undefined : { tableUrl: raw.replace(/\/+$/, '') };
 }
 
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `MDE_CREDENTIAL` and its settings. */
+function credentialConfig(
+  env: Env,
+  cloud: MdeCloud,
+  problems: string[],
+  secretName: (name: string, fallback: string) => string,
+): CredentialConfig {
+  const raw = (text(env, 'MDE_CREDENTIAL') ?? 'secret').toLowerCase();
+  const mode = MDE_CREDENTIAL_MODES.find((m) => m === raw);
+  if (!mode) {
+    problems.push(`MDE_CREDENTIAL must be one of ${MDE_CREDENTIAL_MODES.join(', ')} (got "${raw}")`);
+  }
+  const chain = (text(env, 'MDE_SEND_CERTIFICATE_CHAIN') ?? 'false').toLowerCase();
+  if (chain !== 'true' && chain !== 'false') {
+    problems.push(`MDE_SEND_CERTIFICATE_CHAIN must be true or false (got "${chain}")`);
+  }
+  const tenantId = text(env, 'MDE_TENANT_ID');
+  // A directory id, or one of its verified domain names.
+  if (tenantId !== undefined && !GUID.test(tenantId) && !/^[a-z0-9-]+(\.[a-z0-9-]+)+$/i.test(tenantId)) {
+    problems.push(`MDE_TENANT_ID must be a tenant id (GUID) or domain (got "${tenantId}")`);
+  }
+  const clientId = text(env, 'MDE_CLIENT_ID');
+  if (clientId !== undefined && !GUID.test(clientId)) {
+    problems.push(`MDE_CLIENT_ID must be an application (client) id, a GUID (got "${clientId}")`);
+  }
+  if (mode === 'federated' && text(env, 'AZURE_CLIENT_ID') === undefined) {
+    problems.push(
+      'MDE_CREDENTIAL=federated needs a user-assigned managed identity: set AZURE_CLIENT_ID to its client id. Entra ID accepts only user-assigned managed identities as federated credentials of an app; a system-assigned identity cannot be one',
+    );
+  }
+  return {
+    mode: mode ?? 'secret',
+    certificateName: secretName('KV_CERTIFICATE_NAME', 'mde-client-certificate'),
+    sendCertificateChain: chain === 'true',
+    tokenExchangeAudience: text(env, 'MDE_TOKEN_EXCHANGE_AUDIENCE') ?? TOKEN_EXCHANGE_AUDIENCES[cloud],
+    tenantId,
+    clientId,
+  };
+}
+
 /**
  * Parses the settings. Throws one {@link ConfigError} listing every problem.
  * @param env - usually `process.env`
@@ -551,9 +670,6 @@ export function parseSettings(env: Env = process.env): { config: Config; problem
   const problems: string[] = [];
 
   const keyVaultUrl = httpsUrl(env, 'KEY_VAULT_URL', problems);
-  if (keyVaultUrl === undefined && !problems.some((p) => p.startsWith('KEY_VAULT_URL'))) {
-    problems.push('KEY_VAULT_URL is required (https://<vault>.vault.azure.net/)');
-  }
 
   const cloudRaw = text(env, 'MDE_CLOUD') ?? 'Commercial';
   const cloud = (Object.keys(CLOUD_PROFILES) as MdeCloud[]).find(
@@ -580,6 +696,21 @@ export function parseSettings(env: Env = process.env): { config: Config; problem
   };
   const webhookSecretName = text(env, 'WEBHOOK_SIGNING_SECRET_NAME');
   if (webhookSecretName !== undefined) secretName('WEBHOOK_SIGNING_SECRET_NAME', webhookSecretName);
+  const credential = credentialConfig(env, cloud ?? 'Commercial', problems, secretName);
+  // Key Vault is needed for whatever is read from it: the MDE app credentials (unless federated with both
+  // ids in the settings) and the webhook signing secret.
+  const needsVault =
+    credential.mode !== 'federated' ||
+    credential.tenantId === undefined ||
+    credential.clientId === undefined ||
+    webhookSecretName !== undefined;
+  if (keyVaultUrl === undefined && needsVault && !problems.some((p) => p.startsWith('KEY_VAULT_URL'))) {
+    problems.push(
+      credential.mode === 'federated'
+        ? 'KEY_VAULT_URL is required (https://<vault>.vault.azure.net/) unless MDE_TENANT_ID and MDE_CLIENT_ID are set and WEBHOOK_SIGNING_SECRET_NAME is not'
+        : 'KEY_VAULT_URL is required (https://<vault>.vault.azure.net/)',
+    );
+  }
 
   const budget = text(env, 'MDE_RETRY_BUDGET_MS');
   const budgetBoth =
@@ -606,8 +737,9 @@ export function parseSettings(env: Env = process.env): { config: Config; problem
   };
 
   const config: Config = {
-    keyVaultUrl: keyVaultUrl ?? '',
+    keyVaultUrl,
     secretNames,
+    credential,
     managedIdentityClientId: text(env, 'AZURE_CLIENT_ID'),
     cloud: cloud ?? 'Commercial',
     mde: { apiBaseUrl, authorityHost, tokenScope },

@@ -13,6 +13,7 @@ import './functions/trackReleases';
 import './functions/resumeReleases';
 import './functions/releaseStatus';
 import './functions/openapi';
+import './functions/selfTest';
 
 // After the registrations (the library sets its programming model on the first one): handlers can then read
 // Service Bus ids as the host sent them, before the library's JSON conversion.

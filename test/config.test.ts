@@ -1,5 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { CLOUD_PROFILES, ConfigError, loadConfig, SETTINGS, settingOf } from '../src/config';
+import {
+  CLOUD_PROFILES,
+  ConfigError,
+  loadConfig,
+  SETTINGS,
+  settingOf,
+  TOKEN_EXCHANGE_AUDIENCES,
+} from '../src/config';
 
 const base = { KEY_VAULT_URL: 'https://kv-mde.vault.azure.net/' };
 
@@ -107,6 +114,96 @@ describe('loadConfig', () => {
     expect([...(error?.settings ?? [])].sort()).toEqual(Object.keys(invalid).sort());
     for (const value of ['ftp://kv', 'Mars', 'maybe', 'a/b']) {
       expect(error?.settings.join(' ')).not.toContain(value);
+    }
+  });
+});
+
+describe('MDE_CREDENTIAL', () => {
+  const problemsOf = (env: Record<string, string>): string[] => {
+    try {
+      loadConfig(env);
+      return [];
+    } catch (error) {
+      return [...(error as ConfigError).problems];
+    }
+  };
+  const uami = '1d1d1d1d-0000-4000-8000-0000000001d1';
+  const ids = { MDE_TENANT_ID: '72f988bf-0000-4000-8000-00000000c0de', MDE_CLIENT_ID: uami };
+
+  it('defaults to the client secret, with the documented certificate name', () => {
+    expect(loadConfig(base).credential).toEqual({
+      mode: 'secret',
+      certificateName: 'mde-client-certificate',
+      sendCertificateChain: false,
+      tokenExchangeAudience: 'api://AzureADTokenExchange',
+      tenantId: undefined,
+      clientId: undefined,
+    });
+  });
+
+  it.each([
+    ['Commercial', 'api://AzureADTokenExchange'],
+    ['GCC', 'api://AzureADTokenExchange'],
+    ['GCCHigh', 'api://AzureADTokenExchangeUSGov'],
+    ['DoD', 'api://AzureADTokenExchangeUSGov'],
+  ])('%s exchanges managed identity tokens for audience %s', (cloud, audience) => {
+    expect(loadConfig({ ...base, MDE_CLOUD: cloud }).credential.tokenExchangeAudience).toBe(audience);
+    expect(TOKEN_EXCHANGE_AUDIENCES[cloud as keyof typeof TOKEN_EXCHANGE_AUDIENCES]).toBe(audience);
+  });
+
+  it('federated with both ids in the settings needs no Key Vault; MDE_TOKEN_EXCHANGE_AUDIENCE overrides', () => {
+    const config = loadConfig({
+      MDE_CREDENTIAL: 'Federated',
+      AZURE_CLIENT_ID: uami,
+      MDE_TOKEN_EXCHANGE_AUDIENCE: 'api://custom',
+      ...ids,
+    });
+    expect(config.keyVaultUrl).toBeUndefined();
+    expect(config.credential).toMatchObject({
+      mode: 'federated',
+      tokenExchangeAudience: 'api://custom',
+      ...{ tenantId: ids.MDE_TENANT_ID },
+    });
+  });
+
+  it('refuses a system-assigned identity for the federated mode, saying why', () => {
+    expect(problemsOf({ MDE_CREDENTIAL: 'federated', ...ids }).join('\n')).toMatch(
+      /AZURE_CLIENT_ID.*only user-assigned managed identities/,
+    );
+  });
+
+  it('still needs Key Vault for ids not in the settings, or for signed webhooks', () => {
+    expect(problemsOf({ MDE_CREDENTIAL: 'federated', AZURE_CLIENT_ID: uami }).join()).toMatch(
+      /KEY_VAULT_URL/,
+    );
+    expect(
+      problemsOf({
+        MDE_CREDENTIAL: 'federated',
+        AZURE_CLIENT_ID: uami,
+        ...ids,
+        WEBHOOK_SIGNING_SECRET_NAME: 'k',
+      }).join(),
+    ).toMatch(/KEY_VAULT_URL/);
+    expect(problemsOf({ MDE_CREDENTIAL: 'certificate', ...ids }).join()).toMatch(/KEY_VAULT_URL is required/);
+  });
+
+  it('lists every bad credential setting', () => {
+    const problems = problemsOf({
+      ...base,
+      MDE_CREDENTIAL: 'password',
+      KV_CERTIFICATE_NAME: 'no spaces',
+      MDE_SEND_CERTIFICATE_CHAIN: 'yes',
+      MDE_TENANT_ID: 'not a tenant',
+      MDE_CLIENT_ID: 'not-a-guid',
+    }).join('\n');
+    for (const name of [
+      'MDE_CREDENTIAL',
+      'KV_CERTIFICATE_NAME',
+      'MDE_SEND_CERTIFICATE_CHAIN',
+      'MDE_TENANT_ID',
+      'MDE_CLIENT_ID',
+    ]) {
+      expect(problems).toContain(name);
     }
   });
 });

@@ -37,10 +37,24 @@ param maxDeliveryCount int
 ])
 param mdeCloud string
 
-// Names of the Key Vault secrets holding the MDE app registration credentials (set by the operator).
+@description('How the app authenticates as the MDE app (MDE_CREDENTIAL).')
+@allowed([
+  'secret'
+  'certificate'
+  'federated'
+])
+param mdeCredential string = 'secret'
+
+@description('Tenant and client id of the MDE app registration (MDE_TENANT_ID, MDE_CLIENT_ID); empty: read from Key Vault.')
+param mdeTenantId string = ''
+param mdeClientId string = ''
+
+// Names of the Key Vault secrets and certificate holding the MDE app registration credentials (set by the
+// operator).
 param kvSecretTenantIdName string = 'mde-tenant-id'
 param kvSecretClientIdName string = 'mde-client-id'
 param kvSecretClientSecretName string = 'mde-client-secret'
+param kvCertificateName string = 'mde-client-certificate'
 
 @description('NCRONTAB schedule of the tracker that polls accepted releases until their machine action ends (TRACK_SCHEDULE).')
 param trackSchedule string = '0 */1 * * * *'
@@ -86,6 +100,11 @@ var appSettings = {
   KV_SECRET_TENANT_ID: kvSecretTenantIdName
   KV_SECRET_CLIENT_ID: kvSecretClientIdName
   KV_SECRET_CLIENT_SECRET: kvSecretClientSecretName
+  KV_CERTIFICATE_NAME: kvCertificateName
+  // secret | certificate | federated; the ids may be given here instead of in Key Vault (not secrets).
+  MDE_CREDENTIAL: mdeCredential
+  MDE_TENANT_ID: mdeTenantId
+  MDE_CLIENT_ID: mdeClientId
   // The identity DefaultAzureCredential / ManagedIdentityCredential use.
   AZURE_CLIENT_ID: identityClientId
   MDE_CLOUD: mdeCloud

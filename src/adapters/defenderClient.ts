@@ -9,10 +9,10 @@ import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import type { ApiResponse, AttemptOptions, DefenderApi } from '../core/ports';
 import { TransportError } from '../core/ports';
 
-/** Source of bearer tokens for the Defender API. */
+/** Source of bearer tokens for the Defender API; `remainingMs` bounds how long a call may wait. */
 export interface TokenSource {
-  getToken(): Promise<string>;
-  refresh(): Promise<void>;
+  getToken(options?: Pick<AttemptOptions, 'remainingMs'>): Promise<string>;
+  refresh(options?: Pick<AttemptOptions, 'remainingMs'>): Promise<void>;
 }
 
 const USER_AGENT = 'mde-unisolate/0.1 (+azure-functions)';
@@ -110,8 +110,8 @@ export class DefenderClient implements DefenderApi {
     return this.send('GET', `/api/machineactions/${actionId}`, options);
   }
 
-  async refreshCredentials(): Promise<void> {
-    await this.tokens.refresh();
+  async refreshCredentials(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
+    await this.tokens.refresh(options);
   }
 
   private async send(
@@ -120,14 +120,18 @@ export class DefenderClient implements DefenderApi {
     options: AttemptOptions,
     data?: unknown,
   ): Promise<ApiResponse> {
-    const token = await this.tokens.getToken();
+    const waitStarted = Date.now();
+    const token = await this.tokens.getToken({ remainingMs: options.remainingMs });
+    // Time spent waiting for the token comes out of the budget, never out of the request timeout alone.
+    const left =
+      options.remainingMs === undefined ? Infinity : options.remainingMs - (Date.now() - waitStarted);
     this.calls += 1;
     try {
       const response = await this.http.request<unknown>({
         method,
         url,
         data,
-        timeout: options.timeoutMs,
+        timeout: Math.max(1, Math.min(options.timeoutMs, left)),
         headers: {
           Authorization: `Bearer ${token}`,
           ...(data === undefined ? {} : { 'Content-Type': 'application/json' }),

@@ -1,37 +1,90 @@
 /**
- * The MDE app's credentials: read from Key Vault with the function's managed identity, cached per instance
- * with a TTL, and turned into bearer tokens for the Defender API, cached until shortly before expiry.
+ * The MDE app's credentials, turned into bearer tokens for the Defender API (cached until 5 minutes before
+ * they expire), in one of three modes (`MDE_CREDENTIAL`, docs/security.md):
+ * - `secret`: tenant id, client id and client secret from Key Vault (`ClientSecretCredential`);
+ * - `certificate`: tenant and client id as above, and the Key Vault certificate's secret, PEM or PKCS#12
+ *   (`ClientCertificateCredential`, which signs a client assertion with its private key);
+ * - `federated`: no secret and no certificate: the user-assigned managed identity's token for the token
+ *   exchange audience is the client assertion (`ClientAssertionCredential`); the MDE app registration holds
+ *   that identity as a federated identity credential. Tenant and client id from Key Vault or the settings.
+ * Tenant and client id come from the settings instead of Key Vault when given there (not secrets).
+ * What is read is cached per instance with a TTL:
  *
  * - One Key Vault read serves every concurrent cold request (single flight, no thundering herd).
  * - After the TTL the secrets are re-read; if Key Vault is down then, the cached ones keep working.
  * - `refresh()` (after a 401 from MDE) forces a re-read: the client secret may have been rotated.
+ * - Every wait is bounded by the caller's `remainingMs` (see `sharedFlight.ts`): Key Vault, the managed
+ *   identity endpoint or Entra ID not answering in time is `SecretUnavailable` / `TokenUnavailable`, and a
+ *   read shared by concurrent requests is aborted only when the last of them gives up.
  * Errors are `UnisolateError`s whose messages never contain a secret or a token.
  */
-import type { AccessToken, TokenCredential } from '@azure/identity';
-import { ClientSecretCredential } from '@azure/identity';
-import type { SecretClient } from '@azure/keyvault-secrets';
+import { X509Certificate } from 'node:crypto';
+import type { AccessToken, ClientSecretCredentialOptions, TokenCredential } from '@azure/identity';
+import {
+  ClientAssertionCredential,
+  ClientCertificateCredential,
+  ClientSecretCredential,
+} from '@azure/identity';
+import type { KeyVaultSecret, SecretClient } from '@azure/keyvault-secrets';
 import { UnisolateError } from '../core/errors';
-import type { Logger } from '../core/ports';
+import type { AttemptOptions, Logger } from '../core/ports';
 import { isLoopbackUrl } from './loopback';
+import { pkcs12ToPem } from './pkcs12';
+import {
+  abortable,
+  deadlineIn,
+  SharedFlight,
+  within,
+  type Deadline,
+  type FlightContext,
+} from './sharedFlight';
 
-/** The three secrets. */
-export interface MdeAppSecrets {
-  tenantId: string;
-  clientId: string;
-  clientSecret: string;
+/** How the function authenticates as the MDE app (the setting `MDE_CREDENTIAL`). */
+export type MdeCredentialMode = 'secret' | 'certificate' | 'federated';
+
+/** What the MDE app authenticates with, as read from Key Vault and the settings. */
+export type MdeAppCredential =
+  | { kind: 'secret'; tenantId: string; clientId: string; clientSecret: string }
+  | {
+      kind: 'certificate';
+      tenantId: string;
+      clientId: string;
+      /** PEM: private key, then the certificate (and its chain). */
+      certificate: string;
+      /** Key Vault version of the certificate, and its SHA-1 thumbprint (hex), for messages. */
+      version: string;
+      thumbprint: string;
+    }
+  | { kind: 'federated'; tenantId: string; clientId: string };
+
+/** Everything {@link MdeCredentialsOptions.createCredential} may need besides the credential itself. */
+export interface CredentialContext {
+  authorityHost: string;
+  sendCertificateChain: boolean;
+  /** The client assertion of the federated mode: the managed identity's token for the exchange audience. */
+  getAssertion: () => Promise<string>;
 }
 
 /** Options of {@link MdeCredentials}. */
 export interface MdeCredentialsOptions {
-  secretClient: Pick<SecretClient, 'getSecret'>;
+  mode: MdeCredentialMode;
+  /** Absent when nothing is read from Key Vault (federated with both ids in the settings). */
+  secretClient?: Pick<SecretClient, 'getSecret'>;
   secretNames: { tenantId: string; clientId: string; clientSecret: string };
+  /** Key Vault certificate of the `certificate` mode. */
+  certificateName?: string;
+  /** Tenant and client id from the settings; each one given is not read from Key Vault. */
+  ids?: { tenantId?: string | undefined; clientId?: string | undefined };
+  sendCertificateChain?: boolean;
+  /** `federated`: the user-assigned managed identity and the audience its token is requested for. */
+  assertion?: { identity: TokenCredential; audience: string };
   authorityHost: string;
   scope: string;
   ttlMs: number;
   now: () => number;
   log: Logger;
   /** Builds the MDE app credential; injectable for tests. */
-  createCredential?: (secrets: MdeAppSecrets, authorityHost: string) => TokenCredential;
+  createCredential?: (credential: MdeAppCredential, context: CredentialContext) => TokenCredential;
 }
 
 /**
@@ -39,23 +92,102 @@ export interface MdeCredentialsOptions {
  * secret, unknown or disabled app, unknown tenant. https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes
  */
 const REJECTED_CREDENTIALS = new Set([
+  // Client secret: invalid, expired; unknown or disabled app; unknown tenant.
   'AADSTS7000215',
   'AADSTS7000222',
   'AADSTS700016',
   'AADSTS7000112',
   'AADSTS90002',
   'AADSTS900023',
+  // No credential in the request; malformed assertion.
+  'AADSTS7000218',
+  'AADSTS50027',
+  // Certificate: not registered on the app, or the signature does not verify; assertion outside its validity
+  // (the host's clock).
+  'AADSTS700027',
+  'AADSTS700024',
+  // Federated: no federated identity credential for the assertion's issuer, subject or audience.
+  'AADSTS70021',
+  'AADSTS700211',
+  'AADSTS700212',
+  'AADSTS700213',
 ]);
 
 /** Tokens are renewed this long before they expire. */
 const TOKEN_RENEW_MARGIN_MS = 5 * 60_000;
 
-function defaultCredential(secrets: MdeAppSecrets, authorityHost: string): TokenCredential {
-  return new ClientSecretCredential(secrets.tenantId, secrets.clientId, secrets.clientSecret, {
-    authorityHost,
+/**
+ * Entra ID calls: few, quick SDK retries (the core retries the whole attempt within its budget), and a hard
+ * timeout per HTTP try, so that a token endpoint that never answers does not keep a socket open forever even
+ * where the SDK ignores the abort signal (MSAL's token requests).
+ */
+export const ENTRA_CLIENT_OPTIONS: Pick<
+  ClientSecretCredentialOptions,
+  'retryOptions' | 'additionalPolicies'
+> = {
+  retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
+  additionalPolicies: [
+    {
+      position: 'perRetry',
+      policy: {
+        name: 'mdeUnisolateTryTimeout',
+        sendRequest: (request, next) => {
+          request.timeout = request.timeout > 0 ? Math.min(request.timeout, 15_000) : 15_000;
+          return next(request);
+        },
+      },
+    },
+  ],
+};
+
+function defaultCredential(credential: MdeAppCredential, context: CredentialContext): TokenCredential {
+  const options = {
+    authorityHost: context.authorityHost,
     // Only a loopback simulator lacks Entra's instance discovery metadata.
-    disableInstanceDiscovery: isLoopbackUrl(authorityHost),
-  });
+    disableInstanceDiscovery: isLoopbackUrl(context.authorityHost),
+    ...ENTRA_CLIENT_OPTIONS,
+  };
+  const { tenantId, clientId } = credential;
+  switch (credential.kind) {
+    case 'secret':
+      return new ClientSecretCredential(tenantId, clientId, credential.clientSecret, options);
+    case 'certificate':
+      return new ClientCertificateCredential(
+        tenantId,
+        clientId,
+        { certificate: credential.certificate },
+        { ...options, sendCertificateChain: context.sendCertificateChain },
+      );
+    case 'federated':
+      return new ClientAssertionCredential(tenantId, clientId, context.getAssertion, options);
+  }
+}
+
+/** Whether two reads hold the same credential (then the token and the SDK credential are kept). */
+function sameCredential(a: MdeAppCredential, b: MdeAppCredential): boolean {
+  if (a.kind !== b.kind || a.tenantId !== b.tenantId || a.clientId !== b.clientId) return false;
+  if (a.kind === 'secret' && b.kind === 'secret') return a.clientSecret === b.clientSecret;
+  if (a.kind === 'certificate' && b.kind === 'certificate') return a.certificate === b.certificate;
+  return true;
+}
+
+/** The claims of a JWT that identify it (`iss`, `sub`, `aud`); never its signature or the token itself. */
+function identifyingClaims(jwt: string): { iss?: string; sub?: string; aud?: string } {
+  try {
+    const payload = JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<
+      string,
+      unknown
+    >;
+    const text = (v: unknown) => (typeof v === 'string' && v.length <= 300 ? v : undefined);
+    return { iss: text(payload.iss), sub: text(payload.sub), aud: text(payload.aud) };
+  } catch {
+    return {};
+  }
+}
+
+/** Whether an SDK call ended because its abort signal fired (our deadline), not because of the service. */
+function aborted(error: unknown): boolean {
+  return error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name);
 }
 
 function errorName(error: unknown): string {
@@ -70,11 +202,18 @@ function aadstsCode(error: unknown): string | undefined {
 
 /** Key Vault secrets + Entra token cache for the MDE app. */
 export class MdeCredentials {
-  private secrets?: { value: MdeAppSecrets; readAt: number; credential: TokenCredential };
-  private secretsInFlight?: Promise<MdeAppSecrets>;
+  private secrets?: { value: MdeAppCredential; readAt: number; credential: TokenCredential };
+  private readonly secretsFlight = new SharedFlight<MdeAppCredential>();
   private token?: { value: string; renewAt: number };
-  private tokenInFlight?: Promise<string>;
-  private readonly createCredential: (secrets: MdeAppSecrets, authorityHost: string) => TokenCredential;
+  private readonly tokenFlight = new SharedFlight<string>();
+  /** What the token flight is waiting for, to name it when a waiter's time is up. */
+  private phase: 'secrets' | 'token' = 'secrets';
+  private readonly createCredential: (
+    credential: MdeAppCredential,
+    context: CredentialContext,
+  ) => TokenCredential;
+  /** The latest federated assertion's identifying claims, and why the managed identity could not issue one. */
+  private assertion: { claims?: ReturnType<typeof identifyingClaims>; failure?: unknown } = {};
   /** Counters for diagnostics and benchmarks. */
   readonly stats = { secretReads: 0, tokenRequests: 0 };
 
@@ -82,8 +221,47 @@ export class MdeCredentials {
     this.createCredential = options.createCredential ?? defaultCredential;
   }
 
-  /** A bearer token for the Defender API. */
-  async getToken(): Promise<string> {
+  /** The mode (`MDE_CREDENTIAL`). */
+  get mode(): MdeCredentialMode {
+    return this.options.mode;
+  }
+
+  /** What this mode reads from Key Vault (names only), for the self-test; empty when nothing. */
+  vaultItems(): { name: string; what: string }[] {
+    const { secretNames, ids, mode } = this.options;
+    const items: { name: string; what: string }[] = [];
+    if (ids?.tenantId === undefined) items.push({ name: secretNames.tenantId, what: 'MDE app tenant id' });
+    if (ids?.clientId === undefined) items.push({ name: secretNames.clientId, what: 'MDE app client id' });
+    if (mode === 'secret') items.push({ name: secretNames.clientSecret, what: 'MDE app client secret' });
+    if (mode === 'certificate') items.push({ name: this.certificateName, what: 'MDE app certificate' });
+    return items;
+  }
+
+  /**
+   * Reads each Key Vault item this mode uses, plus `extra` ones (the webhook signing secret), for the
+   * self-test: names and versions only, nothing cached or changed. Errors as for a release.
+   */
+  async inspectVault(
+    extra: { name: string; what: string }[],
+    remainingMs: number,
+  ): Promise<{ name: string; what: string; version: string }[]> {
+    const items = [...this.vaultItems(), ...extra];
+    const signal = AbortSignal.timeout(Math.max(1, remainingMs));
+    return Promise.all(
+      items.map(async (item) => {
+        const kind = item.what === 'MDE app certificate' ? 'certificate' : 'secret';
+        const bundle = await this.readSecretBundle(item.name, signal, kind);
+        return { ...item, version: bundle.properties.version ?? 'unknown' };
+      }),
+    );
+  }
+
+  private get certificateName(): string {
+    return this.options.certificateName ?? 'mde-client-certificate';
+  }
+
+  /** A bearer token for the Defender API, waiting at most `remainingMs` for Key Vault and Entra ID. */
+  async getToken(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<string> {
     const now = this.options.now();
     if (
       this.token &&
@@ -93,28 +271,56 @@ export class MdeCredentials {
     ) {
       return this.token.value;
     }
-    this.tokenInFlight ??= this.fetchToken().finally(() => (this.tokenInFlight = undefined));
-    return this.tokenInFlight;
+    const deadline = deadlineIn(options.remainingMs);
+    return within(
+      this.tokenFlight.join((flight) => this.fetchToken(flight), deadline),
+      deadline,
+      () => this.outOfTime(this.phase),
+    );
   }
 
   /** Forgets secrets and token: the next call re-reads Key Vault and asks Entra for a new token. */
-  async refresh(): Promise<void> {
+  async refresh(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
     this.token = undefined;
-    await this.loadSecrets(true);
+    const deadline = deadlineIn(options.remainingMs);
+    await within(this.loadSecrets(true, deadline), deadline, () => this.outOfTime('secrets'));
   }
 
-  private async fetchToken(): Promise<string> {
-    await this.loadSecrets(false);
+  /** The transient error of a wait cut short by the caller's budget. */
+  private outOfTime(phase: 'secrets' | 'token'): UnisolateError {
+    return phase === 'secrets'
+      ? new UnisolateError(
+          'SecretUnavailable',
+          'Key Vault (or the managed identity endpoint) did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); the MDE app credentials were not read. Retry later.',
+          { retryAfterMs: 30_000 },
+        )
+      : new UnisolateError(
+          'TokenUnavailable',
+          'Entra ID did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); no token for the Defender API. Retry later.',
+          { retryAfterMs: 30_000 },
+        );
+  }
+
+  private async fetchToken(flight: FlightContext): Promise<string> {
+    this.phase = 'secrets';
+    await abortable(this.loadSecrets(false, this.secretsDeadline(flight)), flight.signal, () =>
+      this.outOfTime('secrets'),
+    );
     // Re-reading unchanged secrets (TTL) keeps the token; changed secrets cleared it.
     if (this.token && this.options.now() < this.token.renewAt) return this.token.value;
+    this.phase = 'token';
     let access: AccessToken;
     try {
-      access = await this.requestToken();
+      access = await this.requestToken(flight.signal);
     } catch (error) {
       if (!(error instanceof UnisolateError) || error.code !== 'CredentialsRejected') throw error;
       // The secret may have been rotated in Key Vault since we read it: read once more, then give up.
-      await this.loadSecrets(true);
-      access = await this.requestToken();
+      this.phase = 'secrets';
+      await abortable(this.loadSecrets(true, flight.deadline), flight.signal, () =>
+        this.outOfTime('secrets'),
+      );
+      this.phase = 'token';
+      access = await this.requestToken(flight.signal);
     }
     const renewAt = Math.min(
       access.refreshAfterTimestamp ?? Infinity,
@@ -124,15 +330,74 @@ export class MdeCredentials {
     return access.token;
   }
 
-  private async requestToken(): Promise<AccessToken> {
+  /**
+   * How long a Key Vault re-read may take within a token flight. With cached credentials (TTL re-read), only
+   * half of the time left: if Key Vault does not answer, the cached ones are used with the other half.
+   */
+  private secretsDeadline(flight: FlightContext): Deadline {
+    if (!this.secrets) return flight.deadline;
+    const now = Date.now();
+    const until = flight.deadline();
+    const half = until === Infinity ? Infinity : now + (until - now) / 2;
+    return () => half;
+  }
+
+  /** What to check when Entra ID rejects the credential: which credential, and where it is set. */
+  private rejection(credential: MdeAppCredential, code: string | undefined): string {
+    const { secretNames, ids } = this.options;
+    const where = (what: 'tenant' | 'client') =>
+      what === 'tenant'
+        ? ids?.tenantId !== undefined
+          ? 'MDE_TENANT_ID'
+          : `Key Vault secret ${secretNames.tenantId}`
+        : ids?.clientId !== undefined
+          ? 'MDE_CLIENT_ID'
+          : `Key Vault secret ${secretNames.clientId}`;
+    const app = `the MDE app registration ${credential.clientId} (${where('client')}) in tenant ${credential.tenantId} (${where('tenant')})`;
+    switch (credential.kind) {
+      case 'secret':
+        return `Entra ID rejected the MDE app's client secret (${code}). Check the Key Vault secrets ${secretNames.tenantId}, ${secretNames.clientId} and ${secretNames.clientSecret} (is the client secret expired or rotated?) and MDE_CLOUD.`;
+      case 'certificate':
+        return `Entra ID rejected the MDE app's certificate (${code}): Key Vault certificate ${this.certificateName}, version ${credential.version}, thumbprint ${credential.thumbprint}. Check that ${app} has this certificate's public part among its credentials (az ad app credential reset --id <app id> --cert @cert.pem --append), that it has not expired, that the host clock is right, and MDE_CLOUD.`;
+      case 'federated': {
+        const { iss, sub, aud } = this.assertion.claims ?? {};
+        const audience = aud ?? this.options.assertion?.audience ?? 'api://AzureADTokenExchange';
+        return `Entra ID rejected the federated credential (${code}): ${app} needs a federated identity credential with issuer ${iss ?? '<issuer>'}, subject ${sub ?? '<principal id of AZURE_CLIENT_ID>'} (the user-assigned managed identity's principal id) and audience ${audience}. Create it: az ad app federated-credential create --id ${credential.clientId} --parameters '{"name":"mde-unisolate","issuer":"${iss ?? '<issuer>'}","subject":"${sub ?? '<principal id>'}","audiences":["${audience}"]}'. Check MDE_CLOUD (or MDE_TOKEN_EXCHANGE_AUDIENCE) too.`;
+      }
+    }
+  }
+
+  /** The federated mode's client assertion: the managed identity's token for the exchange audience. */
+  private async getAssertion(): Promise<string> {
+    const source = this.options.assertion;
+    if (!source) throw new Error('no managed identity for the federated credential');
+    try {
+      const access = await source.identity.getToken(`${source.audience}/.default`);
+      if (!access) throw new Error('empty token response');
+      this.assertion = { claims: identifyingClaims(access.token) };
+      return access.token;
+    } catch (error) {
+      this.assertion = { failure: error };
+      throw error;
+    }
+  }
+
+  private async requestToken(signal: AbortSignal): Promise<AccessToken> {
     const current = this.secrets;
     if (!current) throw new UnisolateError('SecretUnavailable', 'The MDE app credentials were not loaded.');
     this.stats.tokenRequests += 1;
+    this.assertion = {};
     try {
-      const access = await current.credential.getToken(this.options.scope);
+      const access = await abortable(
+        current.credential.getToken(this.options.scope, { abortSignal: signal }),
+        signal,
+        () => this.outOfTime('token'),
+      );
       if (!access) throw new Error('empty token response');
       return access;
     } catch (error) {
+      if (error instanceof UnisolateError) throw error;
+      if (aborted(error)) throw this.outOfTime('token');
       const code = aadstsCode(error);
       // MSAL reports a refused client secret as AuthenticationRequiredError or AuthenticationError depending on
       // the path; what identifies it is the OAuth error / AADSTS code, not the class.
@@ -141,9 +406,14 @@ export class MdeCredentials {
         /\b(invalid_client|unauthorized_client|invalid_tenant)\b/.test(text) ||
         (code !== undefined && REJECTED_CREDENTIALS.has(code));
       if (rejected) {
+        throw new UnisolateError('CredentialsRejected', this.rejection(current.value, code), {
+          cause: error,
+        });
+      }
+      if (this.assertion.failure !== undefined) {
         throw new UnisolateError(
-          'CredentialsRejected',
-          `Entra ID rejected the MDE app credentials from Key Vault (${code}). Check the secrets ${this.options.secretNames.tenantId}, ${this.options.secretNames.clientId} and ${this.options.secretNames.clientSecret} (is the client secret expired or rotated?) and MDE_CLOUD.`,
+          'TokenUnavailable',
+          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.assertion?.audience ?? 'the exchange audience'}, the assertion of the federated credential (${errorName(this.assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
           { cause: error },
         );
       }
@@ -155,24 +425,38 @@ export class MdeCredentials {
     }
   }
 
-  private async loadSecrets(force: boolean): Promise<MdeAppSecrets> {
+  private async loadSecrets(force: boolean, deadline: Deadline): Promise<MdeAppCredential> {
     const cached = this.secrets;
     if (!force && cached && this.options.now() - cached.readAt < this.options.ttlMs) return cached.value;
-    this.secretsInFlight ??= this.readSecrets(cached?.value).finally(
-      () => (this.secretsInFlight = undefined),
-    );
-    return this.secretsInFlight;
+    return this.secretsFlight.join((flight) => this.readSecrets(cached?.value, flight.signal), deadline);
   }
 
-  private async readSecrets(stale: MdeAppSecrets | undefined): Promise<MdeAppSecrets> {
-    const names = this.options.secretNames;
-    let value: MdeAppSecrets;
+  private async readSecrets(
+    stale: MdeAppCredential | undefined,
+    signal: AbortSignal,
+  ): Promise<MdeAppCredential> {
+    const { secretNames: names, ids, mode } = this.options;
+    let value: MdeAppCredential;
     try {
-      this.stats.secretReads += 1;
-      const [tenantId, clientId, clientSecret] = await Promise.all(
-        [names.tenantId, names.clientId, names.clientSecret].map((name) => this.readSecret(name)),
-      );
-      value = { tenantId: tenantId!, clientId: clientId!, clientSecret: clientSecret! };
+      if (this.options.secretClient) this.stats.secretReads += 1;
+      const [tenantId, clientId, material] = await Promise.all([
+        ids?.tenantId ?? this.readSecret(names.tenantId, signal),
+        ids?.clientId ?? this.readSecret(names.clientId, signal),
+        mode === 'secret'
+          ? this.readSecret(names.clientSecret, signal)
+          : mode === 'certificate'
+            ? this.readCertificate(signal)
+            : undefined,
+      ]);
+      if (mode === 'secret') value = { kind: 'secret', tenantId, clientId, clientSecret: material as string };
+      else if (mode === 'certificate') {
+        value = {
+          kind: 'certificate',
+          tenantId,
+          clientId,
+          ...(material as { certificate: string; version: string; thumbprint: string }),
+        };
+      } else value = { kind: 'federated', tenantId, clientId };
     } catch (error) {
       if (stale && error instanceof UnisolateError && error.code === 'SecretUnavailable') {
         // Key Vault is down after the TTL: the cached credentials are still the best we have.
@@ -185,37 +469,88 @@ export class MdeCredentials {
       throw error;
     }
     const previous = this.secrets;
-    const unchanged =
-      previous &&
-      previous.value.tenantId === value.tenantId &&
-      previous.value.clientId === value.clientId &&
-      previous.value.clientSecret === value.clientSecret;
+    const unchanged = previous !== undefined && sameCredential(previous.value, value);
     const credential = unchanged
       ? previous.credential
-      : this.createCredential(value, this.options.authorityHost);
+      : this.createCredential(value, {
+          authorityHost: this.options.authorityHost,
+          sendCertificateChain: this.options.sendCertificateChain ?? false,
+          getAssertion: () => this.getAssertion(),
+        });
     if (!unchanged) this.token = undefined;
     this.secrets = { value, readAt: this.options.now(), credential };
     return value;
   }
 
-  private async readSecret(name: string): Promise<string> {
+  /**
+   * The certificate's private key and certificate, from the secret Key Vault keeps for every certificate:
+   * PEM (`application/x-pem-file`) or base64 PKCS#12 (`application/x-pkcs12`), as the certificate policy's
+   * content type says. https://learn.microsoft.com/azure/key-vault/certificates/about-certificates
+   */
+  private async readCertificate(
+    signal: AbortSignal,
+  ): Promise<{ certificate: string; version: string; thumbprint: string }> {
+    const name = this.certificateName;
+    const secret = await this.readSecretBundle(name, signal, 'certificate');
+    const contentType = secret.properties.contentType ?? '';
+    const version = secret.properties.version ?? 'unknown';
+    const raw = secret.value ?? '';
+    let certificate: string;
     try {
-      const secret = await this.options.secretClient.getSecret(name);
-      const value = secret.value?.trim();
-      if (!value) {
-        throw new UnisolateError(
-          'ConfigurationError',
-          `Key Vault secret ${name} is empty: set it with az keyvault secret set.`,
-        );
-      }
-      return value;
+      certificate =
+        contentType === 'application/x-pkcs12' || !raw.includes('-----BEGIN')
+          ? pkcs12ToPem(Buffer.from(raw, 'base64'))
+          : raw;
+      // Both parts must be there: a certificate whose key is not exportable has no private key in its secret.
+      if (!/-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/.test(certificate))
+        throw new Error('no private key');
+      const thumbprint = new X509Certificate(certificate).fingerprint.replace(/:/g, '');
+      return { certificate, version, thumbprint };
+    } catch (error) {
+      throw new UnisolateError(
+        'ConfigurationError',
+        `Key Vault certificate ${name} (version ${version}, ${contentType || 'no content type'}) could not be used as the MDE app's credential (${error instanceof Error ? error.message.slice(0, 100) : 'unreadable'}). It needs an RSA key that is exportable (certificate policy keyProperties.exportable: true) and content type application/x-pem-file or application/x-pkcs12.`,
+      );
+    }
+  }
+
+  private async readSecret(name: string, signal: AbortSignal): Promise<string> {
+    const value = (await this.readSecretBundle(name, signal, 'secret')).value?.trim();
+    if (!value) {
+      throw new UnisolateError(
+        'ConfigurationError',
+        `Key Vault secret ${name} is empty: set it with az keyvault secret set.`,
+      );
+    }
+    return value;
+  }
+
+  private async readSecretBundle(
+    name: string,
+    signal: AbortSignal,
+    kind: 'secret' | 'certificate',
+  ): Promise<KeyVaultSecret> {
+    const client = this.options.secretClient;
+    if (!client) {
+      throw new UnisolateError(
+        'ConfigurationError',
+        `Set KEY_VAULT_URL: the Key Vault ${kind} ${name} is needed.`,
+      );
+    }
+    try {
+      return await abortable(client.getSecret(name, { abortSignal: signal }), signal, () =>
+        this.outOfTime('secrets'),
+      );
     } catch (error) {
       if (error instanceof UnisolateError) throw error;
+      if (aborted(error)) throw this.outOfTime('secrets');
       const status = (error as { statusCode?: number }).statusCode;
       if (status === 404) {
         throw new UnisolateError(
           'ConfigurationError',
-          `Key Vault secret ${name} does not exist. Set it: az keyvault secret set --vault-name <vault> --name ${name} --value <value>.`,
+          kind === 'certificate'
+            ? `Key Vault certificate ${name} does not exist. Create it (az keyvault certificate create --vault-name <vault> --name ${name} --policy @policy.json, docs/deploy.md) and upload its public part to the MDE app registration.`
+            : `Key Vault secret ${name} does not exist. Set it: az keyvault secret set --vault-name <vault> --name ${name} --value <value>.`,
           { cause: error },
         );
       }

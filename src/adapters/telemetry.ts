@@ -11,6 +11,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Outcome } from '../core/outcome';
+import type { SelfTestReport } from '../core/selfTest';
 import type { DependencyRecord, Logger, Telemetry } from '../core/ports';
 import type { IdentitySpec } from './identity';
 import { createSdkClient, type AppInsightsClient, type SdkClientSettings } from './telemetrySdk';
@@ -61,6 +62,7 @@ export const noTelemetry: Telemetry = {
   trackDependency: () => undefined,
   trackRedelivery: () => undefined,
   trackCompletion: () => undefined,
+  trackSelfTest: () => undefined,
   flush: async () => undefined,
 };
 
@@ -239,6 +241,23 @@ export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(
     trackOutcome(outcome, durationMs) {
       const event = outcomeEvent(outcome, durationMs);
       track((c) => c.trackEvent(event));
+    },
+    trackSelfTest(report: SelfTestReport, durationMs: number) {
+      // Names and pass/fail only: the details stay in the function's log and the endpoint's answer.
+      const failed = report.checks.filter((c) => !c.ok).map((c) => c.name);
+      track((c) =>
+        c.trackEvent({
+          name: 'UnisolateSelfTest',
+          properties: {
+            ok: String(report.ok),
+            cloud: report.cloud,
+            credential: report.credential,
+            failedChecks: failed.join(','),
+            checks: report.checks.map((check) => `${check.name}:${check.ok ? 'ok' : 'failed'}`).join(','),
+          },
+          measurements: { durationMs, failed: failed.length },
+        }),
+      );
     },
     trackRedelivery(outcome, deliveryCount) {
       const event = outcomeEvent(outcome, 0);

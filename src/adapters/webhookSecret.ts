@@ -5,13 +5,16 @@
  *
  * - One Key Vault read serves every concurrent cold request (single flight).
  * - After the TTL the secret is re-read; if Key Vault is down then, the cached one keeps working.
+ * - A caller waits at most its `remainingMs`; Key Vault not answering in time is `SecretUnavailable`, and the
+ *   shared read is aborted only when its last waiter gives up (`sharedFlight.ts`).
  * - The value may hold several keys separated by whitespace or commas, so a rotation can accept the old and
  *   the new key for a while (docs/security.md, "Rotating the webhook secret").
  * Errors are `UnisolateError`s whose messages never contain the secret.
  */
 import type { SecretClient } from '@azure/keyvault-secrets';
 import { UnisolateError } from '../core/errors';
-import type { Logger } from '../core/ports';
+import type { AttemptOptions, Logger } from '../core/ports';
+import { abortable, deadlineIn, SharedFlight, within } from './sharedFlight';
 
 /** Shortest key accepted: HMAC-SHA256 keys should carry at least 256 bits (`openssl rand -hex 32`). */
 export const MIN_WEBHOOK_SECRET_CHARS = 32;
@@ -29,23 +32,35 @@ export interface WebhookSecretOptions {
 /** Reads and caches the webhook signing key(s). */
 export class WebhookSecret {
   private cached?: { keys: string[]; readAt: number };
-  private inFlight?: Promise<string[]>;
+  private readonly flight = new SharedFlight<string[]>();
   /** Counters for diagnostics and tests. */
   readonly stats = { reads: 0 };
 
   constructor(private readonly options: WebhookSecretOptions) {}
 
-  /** The accepted signing keys (one, or two during a rotation). */
-  async keys(): Promise<string[]> {
+  /** The accepted signing keys (one, or two during a rotation), waiting at most `remainingMs` for Key Vault. */
+  async keys(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<string[]> {
     const cached = this.cached;
     if (cached && this.options.now() - cached.readAt < this.options.ttlMs) return cached.keys;
-    this.inFlight ??= this.read(cached?.keys).finally(() => (this.inFlight = undefined));
-    return this.inFlight;
+    const deadline = deadlineIn(options.remainingMs);
+    return within(
+      this.flight.join(({ signal }) => this.read(cached?.keys, signal), deadline),
+      deadline,
+      () => this.outOfTime(),
+    );
   }
 
-  private async read(stale: string[] | undefined): Promise<string[]> {
+  private outOfTime(): UnisolateError {
+    return new UnisolateError(
+      'SecretUnavailable',
+      `Key Vault did not answer within the time this request had left, so the request signature could not be checked (secret ${this.options.name}). Retry later.`,
+      { retryAfterMs: 30_000 },
+    );
+  }
+
+  private async read(stale: string[] | undefined, signal: AbortSignal): Promise<string[]> {
     try {
-      const keys = await this.fetch();
+      const keys = await this.fetch(signal);
       this.cached = { keys, readAt: this.options.now() };
       return keys;
     } catch (error) {
@@ -60,13 +75,22 @@ export class WebhookSecret {
     }
   }
 
-  private async fetch(): Promise<string[]> {
+  private async fetch(signal: AbortSignal): Promise<string[]> {
     const { name } = this.options;
     let value: string | undefined;
     try {
       this.stats.reads += 1;
-      value = (await this.options.secretClient.getSecret(name)).value;
+      const secret = await abortable(
+        this.options.secretClient.getSecret(name, { abortSignal: signal }),
+        signal,
+        () => this.outOfTime(),
+      );
+      value = secret.value;
     } catch (error) {
+      if (error instanceof UnisolateError) throw error;
+      if (error instanceof Error && (error.name === 'AbortError' || error.name === 'DeadlineExceeded')) {
+        throw this.outOfTime();
+      }
       const status = (error as { statusCode?: unknown }).statusCode;
       if (status === 404) {
         throw new UnisolateError(

@@ -60,12 +60,13 @@ export async function callMde(
   for (;;) {
     const slot = await takeSlot(ctx, api, what, attempts);
     attempts += 1;
-    const timeoutMs = Math.max(1, Math.min(ctx.requestTimeoutMs, ctx.deadline - ctx.clock.now()));
+    const remainingMs = Math.max(1, ctx.deadline - ctx.clock.now());
+    const timeoutMs = Math.min(ctx.requestTimeoutMs, remainingMs);
     const started = ctx.clock.now();
     let failure: AttemptFailure | undefined;
     let response: ApiResponse | undefined;
     try {
-      response = await send({ timeoutMs });
+      response = await send({ timeoutMs, remainingMs });
       slot.release(true);
       failure = failureOf(response);
       ctx.onAttempt?.({
@@ -99,7 +100,7 @@ export async function callMde(
     if (decision.retry) {
       if (decision.refreshCredentials) {
         credentialsRefreshed = true;
-        await ctx.defender.refreshCredentials();
+        await ctx.defender.refreshCredentials({ remainingMs: Math.max(1, ctx.deadline - ctx.clock.now()) });
       }
       if (decision.delayMs > 0) await ctx.clock.sleep(decision.delayMs);
       continue;

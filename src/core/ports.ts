@@ -5,6 +5,7 @@
 import type { Outcome } from './outcome';
 import type { ReleaseRecord, ReleaseRef } from './records';
 import type { LedgerStore } from './sharedBudget';
+import type { SelfTestReport } from './selfTest';
 
 /** One Defender API response, as the core sees it (any status; transport failures are thrown). */
 export interface ApiResponse {
@@ -29,6 +30,12 @@ export class TransportError extends Error {
 /** Options of one Defender API attempt. */
 export interface AttemptOptions {
   timeoutMs: number;
+  /**
+   * Time left in the invocation's retry budget. Bounds everything the attempt may wait for before its HTTP
+   * call too (Key Vault, managed identity, Entra ID): a dependency that never answers ends the attempt with
+   * the transient `SecretUnavailable` / `TokenUnavailable`. Absent: only the SDKs' own limits.
+   */
+  remainingMs?: number;
 }
 
 /**
@@ -67,8 +74,11 @@ export interface DefenderApi {
    * end. https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineaction-object
    */
   getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse>;
-  /** Drops cached secrets and tokens, so the next call re-reads Key Vault (after a 401: rotated secret). */
-  refreshCredentials(): Promise<void>;
+  /**
+   * Drops cached secrets and tokens, so the next call re-reads Key Vault (after a 401: rotated secret); the
+   * re-read waits at most `remainingMs`.
+   */
+  refreshCredentials(options?: Pick<AttemptOptions, 'remainingMs'>): Promise<void>;
 }
 
 /** Structured log sink; values are sanitised by the implementation. Never pass secrets. */
@@ -96,6 +106,8 @@ export interface Telemetry {
   trackRedelivery(outcome: Outcome, deliveryCount: number): void;
   /** A tracked release reached its end (`UnisolateCompleted`): time from receipt to the action's end. */
   trackCompletion(outcome: Outcome, timeToCompletionMs: number): void;
+  /** The self-test's result at cold start (`UnisolateSelfTest`). */
+  trackSelfTest(report: SelfTestReport, durationMs: number): void;
   flush(): Promise<void>;
 }
 

@@ -88,6 +88,7 @@ export async function checkCaller(
   rawBody: Buffer,
   checks: CallerChecks | undefined,
   log: Logger,
+  remainingMs?: number,
 ): Promise<{ principal: CallerPrincipal | null; error?: UnisolateError }> {
   if (!checks) return { principal: null };
   if (checks.misconfigured) {
@@ -107,7 +108,7 @@ export async function checkCaller(
   if (checks.webhookSecret) {
     let keys: string[];
     try {
-      keys = await checks.webhookSecret.keys();
+      keys = await checks.webhookSecret.keys({ remainingMs });
     } catch (error) {
       // The reader's messages name the Key Vault secret (a setting's value): logged, not answered.
       const failure = toUnisolateError(error);
@@ -213,8 +214,12 @@ async function handle(
   const log = createLogger(context);
   const raw = await readRawBody(request);
   // Who is calling is settled before anything in the body is looked at.
+  // The signing key's Key Vault read may take at most the HTTP retry budget (a vault that never answers
+  // still ends the request, as SecretUnavailable).
   const caller =
-    'bytes' in raw ? await checkCaller(request, raw.bytes, deps.callers, log) : { principal: null };
+    'bytes' in raw
+      ? await checkCaller(request, raw.bytes, deps.callers, log, deps.release.retryBudgetMs.http)
+      : { principal: null };
   seen.caller = caller.principal;
   const decoded =
     'error' in raw ? raw : caller.error ? { error: caller.error } : decodeBody(request, raw.bytes);

@@ -1,19 +1,31 @@
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { AuthenticationRequiredError } from '@azure/identity';
-import { MdeCredentials, type MdeAppSecrets } from '../../src/adapters/mdeCredentials';
+import { MdeCredentials, type MdeAppCredential } from '../../src/adapters/mdeCredentials';
 import { recordingLogger } from '../support/fakes';
 
 function vault(values: Record<string, string>) {
   const reads: string[] = [];
+  const signals: AbortSignal[] = [];
   let failing: Error | undefined;
+  let delayMs = 5;
   return {
     reads,
+    signals,
     set: (name: string, value: string) => (values[name] = value),
     fail: (error?: Error) => (failing = error),
+    /** Answers after `ms`; Infinity: never (only the abort signal ends the read, as with the real SDK). */
+    delay: (ms: number) => (delayMs = ms),
     client: {
-      getSecret: jest.fn(async (name: string) => {
+      getSecret: jest.fn(async (name: string, options?: { abortSignal?: AbortSignal }) => {
         reads.push(name);
-        await new Promise((r) => setTimeout(r, 5));
+        const signal = options?.abortSignal;
+        if (signal) signals.push(signal);
+        await new Promise<void>((resolve, reject) => {
+          if (delayMs !== Infinity) setTimeout(resolve, delayMs);
+          signal?.addEventListener('abort', () =>
+            reject(Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' })),
+          );
+        });
         if (failing) throw failing;
         return { name, value: values[name], properties: { name, vaultUrl: 'https://kv' } };
       }),
@@ -24,10 +36,11 @@ function vault(values: Record<string, string>) {
 function setup(options: { ttlMs?: number } = {}) {
   let now = 1_000_000;
   const kv = vault({ 'mde-tenant-id': 't', 'mde-client-id': 'c', 'mde-client-secret': 's1' });
-  const credentialsMade: MdeAppSecrets[] = [];
+  const credentialsMade: string[] = [];
   const tokenCalls: string[] = [];
   let rejectSecret: string | undefined;
   const credentials = new MdeCredentials({
+    mode: 'secret',
     secretClient: kv.client,
     secretNames: { tenantId: 'mde-tenant-id', clientId: 'mde-client-id', clientSecret: 'mde-client-secret' },
     authorityHost: 'https://login.microsoftonline.com',
@@ -35,12 +48,13 @@ function setup(options: { ttlMs?: number } = {}) {
     ttlMs: options.ttlMs ?? 900_000,
     now: () => now,
     log: recordingLogger(),
-    createCredential: (secrets): TokenCredential => {
-      credentialsMade.push(secrets);
+    createCredential: (credential: MdeAppCredential): TokenCredential => {
+      const secret = credential.kind === 'secret' ? credential.clientSecret : '';
+      credentialsMade.push(secret);
       return {
         getToken: async (): Promise<AccessToken> => {
-          tokenCalls.push(secrets.clientSecret);
-          if (secrets.clientSecret === rejectSecret) {
+          tokenCalls.push(secret);
+          if (secret === rejectSecret) {
             // What MSAL surfaces for a refused secret (see the integration test against the Entra simulator).
             throw new AuthenticationRequiredError({
               scopes: ['https://api.securitycenter.microsoft.com/.default'],
@@ -49,7 +63,7 @@ function setup(options: { ttlMs?: number } = {}) {
             });
           }
           return {
-            token: `tok-${secrets.clientSecret}-${tokenCalls.length}`,
+            token: `tok-${secret}-${tokenCalls.length}`,
             expiresOnTimestamp: now + 3_600_000,
           };
         },
@@ -110,7 +124,7 @@ describe('MdeCredentials', () => {
     await credentials.refresh();
     const token = await credentials.getToken();
     expect(token).toMatch(/^tok-s2-/);
-    expect(credentialsMade.map((c) => c.clientSecret)).toEqual(['s1', 's2']);
+    expect(credentialsMade).toEqual(['s1', 's2']);
   });
 
   it('retries a rejected secret once with a fresh Key Vault read, then reports CredentialsRejected without the secret', async () => {
@@ -121,6 +135,60 @@ describe('MdeCredentials', () => {
     expect((error as Error).message).toMatch(/AADSTS7000215/);
     expect((error as Error).message).not.toContain('s1');
     expect(kv.reads).toHaveLength(6);
+  });
+
+  describe("bounded by the caller's budget", () => {
+    it('a waiter whose budget runs out gets SecretUnavailable; the shared read goes on for the others', async () => {
+      const { credentials, kv, tokenCalls } = setup();
+      kv.delay(300);
+      const short = credentials.getToken({ remainingMs: 50 }).catch((e: unknown) => e);
+      const long = credentials.getToken({ remainingMs: 5000 });
+      expect(await short).toMatchObject({ code: 'SecretUnavailable' });
+      await expect(long).resolves.toMatch(/^tok-s1-/);
+      // One read for both, never aborted (the longer budget still needed it).
+      expect(kv.reads).toHaveLength(3);
+      expect(kv.signals.some((s) => s.aborted)).toBe(false);
+      expect(tokenCalls).toHaveLength(1);
+    });
+
+    it('a Key Vault that never answers: the read is aborted when the last waiter gives up', async () => {
+      const { credentials, kv } = setup();
+      kv.delay(Infinity);
+      const results = await Promise.all(
+        [30, 80].map((ms) => credentials.getToken({ remainingMs: ms }).catch((e: unknown) => e)),
+      );
+      expect(results).toEqual([
+        expect.objectContaining({ code: 'SecretUnavailable', transient: true }),
+        expect.objectContaining({ code: 'SecretUnavailable', transient: true }),
+      ]);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(kv.signals).toHaveLength(3);
+      expect(kv.signals.every((s) => s.aborted)).toBe(true);
+      // Key Vault answers again: the next call reads afresh and succeeds.
+      kv.delay(5);
+      await expect(credentials.getToken({ remainingMs: 1000 })).resolves.toMatch(/^tok-s1-/);
+    });
+
+    it('after the TTL, a Key Vault that does not answer leaves the cached credentials in use', async () => {
+      const { credentials, kv, advance, tokenCalls } = setup({ ttlMs: 60_000 });
+      const first = await credentials.getToken();
+      advance(61_000);
+      kv.delay(Infinity);
+      await expect(credentials.getToken({ remainingMs: 200 })).resolves.toBe(first);
+      expect(tokenCalls).toHaveLength(1);
+    });
+
+    it('an Entra ID that never answers is TokenUnavailable', async () => {
+      const { credentials } = setup();
+      const hanging = new MdeCredentials({
+        ...(credentials as unknown as { options: ConstructorParameters<typeof MdeCredentials>[0] }).options,
+        createCredential: () => ({ getToken: () => new Promise<AccessToken>(() => undefined) }),
+      });
+      await expect(hanging.getToken({ remainingMs: 100 })).rejects.toMatchObject({
+        code: 'TokenUnavailable',
+        transient: true,
+      });
+    });
   });
 
   it('names the missing secret and the command to set it', async () => {

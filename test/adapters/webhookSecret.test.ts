@@ -81,4 +81,26 @@ describe('WebhookSecret', () => {
       await expect(secret.keys()).rejects.toMatchObject({ code: 'ConfigurationError' });
     },
   );
+
+  it('a Key Vault that never answers: SecretUnavailable within the budget, and the read is aborted', async () => {
+    const signals: AbortSignal[] = [];
+    const secret = new WebhookSecret({
+      secretClient: {
+        getSecret: (_name: string, options?: { abortSignal?: AbortSignal }) =>
+          new Promise((_resolve, reject) => {
+            signals.push(options!.abortSignal!);
+            options!.abortSignal!.addEventListener('abort', () =>
+              reject(Object.assign(new Error('aborted'), { name: 'AbortError' })),
+            );
+          }),
+      } as never,
+      name: 'webhook-key',
+      ttlMs: 900_000,
+      now: () => 0,
+      log: recordingLogger(),
+    });
+    await expect(secret.keys({ remainingMs: 50 })).rejects.toMatchObject({ code: 'SecretUnavailable' });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(signals.map((s) => s.aborted)).toEqual([true]);
+  });
 });

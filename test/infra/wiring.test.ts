@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLOUD_PROFILES, SETTINGS } from '../../src/config';
+import { CLOUD_PROFILES, MDE_CREDENTIAL_MODES, SETTINGS, TOKEN_EXCHANGE_AUDIENCES } from '../../src/config';
 import {
   asObject,
   BicepFile,
@@ -150,6 +150,48 @@ describe('wiring', () => {
       expect(main.params.get('mdeCloud')?.defaultValue).toBe('Commercial');
     });
 
+    it("pass MDE_CREDENTIAL from a parameter limited to the code's modes, secret by default", () => {
+      const modes = [...MDE_CREDENTIAL_MODES].sort();
+      expect(exprText(appSettings.MDE_CREDENTIAL)).toBe('mdeCredential');
+      expect(exprText(moduleParams('app/api.bicep').mdeCredential)).toBe('mdeCredential');
+      expect((allowedValues(main, 'mdeCredential') as string[]).slice().sort()).toEqual(modes);
+      expect((allowedValues(api, 'mdeCredential') as string[]).slice().sort()).toEqual(modes);
+      expect(main.params.get('mdeCredential')?.defaultValue).toBe('secret');
+      expect(SETTINGS.find((s) => s.name === 'MDE_CREDENTIAL')?.default).toBe('secret');
+      for (const [setting, param] of [
+        ['MDE_TENANT_ID', 'mdeTenantId'],
+        ['MDE_CLIENT_ID', 'mdeClientId'],
+      ] as const) {
+        expect(exprText(appSettings[setting])).toBe(param);
+        expect(exprText(moduleParams('app/api.bicep')[param])).toBe(param);
+        expect(main.params.get(param)?.defaultValue).toBe('');
+      }
+    });
+
+    it("output the federated identity credential the MDE app needs, with the code's exchange audiences", () => {
+      expect(exprText(main.vars.get('federatedCredentialIssuer'))).toBe(
+        "'${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'",
+      );
+      // The audience per cloud in Bicep is the code's table (GCC High and DoD: US Government).
+      const audience = exprText(main.vars.get('tokenExchangeAudience'));
+      const usGov = Object.entries(TOKEN_EXCHANGE_AUDIENCES).filter(([, a]) => a.endsWith('USGov'));
+      expect(audience).toBe(
+        `contains([${usGov.map(([cloud]) => `'${cloud}'`).join(', ')}], mdeCloud) ? '${TOKEN_EXCHANGE_AUDIENCES.GCCHigh}' : '${TOKEN_EXCHANGE_AUDIENCES.Commercial}'`,
+      );
+      expect(exprText(main.outputs.get('MDE_FEDERATED_CREDENTIAL_SUBJECT')?.value)).toBe(
+        'identity.outputs.principalId',
+      );
+      const command = exprText(main.outputs.get('MDE_FEDERATED_CREDENTIAL_COMMAND')?.value);
+      for (const part of [
+        'az ad app federated-credential create',
+        '${federatedCredentialIssuer}',
+        '${identity.outputs.principalId}',
+        '${tokenExchangeAudience}',
+      ]) {
+        expect(command).toContain(part);
+      }
+    });
+
     it('name the queues and secrets and schedule the tracker the way the code defaults them', () => {
       const defaults = Object.fromEntries(SETTINGS.map((s) => [s.name, s.default]));
       expect(main.vars.get('requestQueueName')).toBe(defaults.REQUEST_QUEUE_NAME);
@@ -157,6 +199,7 @@ describe('wiring', () => {
       expect(api.params.get('kvSecretTenantIdName')?.defaultValue).toBe(defaults.KV_SECRET_TENANT_ID);
       expect(api.params.get('kvSecretClientIdName')?.defaultValue).toBe(defaults.KV_SECRET_CLIENT_ID);
       expect(api.params.get('kvSecretClientSecretName')?.defaultValue).toBe(defaults.KV_SECRET_CLIENT_SECRET);
+      expect(api.params.get('kvCertificateName')?.defaultValue).toBe(defaults.KV_CERTIFICATE_NAME);
       // The tracker's timer (TRACK_SCHEDULE) arrives with the state-table work in src/.
       if ('TRACK_SCHEDULE' in defaults)
         expect(api.params.get('trackSchedule')?.defaultValue).toBe(defaults.TRACK_SCHEDULE);

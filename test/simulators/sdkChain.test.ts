@@ -78,7 +78,7 @@ describe('real SDK credential chain against the simulators', () => {
       disableInstanceDiscovery: true,
     });
     const token = await appCredential.getToken(MDE_SCOPE);
-    expect(token.token).toMatch(/^mde-/);
+    expect(token.token).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+$/); // a JWT, like Entra's
     expect(token.expiresOnTimestamp).toBeGreaterThan(Date.now() + 3000_000);
     expect(entra.tokensIssued).toBe(1);
     expect(entra.lastScope).toBe(MDE_SCOPE);
@@ -200,7 +200,7 @@ describe('real SDK credential chain against the simulators', () => {
       authorityHost: entra.url,
       disableInstanceDiscovery: true,
     });
-    await expect(fresh.getToken(MDE_SCOPE)).resolves.toMatchObject({ token: expect.stringMatching(/^mde-/) });
+    await expect(fresh.getToken(MDE_SCOPE)).resolves.toMatchObject({ token: expect.stringMatching(/^eyJ/) });
     const graph = await fresh.getToken('https://graph.microsoft.com/.default');
     expect(entra.lastScope).toBe('https://graph.microsoft.com/.default');
     // A token for another audience must not open the Defender API.

@@ -52,6 +52,20 @@ describe('SimServer plumbing', () => {
     expect(res.status).toBe(500);
   });
 
+  test('a hang fault accepts the request and never answers; close() releases the client', async () => {
+    sim = await startSimServer({ tls: false, handler: () => ({ status: 204 }) });
+    sim.failNext(1, { hang: true });
+    const pending = axios.get(`${sim.url}/held`).then(
+      () => 'answered',
+      (error: { code?: string }) => error.code,
+    );
+    // Another request is answered meanwhile: only the faulted one is held.
+    expect((await axios.get(`${sim.url}/other`)).status).toBe(204);
+    expect(sim.requests.map((r) => r.path)).toEqual(['/held', '/other']);
+    await sim.close();
+    expect(await pending).toBe('ECONNRESET');
+  });
+
   test('listens on 127.0.0.1 and honours a fixed port', async () => {
     const first = await startSimServer({ tls: false, handler: () => ({ status: 204 }) });
     const port = first.port;

@@ -5,7 +5,10 @@
  */
 import { buildDependencies, setDependencies, type AppDependencies } from '../../src/composition';
 import type { Clock } from '../../src/core/ports';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import {
+  CERTS_DIR,
   connectionString,
   defaultMachines,
   startDefender,
@@ -26,6 +29,26 @@ export const MDE_APP = {
   tenantId: '72f988bf-0000-4000-8000-00000000c0de',
   clientId: '5a1e5a1e-0000-4000-8000-0000000a99c1',
   clientSecret: 'S3cr3t~mde-client-secret-value-DO-NOT-LEAK',
+  /** Application permissions granted (the roles of its tokens). */
+  roles: ['Machine.Isolate', 'Machine.Read.All'],
+};
+
+/** The function app's user-assigned managed identity (attached to the managed identity simulator). */
+export const APP_IDENTITY = { clientId: '1d1d1d1d-0000-4000-8000-0000000001d1' };
+
+/** Name of the MDE app's certificate in the Key Vault simulator (the app's default `KV_CERTIFICATE_NAME`). */
+export const CERTIFICATE_NAME = 'mde-client-certificate';
+
+/** A test-only certificate of test/support/certs: PEM (key + certificate), or PKCS#12 bytes. */
+export const testCertificate = {
+  pem: (n: 1 | 2): string => readFileSync(path.join(CERTS_DIR, `mde-app-${n}.pem`), 'utf8'),
+  pfx: (n: 1 | 2, flavour: 'aes' | 'legacy'): Buffer =>
+    readFileSync(path.join(CERTS_DIR, `mde-app-${n}-${flavour}.pfx`)),
+  /** Only the public part, as uploaded to an app registration. */
+  publicPart: (n: 1 | 2): string => {
+    const pem = testCertificate.pem(n);
+    return pem.slice(pem.indexOf('-----BEGIN CERTIFICATE-----'));
+  },
 };
 
 /** Running simulators plus the settings that point the app at them. */
@@ -50,9 +73,29 @@ export interface EnvironmentOptions {
 
 /** Starts every simulator on 127.0.0.1 and sets the managed identity variables in `process.env`. */
 export async function startEnvironment(options: EnvironmentOptions = {}): Promise<LocalEnvironment> {
-  const [mi, entra, defender, ingestion] = await Promise.all([
-    startManagedIdentity(),
-    startEntra({ tenantId: MDE_APP.tenantId, clients: { [MDE_APP.clientId]: MDE_APP.clientSecret } }),
+  const mi = await startManagedIdentity({
+    tenantId: MDE_APP.tenantId,
+    userAssignedClientIds: [APP_IDENTITY.clientId],
+  });
+  const [entra, defender, ingestion] = await Promise.all([
+    // The MDE app has all three credentials: its client secret, the first test certificate, and the
+    // function's user-assigned identity as a federated identity credential (commercial audience).
+    startEntra({
+      tenantId: MDE_APP.tenantId,
+      clients: { [MDE_APP.clientId]: MDE_APP.clientSecret },
+      certificates: { [MDE_APP.clientId]: [testCertificate.publicPart(1)] },
+      federatedCredentials: {
+        [MDE_APP.clientId]: [
+          {
+            issuer: mi.issuer,
+            subject: mi.principalIdOf(APP_IDENTITY.clientId),
+            audiences: ['api://AzureADTokenExchange'],
+          },
+        ],
+      },
+      trustedIssuers: { [mi.issuer]: mi.jwks },
+      roles: { [MDE_APP.clientId]: MDE_APP.roles },
+    }),
     startDefender({ machines: defaultMachines(), ...options.defender }),
     startIngestion(),
   ]);
@@ -63,6 +106,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       'mde-client-secret': MDE_APP.clientSecret,
     },
   });
+  keyVault.setCertificate(CERTIFICATE_NAME, { pem: testCertificate.pem(1) });
   // ManagedIdentityCredential reads these from process.env when it is constructed.
   process.env.IDENTITY_ENDPOINT = mi.env.IDENTITY_ENDPOINT;
   process.env.IDENTITY_HEADER = mi.env.IDENTITY_HEADER;

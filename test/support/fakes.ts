@@ -1,5 +1,6 @@
 /** Fakes for core unit tests: a scripted Defender API, a fake clock, recording telemetry and logs. */
 import type { Outcome } from '../../src/core/outcome';
+import type { SelfTestReport } from '../../src/core/selfTest';
 import type {
   ReleaseStore,
   ApiResponse,
@@ -149,6 +150,10 @@ export class RecordingTelemetry implements Telemetry {
   readonly completions: { outcome: Outcome; timeToCompletionMs: number }[] = [];
   trackCompletion(outcome: Outcome, timeToCompletionMs: number): void {
     this.completions.push({ outcome, timeToCompletionMs });
+  }
+  readonly selfTests: SelfTestReport[] = [];
+  trackSelfTest(report: SelfTestReport): void {
+    this.selfTests.push(report);
   }
   async flush(): Promise<void> {}
 }

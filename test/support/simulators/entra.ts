@@ -14,8 +14,23 @@
  * https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
  * https://learn.microsoft.com/entra/identity-platform/reference-error-codes
  * Instance discovery (`/common/discovery/instance`) is served too, for clients that do not disable it.
+ *
+ * Besides client secrets, the token endpoint takes `client_assertion_type=urn:ietf:params:oauth:client-
+ * assertion-type:jwt-bearer` with a `client_assertion` JWT, and verifies it as Entra ID does:
+ * - a certificate credential (`ClientCertificateCredential`; `iss` = `sub` = the client id): the certificate
+ *   named by `x5t#S256` or `x5t` must be registered on the app (else AADSTS700027), the RS256/PS256
+ *   signature must verify with it (AADSTS700027), `aud` must be the token endpoint and `nbf`/`exp` current
+ *   (AADSTS700024);
+ *   https://learn.microsoft.com/entra/identity-platform/certificate-credentials
+ * - a federated credential (`ClientAssertionCredential`, e.g. a managed identity's token): a federated
+ *   identity credential of the app must match `iss` (else AADSTS700211), `sub` (AADSTS700213) and `aud`
+ *   (AADSTS700212); the signature must verify with a key of a trusted issuer (AADSTS700027) and the token
+ *   must be current (AADSTS700024).
+ *   https://learn.microsoft.com/entra/workload-id/workload-identity-federation
+ * Access tokens are RS256 JWTs with the app's `roles` (application permissions granted), like the real ones.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, X509Certificate, type JsonWebKey } from 'node:crypto';
+import { certificateThumbprints, decodeJwt, newSigningKey, signJwt, verifyJwt, type DecodedJwt } from './jwt';
 import {
   SimServer,
   type CommonSimOptions,
@@ -23,7 +38,7 @@ import {
   type SimResponse,
   type SimulatorHandle,
 } from './server';
-import { TokenRegistry, audienceOf, defaultTokenRegistry, opaqueToken, type IssuedToken } from './tokens';
+import { TokenRegistry, audienceOf, defaultTokenRegistry, type IssuedToken } from './tokens';
 
 /** Scope the app requests for the Defender for Endpoint API. */
 export const MDE_SCOPE = 'https://api.securitycenter.microsoft.com/.default';
@@ -32,13 +47,31 @@ export const MDE_SCOPE = 'https://api.securitycenter.microsoft.com/.default';
 export interface EntraSimOptions extends CommonSimOptions {
   /** The tenant (directory) id served. */
   tenantId: string;
-  /** App registrations: client id → client secret. */
+  /** App registrations with a client secret: client id → client secret. */
   clients: Record<string, string>;
+  /** Certificates (PEM, public part) registered on apps: client id → certificates. */
+  certificates?: Record<string, string[]>;
+  /** Federated identity credentials of apps: client id → credentials. */
+  federatedCredentials?: Record<string, FederatedIdentityCredential[]>;
+  /** Issuers whose tokens federated credentials accept, with their signing keys (JWKS). */
+  trustedIssuers?: Record<string, { keys: JsonWebKey[] }>;
+  /** Application permissions granted to apps (the access token's `roles`): client id → role values. */
+  roles?: Record<string, string[]>;
   /** `expires_in` of issued tokens. Default 3599 (what Entra typically returns). */
   tokenLifetimeSeconds?: number;
   /** Where issued tokens are registered. Default: {@link defaultTokenRegistry}. */
   registry?: TokenRegistry;
 }
+
+/** A federated identity credential on an app registration. */
+export interface FederatedIdentityCredential {
+  issuer: string;
+  subject: string;
+  audiences: string[];
+}
+
+/** The `client_assertion_type` of a JWT client assertion (RFC 7523). */
+export const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 /** Handle returned by {@link startEntra}. */
 export interface EntraSimulator extends SimulatorHandle {
@@ -50,6 +83,16 @@ export interface EntraSimulator extends SimulatorHandle {
   setClientSecret(clientId: string, secret: string): void;
   /** Deletes an app registration; its token requests then fail with AADSTS700016. */
   removeClient(clientId: string): void;
+  /** Uploads a certificate's public part (PEM) to an app registration. */
+  addCertificate(clientId: string, pem: string): void;
+  /** Removes a certificate from an app registration. */
+  removeCertificate(clientId: string, pem: string): void;
+  /** Adds a federated identity credential to an app registration. */
+  addFederatedCredential(clientId: string, credential: FederatedIdentityCredential): void;
+  /** Trusts an issuer's signing keys for federated credentials. */
+  trustIssuer(issuer: string, jwks: { keys: JsonWebKey[] }): void;
+  /** Sets the application permissions granted to an app (the `roles` of its next tokens). */
+  setRoles(clientId: string, roles: string[]): void;
   /** Tokens issued since start/reset. */
   readonly tokensIssued: number;
   /** Scope of the most recent successful token request. */
@@ -77,6 +120,15 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
   const clients = new Map<string, string>(
     Object.entries(options.clients).map(([id, s]) => [id.toLowerCase(), s]),
   );
+  const lower = <T>(record: Record<string, T> | undefined): Map<string, T> =>
+    new Map(Object.entries(record ?? {}).map(([id, value]) => [id.toLowerCase(), value]));
+  const certificates = new Map(
+    [...lower(options.certificates)].map(([id, pems]) => [id, new Set(pems)] as const),
+  );
+  const federated = lower(options.federatedCredentials);
+  const trustedIssuers = new Map(Object.entries(options.trustedIssuers ?? {}));
+  const roles = lower(options.roles);
+  const signingKey = newSigningKey();
   const issued: IssuedToken[] = [];
   let lastScope: string | undefined;
   let failedTokenRequests = 0;
@@ -141,6 +193,127 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
     };
   };
 
+  /** Whether `now` is within the JWT's `nbf`..`exp` (5 minutes of clock skew, as Entra allows). */
+  const current = (jwt: DecodedJwt): boolean => {
+    const now = Date.now() / 1000;
+    const { nbf, exp } = jwt.payload;
+    return typeof exp === 'number' && exp + 300 > now && (typeof nbf !== 'number' || nbf - 300 <= now);
+  };
+  const timeRange = (jwt: DecodedJwt): string => {
+    const iso = (v: unknown) => (typeof v === 'number' ? new Date(v * 1000).toISOString() : 'unknown');
+    return `Current time: ${new Date().toISOString()}, assertion valid from ${iso(jwt.payload.nbf)}, expiry time of assertion ${iso(jwt.payload.exp)}.`;
+  };
+
+  /** Verifies a client assertion; undefined when valid, else the AADSTS error to answer with. */
+  const checkAssertion = (
+    jwt: DecodedJwt,
+    clientId: string,
+    tokenEndpoint: string,
+    correlationId: string,
+  ): SimResponse | undefined => {
+    const { header, payload } = jwt;
+    if (payload.iss === clientId && payload.sub === clientId) {
+      // Certificate credential (private_key_jwt).
+      const registered = [...(certificates.get(clientId.toLowerCase()) ?? [])].map((pem) => ({
+        pem,
+        ...certificateThumbprints(pem),
+      }));
+      const named = header['x5t#S256'] ?? header.x5t;
+      const certificate = registered.find((c) => c.x5tS256 === named || c.x5t === named);
+      if (!certificate) {
+        const thumbprint =
+          typeof named === 'string' ? Buffer.from(named, 'base64url').toString('hex').toUpperCase() : '';
+        return aadError(
+          401,
+          'invalid_client',
+          700027,
+          `The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '${thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '${clientId}'.]`,
+          correlationId,
+        );
+      }
+      if (!verifyJwt(jwt, new X509Certificate(certificate.pem).publicKey)) {
+        return aadError(
+          401,
+          'invalid_client',
+          700027,
+          'Client assertion failed signature validation.',
+          correlationId,
+        );
+      }
+      if (payload.aud !== tokenEndpoint) {
+        return aadError(
+          401,
+          'invalid_client',
+          700027,
+          `Client assertion audience claim does not match Realm issuer. Expected '${tokenEndpoint}'.`,
+          correlationId,
+        );
+      }
+      if (!current(jwt)) {
+        return aadError(
+          401,
+          'invalid_client',
+          700024,
+          `Client assertion is not within its valid time range. ${timeRange(jwt)}`,
+          correlationId,
+        );
+      }
+      return undefined;
+    }
+    // Federated credential: another issuer's token.
+    const candidates = federated.get(clientId.toLowerCase()) ?? [];
+    const sameIssuer = candidates.filter((c) => c.issuer === payload.iss);
+    if (sameIssuer.length === 0) {
+      return aadError(
+        401,
+        'invalid_client',
+        700211,
+        `No matching federated identity record found for presented assertion issuer '${String(payload.iss)}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation`,
+        correlationId,
+      );
+    }
+    const sameSubject = sameIssuer.filter((c) => c.subject === payload.sub);
+    if (sameSubject.length === 0) {
+      return aadError(
+        401,
+        'invalid_client',
+        700213,
+        `No matching federated identity record found for presented assertion subject '${String(payload.sub)}'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation`,
+        correlationId,
+      );
+    }
+    if (!sameSubject.some((c) => c.audiences.includes(String(payload.aud)))) {
+      return aadError(
+        401,
+        'invalid_client',
+        700212,
+        `No matching federated identity record found for presented assertion audience '${String(payload.aud)}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation`,
+        correlationId,
+      );
+    }
+    const keys = trustedIssuers.get(String(payload.iss))?.keys ?? [];
+    const key = keys.find((k) => (k as { kid?: string }).kid === header.kid) ?? keys[0];
+    if (!key || !verifyJwt(jwt, key)) {
+      return aadError(
+        401,
+        'invalid_client',
+        700027,
+        'Client assertion failed signature validation.',
+        correlationId,
+      );
+    }
+    if (!current(jwt)) {
+      return aadError(
+        401,
+        'invalid_client',
+        700024,
+        `Client assertion is not within its valid time range. ${timeRange(jwt)}`,
+        correlationId,
+      );
+    }
+    return undefined;
+  };
+
   const tokenRequest = (req: SimRequest, tenant: string): SimResponse => {
     // MSAL Node sends its correlation id as a `client-request-id` query parameter (and some clients as a header).
     const correlationId =
@@ -167,8 +340,11 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
         correlationId,
       );
     }
-    const expectedSecret = clients.get(clientId.toLowerCase());
-    if (expectedSecret === undefined) {
+    const known =
+      clients.has(clientId.toLowerCase()) ||
+      certificates.has(clientId.toLowerCase()) ||
+      federated.has(clientId.toLowerCase());
+    if (!known) {
       return aadError(
         400,
         'unauthorized_client',
@@ -178,7 +354,8 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
       );
     }
     const secret = form.get('client_secret');
-    if (secret === null) {
+    const assertion = form.get('client_assertion');
+    if (secret === null && assertion === null) {
       return aadError(
         401,
         'invalid_client',
@@ -187,7 +364,28 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
         correlationId,
       );
     }
-    if (secret !== expectedSecret) {
+    if (assertion !== null) {
+      if (form.get('client_assertion_type') !== JWT_BEARER) {
+        return aadError(
+          400,
+          'invalid_request',
+          50027,
+          `The client_assertion_type must be ${JWT_BEARER}.`,
+          correlationId,
+        );
+      }
+      const jwt = decodeJwt(assertion);
+      if (!jwt) {
+        return aadError(400, 'invalid_request', 50027, 'JWT token is invalid or malformed.', correlationId);
+      }
+      const refused = checkAssertion(
+        jwt,
+        clientId,
+        `${server.url}/${tenant}/oauth2/v2.0/token`,
+        correlationId,
+      );
+      if (refused) return refused;
+    } else if (secret !== clients.get(clientId.toLowerCase())) {
       return aadError(
         401,
         'invalid_client',
@@ -209,8 +407,28 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
       );
     }
     const now = Date.now();
+    const granted = roles.get(clientId.toLowerCase()) ?? [];
+    const accessToken = signJwt(
+      {
+        aud: audienceOf(resourceScope),
+        iss: `https://sts.windows.net/${tenantId}/`,
+        iat: Math.floor(now / 1000),
+        nbf: Math.floor(now / 1000),
+        exp: Math.floor(now / 1000) + lifetime,
+        appid: clientId,
+        idtyp: 'app',
+        oid: servicePrincipalOf(clientId),
+        sub: servicePrincipalOf(clientId),
+        tid: tenantId,
+        ...(granted.length > 0 ? { roles: granted } : {}),
+        uti: randomUUID(),
+        ver: '1.0',
+      },
+      signingKey.privateKey,
+      { kid: signingKey.kid },
+    );
     const token = registry.register({
-      token: opaqueToken('mde-'),
+      token: accessToken,
       issuer: 'entra',
       audience: audienceOf(resourceScope),
       scope: resourceScope,
@@ -235,6 +453,13 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
         access_token: token.token,
       },
     };
+  };
+
+  const servicePrincipals = new Map<string, string>();
+  const servicePrincipalOf = (clientId: string): string => {
+    let id = servicePrincipals.get(clientId.toLowerCase());
+    if (!id) servicePrincipals.set(clientId.toLowerCase(), (id = randomUUID()));
+    return id;
   };
 
   const handler = (req: SimRequest): SimResponse => {
@@ -270,7 +495,7 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
       return { status: 200, body: openIdConfiguration(tenantId, rest.startsWith('v2.0')) };
     }
     if (req.method === 'GET' && (rest === 'discovery/v2.0/keys' || rest === 'discovery/keys')) {
-      return { status: 200, body: { keys: [] } };
+      return { status: 200, body: { keys: [signingKey.jwk] } };
     }
     if (rest === 'oauth2/v2.0/token' || rest === 'oauth2/token') {
       if (req.method !== 'POST') {
@@ -313,7 +538,32 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
     setClientSecret: {
       value: (clientId: string, secret: string) => void clients.set(clientId.toLowerCase(), secret),
     },
-    removeClient: { value: (clientId: string) => void clients.delete(clientId.toLowerCase()) },
+    removeClient: {
+      value: (clientId: string) => {
+        for (const apps of [clients, certificates, federated]) apps.delete(clientId.toLowerCase());
+      },
+    },
+    addCertificate: {
+      value: (clientId: string, pem: string) => {
+        const key = clientId.toLowerCase();
+        certificates.set(key, new Set([...(certificates.get(key) ?? []), pem]));
+      },
+    },
+    removeCertificate: {
+      value: (clientId: string, pem: string) => void certificates.get(clientId.toLowerCase())?.delete(pem),
+    },
+    addFederatedCredential: {
+      value: (clientId: string, credential: FederatedIdentityCredential) => {
+        const key = clientId.toLowerCase();
+        federated.set(key, [...(federated.get(key) ?? []), credential]);
+      },
+    },
+    trustIssuer: {
+      value: (issuer: string, jwks: { keys: JsonWebKey[] }) => void trustedIssuers.set(issuer, jwks),
+    },
+    setRoles: {
+      value: (clientId: string, values: string[]) => void roles.set(clientId.toLowerCase(), [...values]),
+    },
     tokensIssued: { enumerable: true, get: () => issued.length },
     lastScope: { enumerable: true, get: () => lastScope },
     issued: { enumerable: true, value: issued },

@@ -5,6 +5,7 @@
 export * from './server';
 export * from './tls';
 export * from './tokens';
+export * from './jwt';
 export * from './odata';
 export * from './managedIdentity';
 export * from './keyVault';

@@ -11,6 +11,12 @@
  * The SDK by default checks that the challenge `resource` host is a suffix of the vault host, which
  * 127.0.0.1 is not, so clients must pass `{ disableChallengeResourceVerification: true }` (as the app does for
  * loopback vaults).
+ *
+ * Certificates: Key Vault keeps a certificate's private key and certificate in a secret of the same name
+ * (`managed: true`, `kid` pointing at its key), as PEM (`application/x-pem-file`: private key, then
+ * certificate) or as base64 PKCS#12 without a password (`application/x-pkcs12`), per the certificate
+ * policy's content type; each new certificate version is a new secret version.
+ * https://learn.microsoft.com/azure/key-vault/certificates/about-certificates#composition-of-a-certificate
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import {
@@ -45,6 +51,8 @@ export interface SecretVersion {
   version: string;
   value: string;
   contentType?: string;
+  /** Set on the secret of a certificate (Key Vault manages it). */
+  managed?: boolean;
   tags?: Record<string, string>;
   enabled: boolean;
   /** Epoch seconds, as Key Vault reports them. */
@@ -60,6 +68,12 @@ export interface KeyVaultSimulator extends SimulatorHandle {
     value: string,
     opts?: { tags?: Record<string, string>; contentType?: string },
   ): string;
+  /**
+   * Creates (or rotates: a new version of) a certificate, served through its secret: `pem` (private key and
+   * certificate) as `application/x-pem-file`, or `pfx` (PKCS#12 bytes) as base64 `application/x-pkcs12`.
+   * Returns the version id.
+   */
+  setCertificate(name: string, content: { pem: string } | { pfx: Buffer }): string;
   /** Deletes a secret (all versions); later reads get 404 SecretNotFound. */
   deleteSecret(name: string): void;
   /** All versions of a secret, oldest first (empty if unknown). */
@@ -102,7 +116,7 @@ export async function startKeyVault(options: KeyVaultSimOptions = {}): Promise<K
   const setSecret = (
     name: string,
     value: string,
-    opts: { tags?: Record<string, string>; contentType?: string } = {},
+    opts: { tags?: Record<string, string>; contentType?: string; managed?: boolean } = {},
   ): string => {
     const version = randomBytes(16).toString('hex');
     const ts = nowSeconds();
@@ -115,6 +129,7 @@ export async function startKeyVault(options: KeyVaultSimOptions = {}): Promise<K
       updated: ts,
       tags: opts.tags,
       contentType: opts.contentType,
+      managed: opts.managed,
     });
     store.set(name.toLowerCase(), entry);
     return version;
@@ -125,6 +140,7 @@ export async function startKeyVault(options: KeyVaultSimOptions = {}): Promise<K
     value: v.value,
     id: `${server.url}/secrets/${name}/${v.version}`,
     ...(v.contentType !== undefined ? { contentType: v.contentType } : {}),
+    ...(v.managed ? { managed: true, kid: `${server.url}/keys/${name}/${v.version}` } : {}),
     attributes: {
       enabled: v.enabled,
       created: v.created,
@@ -214,6 +230,15 @@ export async function startKeyVault(options: KeyVaultSimOptions = {}): Promise<K
 
   return Object.defineProperties(server.handle as KeyVaultSimulator, {
     setSecret: { value: setSecret },
+    setCertificate: {
+      value: (name: string, content: { pem: string } | { pfx: Buffer }) =>
+        'pem' in content
+          ? setSecret(name, content.pem, { contentType: 'application/x-pem-file', managed: true })
+          : setSecret(name, content.pfx.toString('base64'), {
+              contentType: 'application/x-pkcs12',
+              managed: true,
+            }),
+    },
     deleteSecret: { value: (name: string) => void store.delete(name.toLowerCase()) },
     versions: { value: (name: string) => [...(store.get(name.toLowerCase())?.versions ?? [])] },
     secretReads: { enumerable: true, get: () => secretReads },

@@ -15,8 +15,17 @@
  *
  * Note MSAL retries 404/408/429/500/503/504 from this endpoint up to 3 times, 1 s apart (or `Retry-After`),
  * so a fault here costs seconds in a test; prefer 400-class faults unless the retry is what is tested.
+ *
+ * Tokens for the token exchange audience (`api://AzureADTokenExchange`, `...USGov`, `...China`: workload
+ * identity federation, the identity as a federated credential of an app registration) are real RS256 JWTs
+ * like Entra ID issues for a managed identity: `iss` `https://login.microsoftonline.com/<tenant>/v2.0` (the
+ * `issuer` option, e.g. `login.microsoftonline.us` for US Government), `sub` and `oid` the identity's
+ * principal (object) id, `aud` the resource, `azp`/`appid` its client id, `xms_mirid` its resource id. The
+ * Entra ID simulator verifies them with {@link ManagedIdentitySimulator.jwks}. Other resources get opaque
+ * tokens (see tokens.ts).
+ * https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, type JsonWebKey } from 'node:crypto';
 import {
   SimServer,
   type CommonSimOptions,
@@ -24,7 +33,11 @@ import {
   type SimResponse,
   type SimulatorHandle,
 } from './server';
+import { newSigningKey, signJwt } from './jwt';
 import { TokenRegistry, audienceOf, defaultTokenRegistry, opaqueToken } from './tokens';
+
+/** Resources that get a JWT (the token exchange audiences of the public and sovereign clouds). */
+const EXCHANGE_AUDIENCE = /^api:\/\/AzureADTokenExchange/i;
 
 /** The App Service managed identity protocol version MSAL Node uses (the 2017-09-01 one used `secret`). */
 export const APP_SERVICE_MI_API_VERSION = '2019-08-01';
@@ -44,6 +57,12 @@ export interface ManagedIdentitySimOptions extends CommonSimOptions {
   tokenLifetimeSeconds?: number;
   /** Where issued tokens are registered. Default: {@link defaultTokenRegistry}. */
   registry?: TokenRegistry;
+  /** Tenant of the identities (`tid`, and the default issuer). Default: a random GUID. */
+  tenantId?: string;
+  /** `iss` of exchange tokens. Default `https://login.microsoftonline.com/<tenantId>/v2.0`. */
+  issuer?: string;
+  /** Principal (object) ids by client id (`system` for the system-assigned one). Default: random GUIDs. */
+  principalIds?: Record<string, string>;
 }
 
 /** One token request as the simulator understood it. */
@@ -80,6 +99,14 @@ export interface ManagedIdentitySimulator extends SimulatorHandle {
   setIdentityHeader(value: string): void;
   /** Attaches a user-assigned identity (client id) to the app. */
   addUserAssignedIdentity(clientId: string): void;
+  /** `iss` of the exchange tokens (what a federated identity credential registers as issuer). */
+  readonly issuer: string;
+  /** Tenant of the identities. */
+  readonly tenantId: string;
+  /** Principal (object) id of an identity: the `sub` a federated identity credential registers. */
+  principalIdOf(clientId?: string): string;
+  /** The public keys exchange tokens are signed with (a JWKS, as the issuer's discovery would serve). */
+  readonly jwks: { keys: JsonWebKey[] };
 }
 
 function miError(status: number, message: string): SimResponse {
@@ -105,6 +132,47 @@ export async function startManagedIdentity(
   let identityHeader = options.identityHeader ?? randomBytes(16).toString('hex');
   let tokensIssued = 0;
   const tokenRequests: ManagedIdentityTokenRequest[] = [];
+  const tenantId = options.tenantId ?? randomUUID();
+  const issuer = options.issuer ?? `https://login.microsoftonline.com/${tenantId}/v2.0`;
+  const principalIds = new Map(
+    Object.entries(options.principalIds ?? {}).map(([id, principal]) => [id.toLowerCase(), principal]),
+  );
+  const principalIdOf = (clientId?: string): string => {
+    const key = (clientId ?? 'system').toLowerCase();
+    let principal = principalIds.get(key);
+    if (!principal) principalIds.set(key, (principal = randomUUID()));
+    return principal;
+  };
+  const signingKey = newSigningKey();
+
+  /** An exchange token, as Entra ID issues one for a managed identity. */
+  const exchangeToken = (resource: string, clientId: string, userAssignedId: boolean, expiresAt: number) => {
+    const now = Math.floor(Date.now() / 1000);
+    const principal = principalIdOf(userAssignedId ? clientId : undefined);
+    const resourceGroup =
+      '/subscriptions/00000000-0000-4000-8000-000000000000/resourcegroups/rg-sim/providers';
+    return signJwt(
+      {
+        aud: resource,
+        iss: issuer,
+        iat: now,
+        nbf: now,
+        exp: Math.floor(expiresAt / 1000),
+        sub: principal,
+        oid: principal,
+        tid: tenantId,
+        azp: clientId,
+        appid: clientId,
+        idtyp: 'app',
+        ver: '2.0',
+        xms_mirid: userAssignedId
+          ? `${resourceGroup}/Microsoft.ManagedIdentity/userAssignedIdentities/id-sim-${clientId.slice(0, 8)}`
+          : `${resourceGroup}/Microsoft.Web/sites/func-sim`,
+      },
+      signingKey.privateKey,
+      { kid: signingKey.kid },
+    );
+  };
 
   const handler = (req: SimRequest): SimResponse => {
     if (req.method !== 'GET' || !/^\/msi\/token\/?$/i.test(req.pathname)) {
@@ -141,14 +209,17 @@ export async function startManagedIdentity(
 
     const now = Date.now();
     const clientId = request.clientId ?? systemClientId;
+    const expiresAt = now + lifetime * 1000;
     const issued = registry.register({
-      token: opaqueToken('mi-'),
+      token: EXCHANGE_AUDIENCE.test(resource)
+        ? exchangeToken(resource, clientId, request.clientId !== undefined, expiresAt)
+        : opaqueToken('mi-'),
       issuer: 'managed-identity',
       audience: audienceOf(resource),
       scope: resource,
       clientId,
       issuedAt: now,
-      expiresAt: now + lifetime * 1000,
+      expiresAt,
     });
     tokensIssued++;
     request.ok = true;
@@ -191,6 +262,10 @@ export async function startManagedIdentity(
     tokenRequests: { enumerable: true, value: tokenRequests },
     lastClientId: { enumerable: true, get: () => tokenRequests[tokenRequests.length - 1]?.clientId },
     registry: { enumerable: true, value: registry },
+    issuer: { enumerable: true, value: issuer },
+    tenantId: { enumerable: true, value: tenantId },
+    principalIdOf: { value: principalIdOf },
+    jwks: { enumerable: true, value: { keys: [signingKey.jwk] } },
     addUserAssignedIdentity: {
       value: (clientId: string) => void userAssigned.add(clientId.toLowerCase()),
     },

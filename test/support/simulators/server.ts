@@ -38,7 +38,8 @@ export interface RecordedRequest {
  * A fault applied to the next request that matches {@link Fault.route} (any request when omitted). Each
  * queued fault is used once; queue the same fault n times with `failNext(n, fault)`.
  *
- * Kinds (checked in this order): `reset` destroys the connection (the client sees `ECONNRESET`); `hangMs`
+ * Kinds (checked in this order): `reset` destroys the connection (the client sees `ECONNRESET`); `hang` never
+ * answers; `hangMs`
  * waits before answering (then answers with `status` if given, otherwise normally); `status` answers with
  * that status, `headers` and `body` instead of the real handler.
  */
@@ -59,6 +60,11 @@ export interface Fault {
   reset?: boolean;
   /** Delay before answering, in milliseconds. Cancelled by `close()` / `setDown(true)`. */
   hangMs?: number;
+  /**
+   * Accept the request and never answer (a service that holds connections open): the client waits until its
+   * own timeout or abort. Released only by `close()` / `setDown(true)`, which drop the connection.
+   */
+  hang?: boolean;
 }
 
 /** Parsed request handed to a simulator's handler. */
@@ -375,6 +381,10 @@ export class SimServer {
     const fault = this.takeFault(method, pathname);
     if (fault?.reset) {
       this.resetConnection(req.socket);
+      return;
+    }
+    if (fault?.hang) {
+      // Held until close()/setDown(true) destroys the socket; nothing is ever written.
       return;
     }
     if (fault?.hangMs !== undefined && fault.hangMs > 0) {

@@ -82,6 +82,11 @@ export class TokenRegistry {
     for (const t of this.tokens.values()) t.expiresAt = Math.min(t.expiresAt, now);
   }
 
+  /** Every token registered (and not revoked), oldest first. */
+  entries(): IssuedToken[] {
+    return [...this.tokens.values()];
+  }
+
   /** Number of tokens ever registered (and not revoked). */
   get size(): number {
     return this.tokens.size;
