@@ -29,7 +29,11 @@ interface Deps {
   defenderClient?: { calls: number };
 }
 interface DeployedBundle {
-  buildDependencies(env: NodeJS.ProcessEnv, clock?: Clock): Deps;
+  buildDependencies(
+    env: NodeJS.ProcessEnv,
+    clock?: Clock,
+    tuning?: { leaseTiming?: { leaseMs: number; marginMs: number } },
+  ): Deps;
   getDependencies(): Deps;
   setDependencies(deps?: Deps): void;
 }
@@ -303,7 +307,13 @@ async function instance(): Promise<void> {
   };
   await loadApp(BUNDLE);
   const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
-  const deps = bundle.buildDependencies(process.env, clock);
+  // On a scaled clock real latency is multiplied too: the fleet may lengthen the budget's lease timing.
+  const leaseMs = Number(process.env.BENCH_LEASE_MS ?? 0);
+  const deps = bundle.buildDependencies(
+    process.env,
+    clock,
+    leaseMs > 0 ? { leaseTiming: { leaseMs, marginMs: Number(process.env.BENCH_MARGIN_MS ?? 500) } } : {},
+  );
   bundle.setDependencies(deps);
   await deps.credentials?.getToken();
   const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 8);

@@ -56,6 +56,8 @@ export interface FleetResult {
   physicalMinimumMinutes: number;
   tableOperations: number;
   tableOperationsPerRelease: number;
+  /** Table operations by purpose. */
+  tableOperationKinds: Record<string, number>;
   defenderCalls: Record<string, number>;
   realSeconds: number;
   timedOut: boolean;
@@ -70,17 +72,32 @@ interface Outcome {
 }
 
 /** Azurite behind an HTTP proxy that counts requests (one per table operation or transaction). */
+/** What a table request was for, from its URL: budget ledgers, idempotency claims, transactions, ranges. */
+function kindOf(method: string, url: string): string {
+  const path = decodeURIComponent(url);
+  if (path.includes('$batch')) return 'transaction';
+  if (path.includes("PartitionKey='budget'")) return `ledger ${method}`;
+  if (path.includes("PartitionKey='key|")) return `claim ${method}`;
+  if (/\(\)|\$filter/.test(path)) return 'range query';
+  if (path.includes("PartitionKey='release'")) return `release ${method}`;
+  return `other ${method}`;
+}
+
 async function countedTables(): Promise<{
   connectionString: string;
   count(): number;
+  kinds: Record<string, number>;
   stop(): Promise<void>;
 }> {
   const azurite = await startAzuriteTables();
   const target = new URL(azurite.url);
   let requests = 0;
+  const kinds: Record<string, number> = {};
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const proxy = http.createServer((req, res) => {
     requests += 1;
+    const kind = kindOf(req.method ?? '', req.url ?? '');
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
     const upstream = http.request(
       {
         host: target.hostname,
@@ -105,6 +122,7 @@ async function countedTables(): Promise<{
       `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};` +
       `TableEndpoint=http://127.0.0.1:${port}/${AZURITE_ACCOUNT};`,
     count: () => requests,
+    kinds,
     stop: async () => {
       proxy.closeAllConnections();
       await new Promise((resolve) => proxy.close(resolve));
@@ -287,6 +305,7 @@ export async function fleetRun(
       ),
       tableOperations,
       tableOperationsPerRelease: Number((tableOperations / all.length).toFixed(1)),
+      tableOperationKinds: { ...tables.kinds },
       defenderCalls: { ...defender.counts },
       realSeconds: Number(((Date.now() - realStart) / 1000).toFixed(1)),
       timedOut,

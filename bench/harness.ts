@@ -476,7 +476,13 @@ async function main(): Promise<void> {
           httpEveryMs: 0,
           // A stand-in for 1500/hour, so the spent hour frees within minutes of real time.
           limits: { perMinute: 100, perHour: SIZE.fleetHourLimit },
-          env: { CHECK_ISOLATION_STATE: 'false', TRACK_RATE_LIMIT_PER_HOUR: '10' },
+          env: {
+            CHECK_ISOLATION_STATE: 'false',
+            TRACK_RATE_LIMIT_PER_HOUR: '10',
+            // 100 ms / 50 ms of real time at this scale (the defaults, 1.5 s / 0.5 s, are 50 / 17 ms).
+            BENCH_LEASE_MS: String(100 * SIZE.fleetHourScale),
+            BENCH_MARGIN_MS: String(50 * SIZE.fleetHourScale),
+          },
           timeoutMs: 10 * 60_000,
         },
         baseEnv,

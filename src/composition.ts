@@ -7,7 +7,7 @@ import { SecretClient } from '@azure/keyvault-secrets';
 import { callerCheckProblems, ConfigError, parseSettings, type Config } from './config';
 import { misconfigured } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
-import { LocalBudget, MDE_LIMITS, type BudgetLimits } from './core/budget';
+import { LocalBudget, MDE_LIMITS, type BudgetLimits, type LeaseTiming } from './core/budget';
 import { SharedBudget } from './core/sharedBudget';
 import type { ReleaseDeps } from './core/release';
 import type { StateDeps } from './core/pipeline';
@@ -85,10 +85,17 @@ function unconfiguredDefender(error: ConfigError): DefenderApi {
   };
 }
 
-/** Builds the dependencies from settings. Exported for tests and the sandbox. */
+/** Knobs for tests and benchmarks that run on a scaled clock (never settings: production uses the defaults). */
+export interface Tuning {
+  /** How long a leased call may wait and the latency margin (see core/budget.ts), in the clock's time. */
+  leaseTiming?: LeaseTiming;
+}
+
+/** Builds the dependencies from settings. Exported for tests, the sandbox and the benchmarks. */
 export function buildDependencies(
   env: NodeJS.ProcessEnv = process.env,
   clock: Clock = systemClock,
+  tuning: Tuning = {},
 ): AppDependencies {
   const parsed = parseSettings(env);
   const { config } = parsed;
@@ -196,7 +203,13 @@ export function buildDependencies(
     release: {
       defender: defenderClient,
       budget: state
-        ? new SharedBudget({ store: state.store, limits, now: clock.now, log: consoleLogger })
+        ? new SharedBudget({
+            store: state.store,
+            limits,
+            now: clock.now,
+            log: consoleLogger,
+            ...(tuning.leaseTiming ? { timing: tuning.leaseTiming } : {}),
+          })
         : new LocalBudget(limits, clock.now),
       clock,
       random: Math.random,

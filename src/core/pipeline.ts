@@ -27,7 +27,16 @@ import {
   type Trigger,
 } from './outcome';
 import type { ReleaseStore, Versioned } from './ports';
-import { answered, claimable, RECORD_MARGIN_MS, type ReleaseRecord, type ReleaseRef } from './records';
+import {
+  answered,
+  claimable,
+  RECORD_MARGIN_MS,
+  resumeMessage,
+  type ReleaseRecord,
+  type ReleaseRef,
+  type ResumeMessage,
+} from './records';
+import { HAND_OFF_MS } from './resume';
 import { apisFor, callContexts, releaseTarget, type DeviceResult, type ReleaseDeps } from './release';
 import { backoffDelay } from './retry';
 import { parseReleaseRequest, type BulkEntry, type DeviceTarget, type ReleaseRequest } from './request';
@@ -84,6 +93,8 @@ export interface RequestAnswer {
   replayed: boolean;
   /** For transient failures and duplicates in flight: seconds the caller should wait (HTTP `Retry-After`). */
   retryAfterSeconds?: number;
+  /** For the request queue: parked releases due again soon, handed back at once (see {@link park}). */
+  resume: ResumeMessage[];
 }
 
 /**
@@ -108,7 +119,10 @@ export const DEVICE_CONCURRENCY = 4;
  * waiting (a webhook times out), a Service Bus message may wait longer. Without durable state the whole
  * retry budget may be spent waiting, as nothing can be parked.
  */
-export const BUDGET_WAIT_MS: Readonly<Record<Trigger, number>> = { http: 10_000, serviceBus: 30_000 };
+export const BUDGET_WAIT_MS: Readonly<Record<Trigger, number>> = { http: 10_000, serviceBus: 60_000 };
+
+/** A release parked until this soon is handed straight back to the request queue (see {@link park}). */
+export const HAND_BACK_SOON_MS = 30_000;
 
 /**
  * Longest a bulk request may run: under the 230 s front-end timeout of HTTP triggers
@@ -361,6 +375,7 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     canRedeliver: input.canRedeliver,
     cap: receivedAt + BULK_CAP_MS[input.trigger],
     inMemoryOwners: new Map(),
+    handBack: [],
   };
   const runs: DeviceRun[] = new Array<DeviceRun>(records.length);
   let next = 0;
@@ -399,6 +414,7 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     messages,
     replayed: false,
     ...(waits.length > 0 ? { retryAfterSeconds: Math.max(...waits) } : {}),
+    resume: ctx.handBack,
   };
 }
 
@@ -473,6 +489,8 @@ interface RunContext {
   cap: number;
   /** Without durable state: which entry of this request took which device. */
   inMemoryOwners: Map<string, number>;
+  /** Resume messages of releases parked until soon: the trigger sends them to the request queue. */
+  handBack: ResumeMessage[];
 }
 
 /** One entry of a request: invalid (answered), answered earlier, run elsewhere, or run now. */
@@ -702,15 +720,19 @@ async function park(
     return finish(ctx, { ...record, queuedAt }, version, resultOf(record, error), now);
   }
   const answer = queuedAnswer(record, record.ask.trigger, retryAt, now);
+  // Due again soon (contention, not a spent hour): handed back to the request queue at once, where it waits
+  // for its turn like any message, instead of for the resume timer's next run. Leased like a timer hand-off.
+  const soon = retryAt - now <= HAND_BACK_SOON_MS;
   const next: ReleaseRecord = {
     ...record,
     state: 'queued',
-    dueAt: retryAt,
+    dueAt: soon ? now + HAND_OFF_MS : retryAt,
     queuedAt,
     queuedSent: true,
     answer,
   };
   const written = await write(ctx, next, version);
+  if (written && soon) ctx.handBack.push(resumeMessage(record.ref));
   const first = written && !record.queuedSent;
   ctx.deps.log.info('Release parked until its budget frees', {
     correlationId: record.ref.correlationId,
@@ -807,11 +829,15 @@ async function claimDevice(
  * messages to send: its answer, or nothing when it is parked again (its one `queued` message was sent), was
  * answered already, or is running elsewhere.
  */
-export async function resumeRelease(ref: ReleaseRef, deps: PipelineDeps): Promise<Outcome[]> {
+export async function resumeRelease(
+  ref: ReleaseRef,
+  deps: PipelineDeps,
+): Promise<{ messages: Outcome[]; resume: ResumeMessage[] }> {
+  const none = { messages: [], resume: [] };
   const state = deps.state;
-  if (!state) return [];
+  if (!state) return none;
   const version = await state.store.readRelease(ref);
-  if (!version || !claimable(version.value, deps.clock.now())) return [];
+  if (!version || !claimable(version.value, deps.clock.now())) return none;
   const ctx: RunContext = {
     deps,
     state,
@@ -820,14 +846,15 @@ export async function resumeRelease(ref: ReleaseRef, deps: PipelineDeps): Promis
     canRedeliver: false,
     cap: deps.clock.now() + BULK_CAP_MS.serviceBus,
     inMemoryOwners: new Map(),
+    handBack: [],
   };
   const mine = await claimRecord(ctx, version);
-  if (!mine) return [];
+  if (!mine) return none;
   const run = await runDevice(ctx, mine.value, mine);
-  if (!run.message) return [];
+  if (!run.message) return { messages: [], resume: ctx.handBack };
   deps.telemetry.trackOutcome(run.message, deps.clock.now() - version.value.ask.receivedAt);
   logAnswers(deps, ref.correlationId, [run.message]);
-  return [run.message];
+  return { messages: [run.message], resume: ctx.handBack };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -867,6 +894,7 @@ function refuse(
     messages: [outcome],
     replayed: false,
     ...(error.transient ? { retryAfterSeconds: retryAfterOf(error) } : {}),
+    resume: [],
   };
 }
 
@@ -928,6 +956,7 @@ async function replayAnswers(
     outcomes,
     messages: outcomes.map((o) => ({ ...o, replayed: true })),
     replayed: true,
+    resume: [],
   };
 }
 

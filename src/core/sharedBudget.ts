@@ -122,6 +122,8 @@ class SharedPool {
 
   /** Leases as many calls as are waiting (at least one, at most `maxLease`), or learns when one frees. */
   private async lease(): Promise<void> {
+    // Let the callers that woke up with this one register first: one lease then serves them all.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       let current: Versioned<Ledger> | { value: Ledger; etag: undefined } =
         this.cached ?? (await this.read());

@@ -4,18 +4,13 @@
  * state nothing is parked and it does nothing.
  * NCRONTAB schedules: https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
  */
-import { app, output, type InvocationContext, type Timer } from '@azure/functions';
+import { app, type InvocationContext, type Timer } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
 import { timerSchedule } from '../config';
-import { BUDGET_WAIT_MS } from '../core/pipeline';
+import { HAND_BACK_SOON_MS } from '../core/pipeline';
 import { handBackDue } from '../core/resume';
-
-/** The request queue, for handing parked releases back (identity-based `ServiceBusConnection`). */
-export const requestQueue = output.serviceBusQueue({
-  queueName: '%REQUEST_QUEUE_NAME%',
-  connection: 'ServiceBusConnection',
-});
+import { requestQueue } from './queues';
 
 /** Handler of the resume timer. */
 export async function resumeReleasesTimer(_timer: Timer, context: InvocationContext): Promise<void> {
@@ -32,7 +27,8 @@ export async function resumeReleasesTimer(_timer: Timer, context: InvocationCont
       log,
       // Two minutes' worth of the release budget: enough to keep it busy until the next run.
       perRun: 2 * perMinute,
-      lookAheadMs: BUDGET_WAIT_MS.serviceBus,
+      // The timer's own period: handed back at most one run early, they wait briefly for their budget.
+      lookAheadMs: HAND_BACK_SOON_MS,
     });
   } catch (error) {
     log.warn('Parked releases not handed back this run: durable state unavailable', {

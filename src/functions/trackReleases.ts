@@ -9,7 +9,7 @@ import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
 import { trackSchedule } from '../config';
 import { trackReleases } from '../core/tracking';
-import { responseQueue } from './responseQueue';
+import { responseQueue } from './queues';
 
 /** Handler of the tracker timer. */
 export async function trackReleasesTimer(_timer: Timer, context: InvocationContext): Promise<void> {

@@ -15,7 +15,7 @@ import { chooseIdempotencyKey } from '../core/idempotency';
 import { handleRequest, refusal, type RequestAnswer } from '../core/pipeline';
 import { safetyOptions } from '../config';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
-import { responseQueue } from './responseQueue';
+import { requestQueue, responseQueue } from './queues';
 
 /** Largest accepted body: a release request is a few hundred bytes. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -243,6 +243,7 @@ async function handle(
   // Every request sends its outcomes to the response queue (an array: one message per device), a replay
   // included (marked `replayed`), so queue consumers see every answer and can tell repeats apart.
   context.extraOutputs.set(responseQueue, answer.messages);
+  if (answer.resume.length > 0) context.extraOutputs.set(requestQueue, answer.resume);
   return httpAnswer(answer, request);
 }
 
@@ -270,7 +271,7 @@ app.http('unisolateMachine', {
   methods: ['POST'],
   authLevel: 'function',
   route: 'machines/{machineId}/unisolate',
-  extraOutputs: [responseQueue],
+  extraOutputs: [responseQueue, requestQueue],
   handler: unisolateHttp,
 });
 
@@ -278,6 +279,6 @@ app.http('unisolate', {
   methods: ['POST'],
   authLevel: 'function',
   route: 'unisolate',
-  extraOutputs: [responseQueue],
+  extraOutputs: [responseQueue, requestQueue],
   handler: unisolateHttp,
 });

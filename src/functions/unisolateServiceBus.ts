@@ -21,7 +21,7 @@ import {
 } from '../core/pipeline';
 import { resumedRelease } from '../core/records';
 import { safetyOptions } from '../config';
-import { responseQueue } from './responseQueue';
+import { requestQueue, responseQueue } from './queues';
 
 /** Largest accepted message body: Service Bus Standard's message size limit; a release request is tiny. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -77,8 +77,9 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
   const resumed = 'body' in decoded ? resumedRelease(decoded.body) : undefined;
   if (resumed) {
     // A store failure throws: Service Bus redelivers, and the timer hands the release back again anyway.
-    const messages = await resumeRelease(resumed, pipelineDeps);
+    const { messages, resume } = await resumeRelease(resumed, pipelineDeps);
     if (messages.length > 0) context.extraOutputs.set(responseQueue, messages);
+    if (resume.length > 0) context.extraOutputs.set(requestQueue, resume);
     return;
   }
 
@@ -110,11 +111,12 @@ export async function unisolateServiceBus(message: unknown, context: InvocationC
   }
   // An array: the binding sends one response-queue message per device.
   context.extraOutputs.set(responseQueue, answer.messages);
+  if (answer.resume.length > 0) context.extraOutputs.set(requestQueue, answer.resume);
 }
 
 app.serviceBusQueue('unisolateServiceBus', {
   connection: 'ServiceBusConnection',
   queueName: '%REQUEST_QUEUE_NAME%',
-  extraOutputs: [responseQueue],
+  extraOutputs: [responseQueue, requestQueue],
   handler: unisolateServiceBus,
 });

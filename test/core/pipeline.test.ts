@@ -15,6 +15,7 @@ import type { Outcome } from '../../src/core/outcome';
 import { handBackDue } from '../../src/core/resume';
 import { resumedRelease } from '../../src/core/records';
 import type { ReleaseStore } from '../../src/core/ports';
+import type { Budget } from '../../src/core/budget';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps, TransportError } from '../support/fakes';
 
 const ids = ['a', 'b', 'c'].map((c) => c.repeat(40));
@@ -47,6 +48,24 @@ async function spend(deps: PipelineDeps, api: 'unisolate' | 'listMachineActions'
   }
 }
 
+/**
+ * The release budget with the hour spent (another tool shares the app registration): while `closed`, every
+ * release call is `waitMs` away; the other APIs answer as usual.
+ */
+function spentHour(deps: PipelineDeps, waitMs = 40 * 60_000) {
+  const gate = { closed: true };
+  const inner = deps.budget;
+  const budget: Budget = {
+    shared: inner.shared,
+    acquire: (api, spender) =>
+      gate.closed && api === 'unisolate'
+        ? Promise.resolve({ granted: false, waitMs })
+        : inner.acquire(api, spender),
+    pause: (api, until) => inner.pause(api, until),
+  };
+  return { gate, deps: { ...deps, budget } };
+}
+
 /** Hands back what is due (as the resume timer does) and runs each resume message (as the trigger does). */
 async function resumeDue(deps: PipelineDeps, store: ReleaseStore): Promise<Outcome[]> {
   const handed = await handBackDue({
@@ -57,7 +76,8 @@ async function resumeDue(deps: PipelineDeps, store: ReleaseStore): Promise<Outco
     lookAheadMs: 30_000,
   });
   const messages: Outcome[] = [];
-  for (const message of handed) messages.push(...(await resumeRelease(resumedRelease(message)!, deps)));
+  for (const message of handed)
+    messages.push(...(await resumeRelease(resumedRelease(message)!, deps)).messages);
   return messages;
 }
 
@@ -212,31 +232,55 @@ describe('parking: nothing is throttled away', () => {
     expect(await resumeDue(deps, store)).toEqual([]);
   });
 
-  it('Service Bus: the message completes (no redelivery), one queued message, however often it is parked again', async () => {
-    const { deps, store, clock } = withState();
+  it('hands a release due again soon straight back to the request queue, not to the timer', async () => {
+    const { deps, store, clock, defender } = withState();
+    // The minute's release budget was spent 45 s ago: it frees in ~15 s, longer than an HTTP caller waits.
     await spend(deps, 'unisolate');
+    clock.time += 45_000;
+    const answer = await handleRequest(input(single, { trigger: 'http', canRedeliver: false }), deps);
+    expect(answer.outcomes[0]!.status).toBe('Queued');
+    expect(answer.resume).toEqual([
+      {
+        resumeRelease: {
+          correlationId: 'INC1',
+          requestId: expect.stringMatching(/^[0-9a-f]{32}$/),
+          index: null,
+        },
+      },
+    ]);
+    // Handed off (leased): the timer does not hand it back as well.
+    expect(await resumeDue(deps, store)).toEqual([]);
+    // The request queue delivers it; the Service Bus trigger waits for the budget and releases it.
+    const resumed = await resumeRelease(resumedRelease(answer.resume[0])!, deps);
+    expect(resumed.messages.map((m) => [m.status, m.phase])).toEqual([['Accepted', 'accepted']]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('Service Bus: the message completes (no redelivery), one queued message, however often it is parked again', async () => {
+    const state = withState();
+    const { store, clock } = state;
+    const { deps, gate } = spentHour(state.deps);
     const answer = await handleRequest(input(single), deps);
     expect(answer.messages.map((m) => m.phase)).toEqual(['queued']);
     // Handed back while the budget is still spent (another tool used it): parked again, silently.
-    await spend(deps, 'unisolate');
     clock.time = Date.parse(answer.outcomes[0]!.retryAt!);
-    await spend(deps, 'unisolate');
     expect(await resumeDue(deps, store)).toEqual([]);
-    clock.time += 61_000;
+    gate.closed = false;
+    clock.time += 40 * 60_000;
     const later = await resumeDue(deps, store);
     expect(later.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
   });
 
   it('ends Throttled only once the release has waited QUEUE_MAX_HOURS', async () => {
-    const { deps, store, clock } = withState(new FakeDefender(), { queueMaxMs: 2 * 3_600_000 });
-    await spend(deps, 'unisolate');
+    const state = withState(new FakeDefender(), { queueMaxMs: 2 * 3_600_000 });
+    const { store, clock } = state;
+    // The budget never frees for this app (another tool keeps spending it).
+    const { deps } = spentHour(state.deps);
     const answer = await handleRequest(input(single), deps);
     expect(answer.outcomes[0]!.status).toBe('Queued');
-    // The budget never frees for this app (another tool keeps spending it).
     const messages: Outcome[] = [];
     for (let step = 0; step < 200 && messages.length === 0; step += 1) {
       clock.time += 60_000;
-      await spend(deps, 'unisolate');
       messages.push(...(await resumeDue(deps, store)));
     }
     expect(messages).toEqual([
@@ -253,9 +297,10 @@ describe('parking: nothing is throttled away', () => {
   });
 
   it('reserves every call a release needs: with no release budget, the isolation check is not spent either', async () => {
-    const { deps, defender } = withState();
+    const state = withState();
+    const { defender } = state;
+    const { deps } = spentHour(state.deps);
     const checked: PipelineDeps = { ...deps, safety: { checkIsolationState: true, releasePolicy: null } };
-    await spend(checked, 'unisolate');
     const answer = await handleRequest(input(single), checked);
     expect(answer.outcomes[0]!.status).toBe('Queued');
     expect(defender.readCalls).toEqual([]);
