@@ -437,11 +437,13 @@ describe('Sentinel playbooks', () => {
       expect([...read].map((field) => field.split('.')[0]!).filter((top) => !(top in OUTCOME_KEYS))).toEqual(
         [],
       );
-      // What the comment must show: status and phase, the device, the MachineAction, the error.
+      // What the comment must show: status and phase (and when a queued release runs), the device, the
+      // MachineAction, the error.
       expect([...read].sort()).toEqual(
         expect.arrayContaining([
           'status',
           'phase',
+          'retryAt',
           'machineId',
           'deviceName',
           'machineAction.id',
