@@ -48,7 +48,8 @@ const SIZE = {
   memoryRequests: QUICK ? 100 : 2000,
   drainConcurrency: 16,
   drainScale: 30,
-  fleetScale: 10,
+  // ×5: real latency (tens of ms on this shared machine) stays small against the budget's lease timing.
+  fleetScale: Number(process.env.BENCH_FLEET_SCALE ?? 5),
   fleetSingles: QUICK ? 200 : 600,
   fleetHttp: QUICK ? 20 : 60,
   fleetHourScale: 30,
@@ -464,6 +465,21 @@ async function main(): Promise<void> {
         baseEnv,
         instance,
       );
+      const clean = (r: typeof drained): boolean =>
+        !r.timedOut &&
+        r.exactlyOnce === r.devices &&
+        r.throttled429 === 0 &&
+        (r.statuses.Throttled ?? 0) === 0 &&
+        r.deadLettered === 0;
+      figures.push({
+        figure: `6. Fleet drain: 3 instances, ${drained.devices} devices (${SIZE.fleetSingles} queued, 2 bulks of 100, ${SIZE.fleetHttp} HTTP)`,
+        measured: `${drained.releasesPerMinute} releases/min (${drained.drainMinutes} min vs ${drained.physicalMinimumMinutes} min minimum), ${drained.throttled429} × 429, ${drained.exactlyOnce}/${drained.devices} exactly one answer, ${drained.statuses.Throttled ?? 0} Throttled, ${drained.deadLettered} dead-lettered`,
+        target: '≥ 95/min, 0 × 429, one answer each, 0 Throttled, 0 dead-lettered',
+        pass: clean(drained) && drained.releasesPerMinute >= 95,
+        notes: `1 simulated minute = ${(60 / SIZE.fleetScale).toFixed(1)} s; isolation check on (list actions + release per device); ${drained.queuedMessages} parked on the way; ${drained.tableOperationsPerRelease} table operations per release (${drained.tableOperations} in all); max delivery count ${drained.maxDeliveryCount}`,
+      });
+      results.fleet = { drain: drained };
+      if (process.env.BENCH_FLEET === 'drain') return;
       const hour = await fleetRun(
         {
           label: 'hour',
@@ -489,19 +505,6 @@ async function main(): Promise<void> {
         instance,
       );
       results.fleet = { drain: drained, hour };
-      const clean = (r: typeof drained): boolean =>
-        !r.timedOut &&
-        r.exactlyOnce === r.devices &&
-        r.throttled429 === 0 &&
-        (r.statuses.Throttled ?? 0) === 0 &&
-        r.deadLettered === 0;
-      figures.push({
-        figure: `6. Fleet drain: 3 instances, ${drained.devices} devices (${SIZE.fleetSingles} queued, 2 bulks of 100, ${SIZE.fleetHttp} HTTP)`,
-        measured: `${drained.releasesPerMinute} releases/min (${drained.drainMinutes} min vs ${drained.physicalMinimumMinutes} min minimum), ${drained.throttled429} × 429, ${drained.exactlyOnce}/${drained.devices} exactly one answer, ${drained.statuses.Throttled ?? 0} Throttled, ${drained.deadLettered} dead-lettered`,
-        target: '≥ 95/min, 0 × 429, one answer each, 0 Throttled, 0 dead-lettered',
-        pass: clean(drained) && drained.releasesPerMinute >= 95,
-        notes: `1 simulated minute = ${(60 / SIZE.fleetScale).toFixed(1)} s; isolation check on (list actions + release per device); ${drained.queuedMessages} parked on the way; ${drained.tableOperationsPerRelease} table operations per release (${drained.tableOperations} in all); max delivery count ${drained.maxDeliveryCount}`,
-      });
       figures.push({
         figure: `7. Hour spent: ${hour.devices} queued releases against ${SIZE.fleetHourLimit}/hour`,
         measured: `${hour.queuedMessages} parked (queued, no delivery spent: max delivery count ${hour.maxDeliveryCount}), all ${hour.exactlyOnce}/${hour.devices} released after ${hour.drainMinutes} min, ${hour.throttled429} × 429, ${hour.statuses.Throttled ?? 0} Throttled`,
