@@ -4,13 +4,14 @@
  */
 import type { TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
-import { callerCheckProblems, ConfigError, parseSettings, type Config } from './config';
+import { callerCheckProblems, ConfigError, parseSettings, safetyOptions, type Config } from './config';
 import { misconfigured } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
 import { LocalBudget, MDE_LIMITS, type BudgetLimits, type LeaseTiming } from './core/budget';
 import { SharedBudget } from './core/sharedBudget';
 import type { ReleaseDeps } from './core/release';
-import type { StateDeps } from './core/pipeline';
+import type { PipelineDeps, StateDeps } from './core/pipeline';
+import type { CallerChecks } from './core/callerChecks';
 import { createReleaseStore } from './adapters/releaseStore';
 import { withCircuitBreaker } from './adapters/circuitBreaker';
 import { DefenderClient } from './adapters/defenderClient';
@@ -20,12 +21,13 @@ import { MdeCredentials } from './adapters/mdeCredentials';
 import { appIdentity, identitySpec } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
-import type { CallerPolicy } from './core/callerPrincipal';
 import { SignatureVerifier } from './core/signature';
 import { runSelfTest, type SelfTestProbes, type SelfTestReport, type SelfTestSetup } from './core/selfTest';
 import { deadlineIn, within } from './adapters/sharedFlight';
 
 /** Everything the handlers need, except the per-invocation logger. */
+export type { CallerChecks };
+
 export interface AppDependencies {
   release: Omit<ReleaseDeps, 'log'>;
   /** Parsed settings, or the configuration problem (every request then fails with ConfigurationError). */
@@ -41,20 +43,6 @@ export interface AppDependencies {
   state?: StateDeps;
   /** The self-test's probes of Key Vault, the token and the state table (absent: invalid settings). */
   selfTestProbes?: SelfTestProbes;
-}
-
-/** HTTP caller checks (docs/security.md): signed webhooks and Entra ID app roles. */
-export interface CallerChecks {
-  /**
-   * Present when the caller-check settings themselves are invalid: the problems (with values, for the log).
-   * The checks cannot be trusted then, so every HTTP release is refused (fail closed).
-   */
-  misconfigured?: readonly string[];
-  policy: CallerPolicy;
-  /** Present when WEBHOOK_SIGNING_SECRET_NAME is set: every request must then be signed. */
-  webhookSecret?: Pick<WebhookSecret, 'keys'>;
-  /** Verifier with this instance's replay cache. */
-  signatures: SignatureVerifier;
 }
 
 const systemClock: Clock = {
@@ -89,6 +77,18 @@ function unconfiguredDefender(error: ConfigError): DefenderApi {
 export interface Tuning {
   /** How long a leased call may wait and the latency margin (see core/budget.ts), in the clock's time. */
   leaseTiming?: LeaseTiming;
+}
+
+/** What the pipeline needs for one invocation: this instance's dependencies and the invocation's logger. */
+export function pipelineDeps(deps: AppDependencies, log: Logger): PipelineDeps {
+  return {
+    ...deps.release,
+    safety: safetyOptions(deps.config),
+    log,
+    state: deps.state,
+    callers: deps.callers,
+    maxDeliveryCount: deps.maxDeliveryCount,
+  };
 }
 
 /** Builds the dependencies from settings. Exported for tests, the sandbox and the benchmarks. */

@@ -1,10 +1,12 @@
 /**
- * The release pipeline. Both triggers decode their input and check the caller, then call
- * {@link handleRequest}, which reads top to bottom:
+ * The release pipeline, read top to bottom. Each trigger reads its input and hands it over:
+ * {@link handleHttp} and {@link handleMessage} are the steps every request goes through,
  *
- *   parse (once) → idempotency → record each device's release → release each device → answer
+ *   decode → caller checks (HTTP) → idempotency key → {@link handleRequest}:
+ *     parse (once) → claim the key → record each device's release → release each device → answer
  *
- * and the resume path (a parked release handed back through the request queue) calls {@link resumeRelease}.
+ * and a parked release handed back through the request queue goes to {@link resumeRelease}. The triggers then
+ * write the answer: the HTTP response, the response-queue messages, the request-queue hand-backs.
  *
  * With durable state every device is its own release (`records.ts`): recorded before anything is sent, released
  * on its own, parked (`Queued`, one `queued` message) when the Defender API budget cannot take it soon or (on
@@ -16,8 +18,17 @@
  */
 import { reserve, type MdeApi, type Slot } from './budget';
 import { describeRequester, type CallerPrincipal } from './callerPrincipal';
-import { UnisolateError } from './errors';
-import { claimKey, keyHashOf, requestFingerprint, type ClaimOptions, type HeldClaim } from './idempotency';
+import { checkCaller, routeBoundToSignature, type CallerChecks } from './callerChecks';
+import { decodeHttpBody, decodeMessage, MAX_BODY_BYTES, tooLarge, type Decoded } from './decode';
+import { toUnisolateError, UnisolateError } from './errors';
+import {
+  chooseIdempotencyKey,
+  claimKey,
+  keyHashOf,
+  requestFingerprint,
+  type ClaimOptions,
+  type HeldClaim,
+} from './idempotency';
 import {
   buildOutcome,
   ERROR_TABLE,
@@ -31,6 +42,7 @@ import {
   answered,
   claimable,
   RECORD_MARGIN_MS,
+  resumedRelease,
   resumeMessage,
   type ReleaseRecord,
   type ReleaseRef,
@@ -60,6 +72,174 @@ export interface StateDeps extends Pick<ClaimOptions, 'duplicateWaitMs' | 'dupli
 /** What the pipeline needs: the release dependencies, and durable state when configured. */
 export interface PipelineDeps extends ReleaseDeps {
   state?: StateDeps;
+  /** HTTP caller checks beyond the function key; absent: none. */
+  callers?: CallerChecks;
+  /** The request queue's max delivery count (`MAX_DELIVERY_COUNT`): its last delivery reports, never throws. */
+  maxDeliveryCount?: number;
+}
+
+/** An HTTP release request, as the trigger read it. */
+export interface HttpInput {
+  /** The raw body, or too large to read (`Content-Length` or the bytes over {@link MAX_BODY_BYTES}). */
+  body: Buffer | 'tooLarge';
+  contentType: string | null;
+  /** `X-MS-CLIENT-PRINCIPAL`, `X-Unisolate-Timestamp`, `X-Unisolate-Signature`, `Idempotency-Key`. */
+  principal: string | null;
+  timestamp: string | null;
+  signature: string | null;
+  idempotencyKey: string | null;
+  /** `{machineId}` of `POST /api/machines/{machineId}/unisolate`. */
+  routeMachineId?: string;
+}
+
+/** A request-queue message, as the trigger read it. */
+export interface MessageInput {
+  /** The body, in whatever form the Functions library passed it. */
+  message: unknown;
+  /** The ids as the sender set them. */
+  messageId: string | undefined;
+  correlationId: string | undefined;
+  deliveryCount: number;
+}
+
+/**
+ * An HTTP request: decode the body, check the caller (before anything in the body is looked at), choose the
+ * idempotency key (header or body field), then {@link handleRequest}. A bug still ends in one outcome
+ * (`Failed`/`InternalError`, 502), never a bare 500 from the host.
+ */
+export async function handleHttp(input: HttpInput, deps: PipelineDeps): Promise<RequestAnswer> {
+  const trigger: Trigger = 'http';
+  let caller: CallerPrincipal | null = null;
+  try {
+    const raw: Decoded =
+      input.body === 'tooLarge' ? { error: tooLarge(MAX_BODY_BYTES, 'body') } : { body: input.body };
+    // The signing key's Key Vault read may take at most the HTTP retry budget.
+    const checked =
+      input.body === 'tooLarge'
+        ? { principal: null }
+        : await checkCaller(
+            {
+              principal: input.principal,
+              timestamp: input.timestamp,
+              signature: input.signature,
+              rawBody: input.body,
+            },
+            deps.callers,
+            deps.log,
+            deps.retryBudgetMs.http,
+          );
+    caller = checked.principal;
+    const decoded: Decoded =
+      'error' in raw
+        ? raw
+        : checked.error
+          ? { error: checked.error }
+          : routeBoundToSignature(
+              decodeHttpBody(input.contentType, input.body as Buffer),
+              input.routeMachineId,
+              deps.callers,
+            );
+    return await handleRequest(
+      requestInput(decoded, trigger, caller, chooseKey(decoded, input.idempotencyKey, undefined), {
+        routeMachineId: input.routeMachineId,
+        canRedeliver: false,
+      }),
+      deps,
+    );
+  } catch (error) {
+    return lastResort(error, { trigger, caller, routeMachineId: input.routeMachineId }, deps);
+  }
+}
+
+/**
+ * A request-queue message: a parked release handed back ({@link resumeRelease}), or a release request: decode
+ * it, take its idempotency key (body field, else the message id: a redelivered or re-sent copy is a repeat),
+ * then {@link handleRequest}. Throws only to hand the message back for redelivery (see
+ * {@link RedeliveryRequested}); on the last delivery a bug still ends in one outcome.
+ */
+export async function handleMessage(
+  input: MessageInput,
+  deps: PipelineDeps,
+): Promise<{ messages: Outcome[]; resume: ResumeMessage[] }> {
+  const decoded = decodeMessage(input.message);
+  const resumed = 'body' in decoded ? resumedRelease(decoded.body) : undefined;
+  // A store failure throws: Service Bus redelivers, and the timer hands the release back again anyway.
+  if (resumed) return resumeRelease(resumed, deps);
+  const canRedeliver = input.deliveryCount < (deps.maxDeliveryCount ?? 10);
+  const fallbackCorrelationId = input.correlationId ?? input.messageId;
+  try {
+    const answer = await handleRequest(
+      requestInput(decoded, 'serviceBus', null, chooseKey(decoded, null, input.messageId), {
+        ...(fallbackCorrelationId !== undefined ? { fallbackCorrelationId } : {}),
+        canRedeliver,
+        deliveryCount: input.deliveryCount,
+      }),
+      deps,
+    );
+    return { messages: answer.messages, resume: answer.resume };
+  } catch (error) {
+    if (error instanceof RedeliveryRequested || canRedeliver) throw error;
+    // The last delivery: a bug must still end in one outcome, not a silent dead letter.
+    const answer = lastResort(error, { trigger: 'serviceBus', caller: null, fallbackCorrelationId }, deps);
+    return { messages: answer.messages, resume: [] };
+  }
+}
+
+/** The idempotency key of a decoded request (header, body field, fallback), or its error. */
+function chooseKey(
+  decoded: Decoded,
+  header: string | null,
+  fallback: string | undefined,
+): ReturnType<typeof chooseIdempotencyKey> | null {
+  return 'body' in decoded ? chooseIdempotencyKey(decoded.body, header, fallback) : null;
+}
+
+function requestInput(
+  decoded: Decoded,
+  trigger: Trigger,
+  caller: CallerPrincipal | null,
+  chosen: ReturnType<typeof chooseIdempotencyKey> | null,
+  rest: Pick<RequestInput, 'routeMachineId' | 'fallbackCorrelationId' | 'canRedeliver' | 'deliveryCount'>,
+): RequestInput {
+  const input: RequestInput = {
+    body: 'body' in decoded ? decoded.body : undefined,
+    trigger,
+    caller,
+    canRedeliver: rest.canRedeliver,
+  };
+  // An unusable idempotency key makes the request invalid, like a body that cannot be decoded.
+  const error = 'error' in decoded ? decoded.error : chosen && 'error' in chosen ? chosen.error : undefined;
+  if (error) input.bodyError = error;
+  if (chosen && 'key' in chosen && chosen.key !== undefined) input.key = chosen.key;
+  if (rest.routeMachineId !== undefined) input.routeMachineId = rest.routeMachineId;
+  if (rest.fallbackCorrelationId !== undefined) input.fallbackCorrelationId = rest.fallbackCorrelationId;
+  if (rest.deliveryCount !== undefined) input.deliveryCount = rest.deliveryCount;
+  return input;
+}
+
+/** The one outcome of a request that hit a bug: logged by name only (its text may quote the request). */
+function lastResort(
+  error: unknown,
+  context: Pick<RequestInput, 'trigger' | 'caller' | 'routeMachineId' | 'fallbackCorrelationId'>,
+  deps: PipelineDeps,
+): RequestAnswer {
+  deps.log.error(`Unexpected error in the ${context.trigger === 'http' ? 'HTTP' : 'Service Bus'} trigger`, {
+    error: error instanceof Error ? error.name : 'unknown',
+  });
+  const failure = toUnisolateError(error);
+  const outcome = refusal(
+    { ...context, body: undefined, bodyError: failure, canRedeliver: false },
+    deps,
+    failure,
+  );
+  return {
+    kind: 'single',
+    outcomes: [outcome],
+    messages: [outcome],
+    replayed: false,
+    retryAfterSeconds: 30,
+    resume: [],
+  };
 }
 
 /** A request, as a trigger hands it over after decoding it and checking the caller. */

@@ -5,6 +5,7 @@
 import type { ReleaseStore } from '../../src/core/ports';
 import {
   buildDependencies,
+  getDependencies,
   setDependencies,
   type AppDependencies,
   type CallerChecks,
@@ -13,7 +14,6 @@ import { loadConfig } from '../../src/config';
 import fc from 'fast-check';
 import { parseRoleList } from '../../src/core/callerPrincipal';
 import { UnisolateError } from '../../src/core/errors';
-import * as pipeline from '../../src/core/pipeline';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
@@ -151,9 +151,9 @@ describe('Entra ID callers (App Service Authentication)', () => {
   it('record the authenticated caller in every outcome: a reused idempotency key (422), a bug (502)', async () => {
     const store = memoryStore().store;
     const { defender } = install({ policy: enforcing }, store);
-    const as = (upn: string) => ({
+    const as = (upn: string, key = 'key-7') => ({
       'content-type': 'application/json',
-      'idempotency-key': 'key-7',
+      'idempotency-key': key,
       'x-ms-client-principal': principal({ upn, roles: 'Unisolate.Invoke' }),
     });
     const first = await release(as('analyst@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
@@ -174,9 +174,13 @@ describe('Entra ID callers (App Service Authentication)', () => {
     expect(reused.messages).toEqual([reused.body]);
     expect(defender.unisolateCalls).toHaveLength(1);
 
-    const bug = jest.spyOn(pipeline, 'handleRequest').mockRejectedValue(new Error('bug'));
+    // A bug deep in the release (the budget throws something that is not an UnisolateError).
+    const bug = jest.spyOn(getDependencies().release.budget, 'acquire').mockRejectedValue(new Error('bug'));
     try {
-      const failed = await release(as('mallory@contoso.com'), body({ requestedBy: 'ciso@contoso.com' }));
+      const failed = await release(
+        as('mallory@contoso.com', 'key-8'),
+        body({ requestedBy: 'ciso@contoso.com' }),
+      );
       expect(failed.status).toBe(502);
       // The body is not read after an internal error; who really called still is recorded.
       expect(failed.body).toMatchObject({

@@ -2,11 +2,10 @@
  * The registered handlers, driven with real HttpRequest / InvocationContext objects, over fake core
  * dependencies: the mapping of outcomes to HTTP responses, queue messages and Service Bus semantics.
  */
-import { setDependencies, type AppDependencies } from '../../src/composition';
+import { getDependencies, setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, invokeThroughWorker, loadApp } from '../support/functionsHost';
-import * as pipeline from '../../src/core/pipeline';
 
 function install(defender: FakeDefender, maxDeliveryCount = 10) {
   const { deps, telemetry } = fakeDeps(defender);
@@ -246,7 +245,8 @@ describe('last-resort guard', () => {
 
   it('turns an unexpected error into one Failed outcome (HTTP 502), not a bare host 500', async () => {
     install(new FakeDefender());
-    jest.spyOn(pipeline, 'handleRequest').mockRejectedValue(new Error('bug with a detail'));
+    // A bug deep in the release (the budget throws something that is not an UnisolateError).
+    jest.spyOn(getDependencies().release.budget, 'acquire').mockRejectedValue(new Error('bug with a detail'));
     const result = await invokeHttp('unisolate', { headers: json, body });
     expect(result.status).toBe(502);
     expect(result.body).toMatchObject({ status: 'Failed', error: { code: 'InternalError' } });
@@ -256,7 +256,8 @@ describe('last-resort guard', () => {
 
   it('Service Bus: redelivers an unexpected error, and reports it on the last delivery', async () => {
     install(new FakeDefender(), 3);
-    jest.spyOn(pipeline, 'handleRequest').mockRejectedValue(new Error('bug'));
+    // A bug deep in the release (the budget throws something that is not an UnisolateError).
+    jest.spyOn(getDependencies().release.budget, 'acquire').mockRejectedValue(new Error('bug'));
     const early = await invokeServiceBus('unisolateServiceBus', body, {
       deliveryCount: 1,
       correlationId: 'SB-BUG',
