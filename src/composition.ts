@@ -7,7 +7,7 @@ import { SecretClient } from '@azure/keyvault-secrets';
 import { callerCheckProblems, ConfigError, parseSettings, safetyOptions, type Config } from './config';
 import { misconfigured } from './core/errors';
 import type { Clock, DefenderApi, Logger, Telemetry } from './core/ports';
-import { LocalBudget, MDE_LIMITS, type BudgetLimits, type LeaseTiming } from './core/budget';
+import { LocalBudget, type BudgetLimits, type LeaseTiming } from './core/budget';
 import { SharedBudget } from './core/sharedBudget';
 import type { ReleaseDeps } from './core/release';
 import type { PipelineDeps, StateDeps } from './core/pipeline';
@@ -32,6 +32,8 @@ export interface AppDependencies {
   release: Omit<ReleaseDeps, 'log'>;
   /** Parsed settings, or the configuration problem (every request then fails with ConfigurationError). */
   config: Config | ConfigError;
+  /** The settings as parsed, invalid ones replaced by their defaults (what the self-test reports). */
+  settings?: Config;
   maxDeliveryCount: number;
   telemetry: Telemetry;
   /** Present when configured: counters for diagnostics and benchmarks. */
@@ -133,15 +135,16 @@ export function buildDependencies(
     return {
       release: {
         defender: unconfiguredDefender(error),
-        budget: new LocalBudget({ perApi: MDE_LIMITS, tracker: config.trackerRateLimit }, clock.now),
+        budget: new LocalBudget({ perApi: config.rateLimit, tracker: config.trackerRateLimit }, clock.now),
         clock,
         random: Math.random,
         telemetry: noTelemetry,
-        requestTimeoutMs: 30_000,
-        retryBudgetMs: { http: 20_000, serviceBus: 60_000 },
+        requestTimeoutMs: config.requestTimeoutMs,
+        retryBudgetMs: config.retryBudgetMs,
         apiHost: 'unconfigured',
       },
       config: error,
+      settings: config,
       maxDeliveryCount: config.maxDeliveryCount,
       telemetry: noTelemetry,
       callers,
@@ -219,6 +222,7 @@ export function buildDependencies(
       apiHost: new URL(config.mde.apiBaseUrl).host,
     },
     config,
+    settings: config,
     maxDeliveryCount: config.maxDeliveryCount,
     telemetry,
     credentials,
@@ -272,11 +276,11 @@ function buildState(config: Config, identity: () => TokenCredential, clock: Cloc
 }
 
 /** What the settings ask of the deployment, for the self-test (from a ConfigError: its problems). */
-function selfTestSetup(config: Config | ConfigError): SelfTestSetup {
+function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTestSetup {
   if (config instanceof ConfigError) {
     return {
-      cloud: process.env.MDE_CLOUD || 'Commercial',
-      credential: process.env.MDE_CREDENTIAL || 'secret',
+      cloud: settings.cloud,
+      credential: settings.credential.mode,
       problems: [...config.problems],
       tokenScope: '',
       needs: { isolationCheck: false, tracking: false, riskGate: false, alertGate: false },
@@ -303,15 +307,19 @@ function selfTestSetup(config: Config | ConfigError): SelfTestSetup {
 /** Runs the self-test against this instance's dependencies (`GET /api/selftest`, and at cold start). */
 export function selfTestOf(deps: AppDependencies): Promise<SelfTestReport> {
   const { defender, budget, clock, random, requestTimeoutMs } = deps.release;
-  return runSelfTest(selfTestSetup(deps.config), deps.selfTestProbes, {
-    defender,
-    // Counted in the releases' budget of the API it reads, like any other call.
-    budget,
-    spender: 'release',
-    clock,
-    random,
-    requestTimeoutMs,
-  });
+  return runSelfTest(
+    selfTestSetup(deps.config, deps.settings ?? parseSettings().config),
+    deps.selfTestProbes,
+    {
+      defender,
+      // Counted in the releases' budget of the API it reads, like any other call.
+      budget,
+      spender: 'release',
+      clock,
+      random,
+      requestTimeoutMs,
+    },
+  );
 }
 
 /**

@@ -228,15 +228,16 @@ describe('settings documentation', () => {
 
   it('every process.env read in src/ is a documented setting', () => {
     const { execSync } = jest.requireActual<typeof import('node:child_process')>('node:child_process');
-    // Direct reads (env.X, env['X']) and the config helpers' reads (text(env, 'X'), integer(env, 'X', ...)).
-    const hits = execSync(`grep -rhoE "env(\\.[A-Z][A-Za-z_]+|\\['[A-Za-z_]+|, '[A-Za-z_]+')" src`, {
-      encoding: 'utf8',
-    });
+    // Direct reads (env.X, env['X']) and the config parser's reads (read(env, 'X', ...), get('X')).
+    const hits = execSync(
+      `grep -rhoE "(env(\\.[A-Z][A-Za-z_]+|\\['[A-Za-z_]+|, '[A-Za-z_]+')|get\\('[A-Z][A-Z0-9_]+)" src`,
+      { encoding: 'utf8' },
+    );
     const read = new Set(
       hits
         .split('\n')
         .filter(Boolean)
-        .map((h) => h.replace(/^env(\.|\['|, ')/, '').replace(/'$/, '')),
+        .map((h) => h.replace(/^(env(\.|\['|, ')|get\(')/, '').replace(/'$/, '')),
     );
     expect(read.size).toBeGreaterThan(15);
     // Set by the platform, or SDK switches the telemetry adapter sets (not settings an operator chooses).
