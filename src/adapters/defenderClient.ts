@@ -8,6 +8,7 @@ import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import type { ApiResponse, AttemptOptions, DefenderApi } from '../core/ports';
 import { TransportError } from '../core/ports';
+import { isMachineId } from '../core/request';
 
 /** Source of bearer tokens for the Defender API; `remainingMs` bounds how long a call may wait. */
 export interface TokenSource {
@@ -64,8 +65,7 @@ export class DefenderClient implements DefenderApi {
   }
 
   async unisolate(machineId: string, comment: string, options: AttemptOptions): Promise<ApiResponse> {
-    if (!/^[0-9a-f]{40}$/.test(machineId))
-      throw new Error('machineId must be validated before building a URL');
+    if (!isMachineId(machineId)) throw new Error('machineId must be validated before building a URL');
     return this.send('POST', `/api/machines/${machineId}/unisolate`, options, { Comment: comment });
   }
 
@@ -92,14 +92,12 @@ export class DefenderClient implements DefenderApi {
   }
 
   async getMachine(machineId: string, options: AttemptOptions): Promise<ApiResponse> {
-    if (!/^[0-9a-f]{40}$/.test(machineId))
-      throw new Error('machineId must be validated before building a URL');
+    if (!isMachineId(machineId)) throw new Error('machineId must be validated before building a URL');
     return this.send('GET', `/api/machines/${machineId}`, options);
   }
 
   async getMachineAlerts(machineId: string, options: AttemptOptions): Promise<ApiResponse> {
-    if (!/^[0-9a-f]{40}$/.test(machineId))
-      throw new Error('machineId must be validated before building a URL');
+    if (!isMachineId(machineId)) throw new Error('machineId must be validated before building a URL');
     return this.send('GET', `/api/machines/${machineId}/alerts`, options);
   }
 

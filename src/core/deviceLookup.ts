@@ -11,6 +11,9 @@
 import { callMde, type CallContext } from './callMde';
 import { UnisolateError } from './errors';
 import type { DeviceCandidate } from './outcome';
+import { MACHINE_ID_PATTERN } from './request';
+
+const MACHINE_ID = new RegExp(MACHINE_ID_PATTERN);
 
 /** The machine fields the look-up and the health gate use (others pass through). */
 export interface MachineRecord {
@@ -61,7 +64,7 @@ function isMachineRecord(value: unknown): value is MachineRecord {
     typeof value === 'object' &&
     value !== null &&
     typeof (value as { id?: unknown }).id === 'string' &&
-    /^[0-9a-fA-F]{40}$/.test((value as { id: string }).id) &&
+    MACHINE_ID.test((value as { id: string }).id) &&
     typeof (value as { computerDnsName?: unknown }).computerDnsName === 'string'
   );
 }

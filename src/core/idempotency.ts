@@ -16,10 +16,8 @@
  */
 import { createHash } from 'node:crypto';
 import { UnisolateError } from './errors';
+import { isIdempotencyKey, REQUEST_FIELDS } from './request';
 import type { Clock, IdempotencyRecord, Logger, ReleaseStore, Versioned } from './ports';
-
-/** An idempotency key: 1-255 printable ASCII characters (as Stripe's and the IETF draft's examples). */
-export const IDEMPOTENCY_KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
@@ -45,14 +43,14 @@ export function chooseIdempotencyKey(
   const invalid = (what: string) =>
     new UnisolateError(
       'InvalidRequest',
-      `Invalid request: ${what} must be 1-255 printable ASCII characters (a UUID is a good key).`,
+      `Invalid request: ${what} must be ${REQUEST_FIELDS.idempotencyKey.rule}.`,
     );
   if (fromBody !== undefined && fromBody !== null) {
-    if (typeof fromBody !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(fromBody))
+    if (typeof fromBody !== 'string' || !isIdempotencyKey(fromBody))
       return { error: invalid('idempotencyKey') };
   }
   if (explicit !== undefined && explicit !== null) {
-    if (!IDEMPOTENCY_KEY_PATTERN.test(explicit)) return { error: invalid('the Idempotency-Key header') };
+    if (!isIdempotencyKey(explicit)) return { error: invalid('the Idempotency-Key header') };
     if (typeof fromBody === 'string' && fromBody !== explicit) {
       return {
         error: new UnisolateError(
@@ -64,7 +62,7 @@ export function chooseIdempotencyKey(
     return { key: explicit };
   }
   if (typeof fromBody === 'string') return { key: fromBody };
-  return { key: fallback && IDEMPOTENCY_KEY_PATTERN.test(fallback) ? fallback : undefined };
+  return { key: fallback && isIdempotencyKey(fallback) ? fallback : undefined };
 }
 
 /** Whether a property name is an array index: objects list those first, in numeric order (ECMA-262 OrdinaryOwnPropertyKeys). */

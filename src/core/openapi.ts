@@ -35,7 +35,11 @@ export const STATUS_DESCRIPTIONS: Readonly<Record<OutcomeStatus, string>> = {
 
 function fieldSchema(spec: FieldSpec): Schema {
   const type = spec.type ?? 'string';
-  const schema: Schema = { type, description: spec.description, example: spec.example };
+  const schema: Schema = {
+    type,
+    description: `${spec.description} Must be ${spec.rule}.`,
+    example: spec.example,
+  };
   if (type === 'string') Object.assign(schema, { minLength: spec.minLength, maxLength: spec.maxLength });
   if (type === 'array') {
     Object.assign(schema, {

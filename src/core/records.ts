@@ -12,7 +12,7 @@
  * - `done`: ended without a release to track (refused, not found, not isolated, failed...);
  * - `completed`: the tracked action ended (or tracking expired).
  */
-import { CORRELATION_ID_PATTERN, MAX_DEVICES, type DeviceTarget } from './request';
+import { isCorrelationId, MAX_DEVICES, type DeviceTarget } from './request';
 import type { Outcome, Trigger } from './outcome';
 
 /** Which release: its request's correlation id (records are listed by it) and id, and the device's index. */
@@ -116,7 +116,6 @@ export function resumeMessage(ref: ReleaseRef): ResumeMessage {
 }
 
 const REQUEST_ID = /^[0-9a-f]{32}$/;
-const CORRELATION_ID = new RegExp(CORRELATION_ID_PATTERN);
 
 /**
  * The release a request-queue message hands back, when it is a resume message: validated like any input
@@ -127,7 +126,7 @@ export function resumedRelease(body: unknown): ReleaseRef | undefined {
   const value = (body as Partial<ResumeMessage>).resumeRelease;
   if (typeof value !== 'object' || value === null) return undefined;
   const { correlationId, requestId, index } = value as Partial<ReleaseRef>;
-  if (typeof correlationId !== 'string' || !CORRELATION_ID.test(correlationId)) return undefined;
+  if (typeof correlationId !== 'string' || !isCorrelationId(correlationId)) return undefined;
   if (typeof requestId !== 'string' || !REQUEST_ID.test(requestId)) return undefined;
   if (index !== null && !(Number.isInteger(index) && index! >= 0 && index! < MAX_DEVICES)) return undefined;
   return { correlationId, requestId, index: index ?? null };

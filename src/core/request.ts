@@ -50,6 +50,8 @@ export interface FieldSpec {
   /** JSON type; absent means `string`. */
   type?: 'string' | 'boolean' | 'array';
   description: string;
+  /** What a valid value is, in words (`<field> must be <rule>`): the problem text and the OpenAPI description. */
+  rule: string;
   /** Strings: characters; arrays: items. Booleans: 0. */
   minLength: number;
   /** Strings: characters; arrays: items. Booleans: 0. */
@@ -70,12 +72,20 @@ export const CORRELATION_ID_PATTERN = '^[\\x20-\\x7E]{1,128}$';
  * ever goes into an OData string literal, escaped (`'` → `''`), never into a URL path.
  */
 export const DEVICE_NAME_PATTERN = '^[\\x21-\\x7E]{1,255}$';
+/** Idempotency keys: printable ASCII, as Stripe's and the IETF draft's examples. */
+export const IDEMPOTENCY_KEY_PATTERN = '^[\\x20-\\x7E]{1,255}$';
 /** Most devices in one bulk request (each costs one or more Defender API calls of 100/minute). */
 export const MAX_DEVICES = 100;
 
+/** A validated, lower-case MDE device id: the only form that ever reaches a Defender URL. */
+export function isMachineId(value: string): boolean {
+  return MACHINE_ID.test(value) && value === value.toLowerCase();
+}
+
 /**
  * The request fields. `comment` is required, plus exactly one of `machineId` (may come from the route),
- * `deviceName` or `devices` ({@link ONE_OF_FIELDS}).
+ * `deviceName` or `devices` ({@link ONE_OF_FIELDS}). The parser reads each field's bounds, pattern and rule
+ * from here, and the OpenAPI document is generated from it: one description of the request.
  */
 export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
   machineId: {
@@ -83,6 +93,7 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
     description:
       'MDE device id (40 hexadecimal characters). Required in the body for POST /api/unisolate; optional for ' +
       'POST /api/machines/{machineId}/unisolate, where it must equal the route value.',
+    rule: '40 hexadecimal characters (MDE device id)',
     minLength: 40,
     maxLength: 40,
     pattern: MACHINE_ID_PATTERN,
@@ -94,6 +105,7 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
       'Host name instead of machineId: the full DNS name (`ws-fin-042.contoso.local`) or its first label ' +
       '(`ws-fin-042`), matched case-insensitively via GET /api/machines (needs Machine.Read.All). No match: ' +
       'NotFound; more than one device: Ambiguous with the candidates (nothing is released).',
+    rule: 'a host name of 1-255 printable characters without spaces',
     minLength: 1,
     maxLength: 255,
     pattern: DEVICE_NAME_PATTERN,
@@ -102,8 +114,9 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
   comment: {
     name: 'comment',
     description:
-      'Why the device is released; recorded on the MDE machine action. 1-1000 characters after trimming; ' +
-      'no control characters other than newline and tab.',
+      'Why the device is released; recorded on the MDE machine action. No control characters other than ' +
+      'newline and tab.',
+    rule: '1-1000 characters after trimming',
     minLength: 1,
     maxLength: 1000,
     example: 'Unisolate machine since it was clean and validated',
@@ -111,8 +124,9 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
   correlationId: {
     name: 'correlationId',
     description:
-      'Your reference (ticket or incident id), echoed in every outcome. Up to 128 printable ASCII characters. ' +
-      'Default: the Service Bus message correlation id or message id, else a new UUID.',
+      'Your reference (ticket or incident id), echoed in every outcome. Default: the Service Bus message ' +
+      'correlation id or message id, else a new UUID.',
+    rule: '1-128 printable ASCII characters',
     minLength: 1,
     maxLength: 128,
     pattern: CORRELATION_ID_PATTERN,
@@ -120,7 +134,8 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
   },
   requestedBy: {
     name: 'requestedBy',
-    description: 'Who asked for the release (audit text, up to 256 characters).',
+    description: 'Who asked for the release (audit text).',
+    rule: '1-256 characters',
     minLength: 1,
     maxLength: 256,
     example: 'analyst@contoso.com',
@@ -130,10 +145,11 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
     description:
       'Idempotency key (same as the Idempotency-Key header): a repeat with the same key within ' +
       'IDEMPOTENCY_WINDOW_HOURS returns the stored outcome and never calls MDE again; the same key with ' +
-      'another body is rejected (422). 1-255 printable ASCII characters. Needs STATE_TABLE_URL.',
+      'another body is rejected (422). Needs STATE_TABLE_URL.',
+    rule: '1-255 printable ASCII characters (a UUID is a good key)',
     minLength: 1,
     maxLength: 255,
-    pattern: '^[\\x20-\\x7E]{1,255}$',
+    pattern: IDEMPOTENCY_KEY_PATTERN,
     example: '5f0c6a8e-3b1d-4c57-9a43-1f2e7d9b6c10',
   },
   force: {
@@ -142,6 +158,7 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
     description:
       'true: bypass the health gate (RELEASE_POLICY: risk score / open alerts); the outcome records ' +
       '`forced: true`. Does not bypass the isolation-state check.',
+    rule: 'true or false (a JSON boolean, not a string)',
     minLength: 0,
     maxLength: 0,
     example: false,
@@ -150,14 +167,21 @@ export const REQUEST_FIELDS: Readonly<Record<RequestField, FieldSpec>> = {
     name: 'devices',
     type: 'array',
     description:
-      `Bulk release: 1-${MAX_DEVICES} items, each {"machineId": ...} or {"deviceName": ...}, sharing comment, ` +
-      'correlationId, requestedBy and force. One outcome per device (with its `index`), HTTP 207.',
+      'Bulk release: each item {"machineId": ...} or {"deviceName": ...}, sharing comment, correlationId, ' +
+      'requestedBy and force. One outcome per item (with its `index`), HTTP 207; an invalid item is Invalid ' +
+      'at its index.',
+    rule: `a list of 1-${MAX_DEVICES} items such as {"machineId": "..."} or {"deviceName": "..."}`,
     minLength: 1,
     maxLength: MAX_DEVICES,
     items: ['machineId', 'deviceName'],
     example: [{ machineId: '1e5bc9d7e413ddd7902c2932e418702b84d0cc07' }, { deviceName: 'ws-hr-017' }],
   },
 };
+
+/** A field's rule as a problem: `<prefix><name> must be <rule>`. */
+function must(name: RequestField, prefix = ''): string {
+  return `${prefix}${name} must be ${REQUEST_FIELDS[name].rule}`;
+}
 
 /** Fields that must be present (besides exactly one of {@link ONE_OF_FIELDS}). */
 export const REQUIRED_FIELDS: readonly RequestField[] = ['comment'];
@@ -192,9 +216,26 @@ const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 // Control characters (C0, DEL, C1) other than tab and newline; CRLF is normalised to LF first.
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARS = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u2028\u2029]/;
-const machineIdRe = new RegExp(MACHINE_ID_PATTERN);
-const correlationIdRe = new RegExp(CORRELATION_ID_PATTERN);
-const deviceNameRe = new RegExp(DEVICE_NAME_PATTERN);
+const MACHINE_ID = new RegExp(MACHINE_ID_PATTERN);
+const CORRELATION_ID = new RegExp(CORRELATION_ID_PATTERN);
+const DEVICE_NAME = new RegExp(DEVICE_NAME_PATTERN);
+const IDEMPOTENCY_KEY = new RegExp(IDEMPOTENCY_KEY_PATTERN);
+
+/** Whether a value passes a field's length bounds. */
+function withinLength(name: RequestField, value: string): boolean {
+  const spec = REQUEST_FIELDS[name];
+  return value.length >= spec.minLength && value.length <= spec.maxLength;
+}
+
+/** Whether `key` is a usable idempotency key (header or body field). */
+export function isIdempotencyKey(key: string): boolean {
+  return IDEMPOTENCY_KEY.test(key);
+}
+
+/** Whether `id` is a valid correlation id (the status route takes the same). */
+export function isCorrelationId(id: string): boolean {
+  return CORRELATION_ID.test(id);
+}
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
@@ -269,21 +310,21 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
   const rawCorrelation = readText(fields, 'correlationId', problems);
   if (rawCorrelation !== undefined) {
     const trimmed = rawCorrelation.trim();
-    if (correlationIdRe.test(trimmed)) correlationId = trimmed;
-    else problems.push('correlationId must be 1-128 printable ASCII characters');
+    if (CORRELATION_ID.test(trimmed)) correlationId = trimmed;
+    else problems.push(must('correlationId'));
   }
   const fallback = context.fallbackCorrelationId?.trim();
-  correlationId ??= fallback && correlationIdRe.test(fallback) ? fallback : randomUUID();
+  correlationId ??= fallback && CORRELATION_ID.test(fallback) ? fallback : randomUUID();
 
   // machineId: from the route and/or the body; validated before any URL is built from it.
   const problemsBeforeMachineId = problems.length;
   let machineId: string | null = null;
   let routeId: string | undefined;
   if (context.routeMachineId !== undefined) {
-    if (machineIdRe.test(context.routeMachineId)) routeId = context.routeMachineId.toLowerCase();
+    if (MACHINE_ID.test(context.routeMachineId)) routeId = context.routeMachineId.toLowerCase();
     else {
       problems.push(
-        `the machine id in the URL must be 40 hexadecimal characters (MDE device id), got ${quote(context.routeMachineId)}`,
+        `the machine id in the URL must be ${REQUEST_FIELDS.machineId.rule}, got ${quote(context.routeMachineId)}`,
       );
     }
   }
@@ -291,11 +332,8 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
   let bodyId: string | undefined;
   if (rawMachineId !== undefined) {
     const trimmed = rawMachineId.trim();
-    if (machineIdRe.test(trimmed)) bodyId = trimmed.toLowerCase();
-    else
-      problems.push(
-        `machineId must be 40 hexadecimal characters (MDE device id), got ${quote(rawMachineId)}`,
-      );
+    if (MACHINE_ID.test(trimmed)) bodyId = trimmed.toLowerCase();
+    else problems.push(`${must('machineId')}, got ${quote(rawMachineId)}`);
   }
   if (routeId && bodyId && routeId !== bodyId) {
     problems.push(`machineId in the body (${bodyId}) does not match the machine id in the URL (${routeId})`);
@@ -323,19 +361,22 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
   const rawForce = fields.get('force');
   if (rawForce !== undefined && rawForce !== null) {
     if (typeof rawForce === 'boolean') force = rawForce;
-    else problems.push('force must be true or false (a JSON boolean, not a string)');
+    else problems.push(must('force'));
   }
 
   let comment: string | undefined;
   const rawComment = readText(fields, 'comment', problems);
   if (rawComment === undefined) {
     if (fields.get('comment') === undefined || fields.get('comment') === null) {
-      problems.push('comment is required (1-1000 characters): say why the device is released');
+      const { minLength, maxLength } = REQUEST_FIELDS.comment;
+      problems.push(
+        `comment is required (${minLength}-${maxLength} characters): say why the device is released`,
+      );
     }
   } else {
     const normalised = rawComment.replace(/\r\n/g, '\n').trim();
-    if (normalised.length < 1 || normalised.length > 1000) {
-      problems.push(`comment must be 1-1000 characters after trimming (got ${normalised.length})`);
+    if (!withinLength('comment', normalised)) {
+      problems.push(`${must('comment')} (got ${normalised.length})`);
     } else if (CONTROL_CHARS.test(normalised)) {
       problems.push('comment must not contain control characters other than newline and tab');
     } else comment = normalised;
@@ -345,7 +386,7 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
   const rawRequestedBy = readText(fields, 'requestedBy', problems);
   if (rawRequestedBy !== undefined) {
     const trimmed = rawRequestedBy.trim();
-    if (trimmed.length < 1 || trimmed.length > 256) problems.push('requestedBy must be 1-256 characters');
+    if (!withinLength('requestedBy', trimmed)) problems.push(must('requestedBy'));
     else if (CONTROL_CHARS.test(trimmed) || /[\r\n\t]/.test(trimmed)) {
       problems.push('requestedBy must not contain control characters');
     } else requestedBy = trimmed;
@@ -353,8 +394,8 @@ export function parseReleaseRequest(body: unknown, context: RequestContext = {})
 
   // Used by core/idempotency.ts (the key itself); checked here so an unusable key is one more problem.
   const rawIdempotencyKey = readText(fields, 'idempotencyKey', problems);
-  if (rawIdempotencyKey !== undefined && !/^[\x20-\x7E]{1,255}$/.test(rawIdempotencyKey)) {
-    problems.push('idempotencyKey must be 1-255 printable ASCII characters (a UUID is a good key)');
+  if (rawIdempotencyKey !== undefined && !isIdempotencyKey(rawIdempotencyKey)) {
+    problems.push(must('idempotencyKey'));
   }
 
   if (problems.length > 0 || comment === undefined) {
@@ -383,10 +424,8 @@ function readDeviceName(
   const raw = readText(fields, 'deviceName', problems, prefix);
   if (raw === undefined) return undefined;
   const trimmed = raw.trim();
-  if (!deviceNameRe.test(trimmed)) {
-    problems.push(
-      `${prefix}deviceName must be a host name of 1-255 printable characters without spaces, got ${quote(raw)}`,
-    );
+  if (!DEVICE_NAME.test(trimmed)) {
+    problems.push(`${must('deviceName', prefix)}, got ${quote(raw)}`);
     return undefined;
   }
   return trimmed;
@@ -400,11 +439,9 @@ function readDeviceName(
 function readDevices(fields: Map<RequestField, unknown>, problems: string[]): BulkEntry[] | undefined {
   const raw = fields.get('devices');
   if (raw === undefined || raw === null) return undefined;
-  if (!Array.isArray(raw) || raw.length < 1 || raw.length > MAX_DEVICES) {
-    problems.push(
-      `devices must be a list of 1-${MAX_DEVICES} items such as {"machineId": "..."} or {"deviceName": "..."}` +
-        (Array.isArray(raw) ? ` (got ${raw.length})` : ''),
-    );
+  const { minLength, maxLength } = REQUEST_FIELDS.devices;
+  if (!Array.isArray(raw) || raw.length < minLength || raw.length > maxLength) {
+    problems.push(must('devices') + (Array.isArray(raw) ? ` (got ${raw.length})` : ''));
     return undefined;
   }
   const seen = new Map<string, number>();
@@ -425,8 +462,8 @@ function readDevices(fields: Map<RequestField, unknown>, problems: string[]): Bu
       entryProblems.push(`devices[${index}] must have exactly one of machineId and deviceName`);
     } else if (rawId !== undefined) {
       const trimmed = rawId.trim();
-      if (machineIdRe.test(trimmed)) target = { machineId: trimmed.toLowerCase() };
-      else entryProblems.push(`${prefix}machineId must be 40 hexadecimal characters, got ${quote(rawId)}`);
+      if (MACHINE_ID.test(trimmed)) target = { machineId: trimmed.toLowerCase() };
+      else entryProblems.push(`${must('machineId', prefix)}, got ${quote(rawId)}`);
     } else if (name !== undefined) {
       target = { deviceName: name };
     } else if (itemFields.get('deviceName') == null) {

@@ -13,9 +13,7 @@ import { getDependencies } from '../composition';
 import { UnisolateError } from '../core/errors';
 import { ERROR_TABLE } from '../core/outcome';
 import { latestOutcome } from '../core/records';
-import { CORRELATION_ID_PATTERN } from '../core/request';
-
-const correlationIdRe = new RegExp(CORRELATION_ID_PATTERN);
+import { isCorrelationId, REQUEST_FIELDS } from '../core/request';
 
 function errorResponse(error: UnisolateError): HttpResponseInit {
   const row = ERROR_TABLE[error.code];
@@ -36,11 +34,11 @@ export async function releaseStatus(
 ): Promise<HttpResponseInit> {
   const deps = getDependencies();
   const id = request.params.correlationId ?? '';
-  if (!correlationIdRe.test(id)) {
+  if (!isCorrelationId(id)) {
     return errorResponse(
       new UnisolateError(
         'InvalidRequest',
-        'Invalid request: the correlation id must be 1-128 printable ASCII characters.',
+        `Invalid request: the correlation id must be ${REQUEST_FIELDS.correlationId.rule}.`,
       ),
     );
   }
