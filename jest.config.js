@@ -4,7 +4,7 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
-  setupFiles: ['<rootDir>/test/support/loopbackOnly.ts'],
+  setupFiles: ['<rootDir>/dev/loopbackOnly.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
   testTimeout: 30000,
   // The Functions worker injects @azure/functions-core; tests use a recorder instead (see the file).

@@ -8,7 +8,7 @@
  *
  * Settings come from the environment the harness sets (simulator URLs, `CHECK_ISOLATION_STATE`, ...).
  */
-import '../test/support/loopbackOnly';
+import '../dev/loopbackOnly';
 import { writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { Session } from 'node:inspector';

@@ -175,9 +175,9 @@ async function main(): Promise<void> {
   const stops: (() => Promise<void>)[] = [];
   if (local) {
     // Local mode talks to 127.0.0.1 only: refuse anything else (and keep telemetry from phoning home).
-    await import('../test/support/loopbackOnly');
-    const { startEnvironment } = await import('../test/support/environment');
-    const { startAzuriteTables } = await import('../test/support/azurite');
+    await import('../dev/loopbackOnly');
+    const { startEnvironment } = await import('../dev/environment');
+    const { startAzuriteTables } = await import('../dev/azurite');
     const [env, azurite] = await Promise.all([
       startEnvironment({
         defender: { autoProgress: { toInProgressMs: 5000, toSucceededMs: 15_000 } },

@@ -3,10 +3,10 @@
  * (100/minute, 1500/hour) on the same scaled clock as the app: the app's limiter paces them, so MDE never
  * answers 429, and every request ends in exactly one outcome.
  */
-import { ScaledClock } from '../support/clock';
-import { startEnvironment, type LocalEnvironment } from '../support/environment';
+import { ScaledClock } from '../../dev/clock';
+import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
 import { invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor } from '../support/simulators';
+import { machineIdFor } from '../../dev/simulators';
 
 // 1 virtual minute = 3 real seconds.
 const clock = new ScaledClock(20);

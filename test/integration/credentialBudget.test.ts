@@ -5,9 +5,9 @@
  * holding it open until the platform's front-end limit. Real SDKs against the simulators, short budgets, no
  * timing assertions: each case only has to end, with the right outcome.
  */
-import { startEnvironment, type LocalEnvironment } from '../support/environment';
+import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
 import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor } from '../support/simulators';
+import { machineIdFor } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 let counter = 0;

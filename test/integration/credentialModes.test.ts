@@ -15,9 +15,9 @@ import {
   startEnvironment,
   testCertificate,
   type LocalEnvironment,
-} from '../support/environment';
+} from '../../dev/environment';
 import { capturedLogs, invokeHttp, loadApp, type HttpResult } from '../support/functionsHost';
-import { decodeJwt, JWT_BEARER, machineIdFor } from '../support/simulators';
+import { decodeJwt, JWT_BEARER, machineIdFor } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 /** Everything the app answered, for the key-material scan at the end. */

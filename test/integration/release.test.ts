@@ -3,9 +3,9 @@
  * applicationinsights) against local simulators, through the registered functions: every row of the status
  * table, both request shapes and casings, the Service Bus semantics and the fault-injection table.
  */
-import { machineIdFor } from '../support/simulators';
-import { MDE_APP, startEnvironment, type LocalEnvironment } from '../support/environment';
-import { ScaledClock } from '../support/clock';
+import { machineIdFor } from '../../dev/simulators';
+import { MDE_APP, startEnvironment, type LocalEnvironment } from '../../dev/environment';
+import { ScaledClock } from '../../dev/clock';
 import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
 
 const json = { 'content-type': 'application/json' };

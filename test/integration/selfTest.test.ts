@@ -12,10 +12,10 @@ import {
   startEnvironment,
   testCertificate,
   type LocalEnvironment,
-} from '../support/environment';
+} from '../../dev/environment';
 import { invokeHttp, loadApp } from '../support/functionsHost';
 import { recordingLogger } from '../support/fakes';
-import { machineIdFor } from '../support/simulators';
+import { machineIdFor } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 const reports: string[] = [];

@@ -13,11 +13,11 @@ import type { StateDeps } from '../../src/core/pipeline';
 import type { Outcome } from '../../src/core/outcome';
 import type { Clock, ReleaseStore } from '../../src/core/ports';
 import { trackReleases } from '../../src/core/tracking';
-import { startAzuriteTables, type AzuriteTables } from '../support/azurite';
+import { startAzuriteTables, type AzuriteTables } from '../../dev/azurite';
 import { localBudget, recordingLogger, RecordingTelemetry } from '../support/fakes';
 import { registrations } from '../support/functionsCore';
 import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor, startDefender, type DefenderSimulator } from '../support/simulators';
+import { machineIdFor, startDefender, type DefenderSimulator } from '../../dev/simulators';
 
 const HOUR = 3_600_000;
 const clock: Clock = { now: () => Date.now(), sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };

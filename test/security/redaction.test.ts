@@ -8,9 +8,9 @@
  */
 import type { AppDependencies } from '../../src/composition';
 import { computeSignature } from '../../src/core/signature';
-import { MDE_APP, startEnvironment, type LocalEnvironment } from '../support/environment';
+import { MDE_APP, startEnvironment, type LocalEnvironment } from '../../dev/environment';
 import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor } from '../support/simulators';
+import { machineIdFor } from '../../dev/simulators';
 
 const WEBHOOK_SECRET_NAME = 'unisolate-webhook-key';
 const WEBHOOK_SECRET = 'whsec~webhook-signing-secret-value-DO-NOT-LEAK-0123456789';
