@@ -5,7 +5,7 @@
  */
 import { ScaledClock } from '../../dev/clock';
 import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
-import { invokeServiceBus, loadApp } from '../support/functionsHost';
+import { invokeServiceBus, loadApp } from '../../dev/host';
 import { machineIdFor } from '../../dev/simulators';
 
 // 1 virtual minute = 3 real seconds.
@@ -13,7 +13,7 @@ const clock = new ScaledClock(20);
 let env: LocalEnvironment;
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment({
     defender: { clock, limits: { perMinute: 100, perHour: 1500 } },
     telemetry: false,

@@ -6,14 +6,14 @@
  * timing assertions: each case only has to end, with the right outcome.
  */
 import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
-import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 import { machineIdFor } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 let counter = 0;
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment({ telemetry: false });
 });
 afterAll(async () => env.close());

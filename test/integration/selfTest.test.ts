@@ -13,7 +13,7 @@ import {
   testCertificate,
   type LocalEnvironment,
 } from '../../dev/environment';
-import { invokeHttp, loadApp } from '../support/functionsHost';
+import { invokeHttp, loadApp } from '../../dev/host';
 import { recordingLogger } from '../support/fakes';
 import { machineIdFor } from '../../dev/simulators';
 
@@ -21,7 +21,7 @@ let env: LocalEnvironment;
 const reports: string[] = [];
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment();
 });
 afterAll(async () => env.close());

@@ -4,12 +4,12 @@
  * outage that changes nothing in the outcome.
  */
 import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
-import { invokeHttp, loadApp } from '../support/functionsHost';
+import { invokeHttp, loadApp } from '../../dev/host';
 import { machineIdFor, type Envelope } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment();
 });
 afterAll(async () => env.close());
