@@ -4,7 +4,7 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
-  setupFiles: ['<rootDir>/dev/loopbackOnly.ts', '<rootDir>/test/support/appSettings.ts'],
+  setupFiles: ['<rootDir>/dev/loopbackOnly.ts', '<rootDir>/dev/appSettings.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
   testTimeout: 30000,
   // The Functions worker injects @azure/functions-core; tests get the local stand-in that dev/host drives.

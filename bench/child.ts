@@ -240,7 +240,7 @@ async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void>
   bundle.setDependencies(deps);
   // A warm instance: secrets and token already cached (no Defender call). On a cold instance the first
   // in-flight calls reserve their rate-limit slots, then wait for Key Vault + token, and reach MDE later
-  // than the limiter recorded them — see the report of issue 8.
+  // than the limiter recorded them.
   if (process.env.BENCH_DRAIN_COLD !== '1') await deps.credentials?.getToken();
 
   type Message = { id: string; messageId: string; deliveryCount: number };

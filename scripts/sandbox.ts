@@ -7,14 +7,15 @@
  *   the Defender API (seeded with a few isolated devices whose actions complete after a few seconds), and
  *   Azurite's Table service for idempotency and tracking. Everything stays on 127.0.0.1.
  * - With real settings in the environment: the real services, except Service Bus (the sandbox has no broker:
- *   response-queue messages are printed, and requests can be posted to the local queue endpoint below). The
- *   queue-name settings must be set too, as on Azure: the host refuses an unresolved `%SETTING%`.
+ *   response-queue messages are printed, and requests can be posted to the local queue endpoint below). Unset
+ *   queue names take the values of `local.settings.sample.json`, as with `func start` (`dev/appSettings.ts`).
  *
  * Extras of the sandbox (not of the deployed app): `POST /sandbox/queue` runs the Service Bus trigger with the
  * body as the message (redelivering on transient failures, like Service Bus), and the tracker timer runs every
  * few seconds. Function keys are not checked here.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import '../dev/appSettings';
 import {
   invokeHttp,
   invokeServiceBus,

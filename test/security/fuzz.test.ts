@@ -1,9 +1,9 @@
 /**
- * Hostile input, property-based (fast-check), through the REGISTERED handlers (real HttpRequest /
- * InvocationContext): for arbitrary bodies, headers, route values and Service Bus payloads the handlers
+ * Hostile input, property-based (fast-check), through the REGISTERED functions as the worker invokes them
+ * (`dev/host`): for arbitrary bodies, headers, route values and Service Bus payloads the handlers
  * never throw, always answer a documented status with a documented outcome, send exactly one outcome, and
- * never call the Defender API unless the input is valid (judged by an oracle written from the contract in
- * issue 2, independent of src/core/request.ts). Log lines never carry a raw line break.
+ * never call the Defender API unless the input is valid (judged by an oracle written from the README's
+ * request contract, independent of src/core/request.ts). Log lines never carry a raw line break.
  */
 import fc from 'fast-check';
 import { setDependencies, type AppDependencies, type CallerChecks } from '../../src/composition';
@@ -67,7 +67,7 @@ function signing(clock: FakeClock): CallerChecks {
   };
 }
 
-/** The documented outcome shape (issue 2), whatever extra fields other features add. */
+/** The documented outcome shape (README), whatever extra fields other features add. */
 function expectOutcome(value: unknown, trigger: 'http' | 'serviceBus'): Record<string, unknown> {
   expect(value).toEqual(
     expect.objectContaining({
@@ -96,7 +96,7 @@ function expectOutcome(value: unknown, trigger: 'http' | 'serviceBus'): Record<s
   return outcome;
 }
 
-// ---- the oracle: what the contract (issue 2) calls a valid release request -------------------------------
+// ---- the oracle: what the README's contract calls a valid release request ---------------------------------
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u2028\u2029]/;
