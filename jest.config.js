@@ -4,9 +4,9 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
-  setupFiles: ['<rootDir>/test/support/loopbackOnly.ts'],
+  setupFiles: ['<rootDir>/dev/loopbackOnly.ts', '<rootDir>/dev/appSettings.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
   testTimeout: 30000,
-  // The Functions worker injects @azure/functions-core; tests use a recorder instead (see the file).
-  moduleNameMapper: { '^@azure/functions-core$': '<rootDir>/test/support/functionsCore.ts' },
+  // The Functions worker injects @azure/functions-core; tests get the local stand-in that dev/host drives.
+  moduleNameMapper: { '^@azure/functions-core$': '<rootDir>/dev/functionsCore.ts' },
 };

@@ -1,6 +1,7 @@
 /**
- * A benchmark child process: a fresh `node` running the deployed bundle (`dist/index.js`) under the worker
- * stand-in of `./host`, driven by the harness over IPC. Modes (argv[2]):
+ * A benchmark child process: a fresh `node` running the deployed bundle (`dist/index.js`) under the local
+ * Functions host of `dev/host.ts` (which invokes as the worker does), driven by the harness over IPC.
+ * Modes (argv[2]):
  *
  * - `cold-app` / `cold-baseline`: load the app, answer one request, report, then flush telemetry and exit.
  * - `warm`: answer blocks of releases (through the handler, or bare axios POSTs) on command; report counters.
@@ -8,13 +9,20 @@
  *
  * Settings come from the environment the harness sets (simulator URLs, `CHECK_ISOLATION_STATE`, ...).
  */
-import '../test/support/loopbackOnly';
+import '../dev/loopbackOnly';
 import { writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { Session } from 'node:inspector';
 import path from 'node:path';
 import axios from 'axios';
-import { httpInput, invoke, loadApp, outputQueues, type InvocationResult } from './host';
+import {
+  invokeHttp,
+  invokeServiceBus,
+  invokeTimer,
+  loadApp,
+  type HttpResult,
+  type InvocationResult,
+} from '../dev/host';
 import type { Command } from './protocol';
 
 /** The parts of the deployed bundle's exports (the composition root) the benchmark uses. */
@@ -39,7 +47,7 @@ interface DeployedBundle {
 }
 
 const BUNDLE = path.resolve(process.env.BENCH_APP ?? 'dist/index.js');
-const HTTP_URL = 'http://localhost:7071/api/machines/{machineId}/unisolate';
+const JSON_TYPE = { 'content-type': 'application/json' };
 
 function send(message: unknown): void {
   process.send?.(message);
@@ -52,24 +60,25 @@ function releaseBody(id: string): { comment: string; correlationId: string } {
   };
 }
 
-async function releaseViaHandler(id: string): Promise<InvocationResult> {
-  return invoke(
-    'unisolateMachine',
-    httpInput(HTTP_URL.replace('{machineId}', id), { machineId: id }, releaseBody(id)),
-  );
+async function releaseViaHandler(id: string): Promise<HttpResult> {
+  return invokeHttp('unisolateMachine', {
+    params: { machineId: id },
+    headers: JSON_TYPE,
+    body: JSON.stringify(releaseBody(id)),
+  });
 }
 
-function statusOf(result: InvocationResult): string {
-  const body = result.http?.body as { status?: string } | undefined;
-  return body?.status ?? `HTTP ${result.http?.status ?? '?'}`;
+function statusOf(result: HttpResult): string {
+  const body = result.body as { status?: string } | undefined;
+  return body?.status ?? `HTTP ${result.status}`;
 }
 
 async function cold(baseline: boolean): Promise<void> {
   if (baseline) {
     await loadApp(path.resolve(__dirname, 'baselineApp.js'));
     const loadedMs = performance.now();
-    const result = await invoke('ping', httpInput('http://localhost:7071/api/ping', {}, { hello: 'world' }));
-    send({ type: 'outcome', inProcessMs: performance.now(), loadedMs, status: String(result.http?.status) });
+    const result = await invokeHttp('ping', { headers: JSON_TYPE, body: JSON.stringify({ hello: 'world' }) });
+    send({ type: 'outcome', inProcessMs: performance.now(), loadedMs, status: String(result.status) });
     return;
   }
   await loadApp(BUNDLE);
@@ -77,7 +86,7 @@ async function cold(baseline: boolean): Promise<void> {
   const id = process.env.BENCH_MACHINE_ID ?? '';
   const result = await releaseViaHandler(id);
   const inProcessMs = performance.now();
-  send({ type: 'outcome', inProcessMs, loadedMs, status: statusOf(result), body: result.http?.body });
+  send({ type: 'outcome', inProcessMs, loadedMs, status: statusOf(result), body: result.body });
   // Telemetry: the SDK loads after the first request; flush so the harness can count what arrived.
   const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
   const deps = bundle.getDependencies();
@@ -231,7 +240,7 @@ async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void>
   bundle.setDependencies(deps);
   // A warm instance: secrets and token already cached (no Defender call). On a cold instance the first
   // in-flight calls reserve their rate-limit slots, then wait for Key Vault + token, and reach MDE later
-  // than the limiter recorded them — see the report of issue 8.
+  // than the limiter recorded them.
   if (process.env.BENCH_DRAIN_COLD !== '1') await deps.credentials?.getToken();
 
   type Message = { id: string; messageId: string; deliveryCount: number };
@@ -244,10 +253,10 @@ async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void>
   const worker = async (): Promise<void> => {
     while (queue.length > 0 && Date.now() < deadline) {
       const message = queue.shift()!;
-      const result = await invoke(
+      const result = await invokeServiceBus(
         'unisolateServiceBus',
-        { json: JSON.stringify({ machineId: message.id, ...releaseBody(message.id) }) },
-        { deliveryCount: { int: message.deliveryCount }, messageId: { string: message.messageId } },
+        JSON.stringify({ machineId: message.id, ...releaseBody(message.id) }),
+        { deliveryCount: message.deliveryCount, messageId: message.messageId },
       );
       if (result.error) {
         // Service Bus redelivers an abandoned message (deliveryCount + 1).
@@ -255,7 +264,8 @@ async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void>
         queue.push({ ...message, deliveryCount: message.deliveryCount + 1 });
         continue;
       }
-      const outcome = Object.values(result.outputs)[0] as { status?: string } | undefined;
+      const outcome = result.queues[process.env.RESPONSE_QUEUE_NAME ?? '']?.[0] as
+        { status?: string } | undefined;
       const list = outcomes.get(message.messageId) ?? [];
       list.push(outcome?.status ?? 'none');
       outcomes.set(message.messageId, list);
@@ -279,17 +289,6 @@ async function drain(command: Extract<Command, { cmd: 'drain' }>): Promise<void>
     appCalls: deps.defenderClient?.calls ?? 0,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
   });
-}
-
-/** Queue messages an invocation produced, by queue name (a JSON array output is one message per element). */
-function queueOutputs(name: string, result: InvocationResult): Record<string, unknown[]> {
-  const byQueue: Record<string, unknown[]> = {};
-  for (const [binding, queue] of outputQueues(name)) {
-    const value = result.outputs[binding];
-    if (value === undefined) continue;
-    (byQueue[queue] ??= []).push(...(Array.isArray(value) ? (value as unknown[]) : [value]));
-  }
-  return byQueue;
 }
 
 /**
@@ -329,16 +328,15 @@ async function instance(): Promise<void> {
   const run = async (message: { lock: number; body: string; deliveryCount: number; messageId: string }) => {
     inFlight += 1;
     try {
-      const result = await invoke(
-        'unisolateServiceBus',
-        { json: message.body },
-        { deliveryCount: { int: message.deliveryCount }, messageId: { string: message.messageId } },
-      );
+      const result = await invokeServiceBus('unisolateServiceBus', message.body, {
+        deliveryCount: message.deliveryCount,
+        messageId: message.messageId,
+      });
       send({
         type: 'settle',
         lock: message.lock,
         failed: result.error !== undefined,
-        outputs: queueOutputs('unisolateServiceBus', result),
+        outputs: result.queues,
       });
     } finally {
       inFlight -= 1;
@@ -357,23 +355,12 @@ async function instance(): Promise<void> {
       if (command.list.length === 0) setTimeout(ask, 20).unref();
       else ask();
     } else if (command.cmd === 'http') {
-      void invoke('unisolate', httpInput('http://localhost:7071/api/unisolate', {}, command.body)).then((r) =>
-        send({
-          type: 'http-done',
-          id: command.id,
-          status: r.http?.status,
-          body: r.http?.body,
-          outputs: queueOutputs('unisolate', r),
-        }),
+      void invokeHttp('unisolate', { headers: JSON_TYPE, body: JSON.stringify(command.body) }).then((r) =>
+        send({ type: 'http-done', id: command.id, status: r.status, body: r.body, outputs: r.queues }),
       );
     } else if (command.cmd === 'timer') {
-      void invoke(command.name, { json: JSON.stringify({ isPastDue: false }) }).then((r) =>
-        send({
-          type: 'timer-done',
-          id: command.id,
-          outputs: queueOutputs(command.name, r),
-          failed: Boolean(r.error),
-        }),
+      void invokeTimer(command.name).then((r: InvocationResult) =>
+        send({ type: 'timer-done', id: command.id, outputs: r.queues, failed: Boolean(r.error) }),
       );
     } else if (command.cmd === 'stop') {
       stopping = true;

@@ -9,8 +9,8 @@ import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { LocalQueue } from '../dev/localQueue';
-import { startAzuriteTables, AZURITE_ACCOUNT, AZURITE_KEY } from '../test/support/azurite';
-import { startDefender } from '../test/support/simulators';
+import { startAzuriteTables, AZURITE_ACCOUNT, AZURITE_KEY } from '../dev/azurite';
+import { startDefender } from '../dev/simulators';
 import { machineId } from './protocol';
 
 /** One fleet run. */

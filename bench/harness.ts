@@ -16,7 +16,7 @@ import {
   startKeyVault,
   startManagedIdentity,
   type DefenderSimulator,
-} from '../test/support/simulators';
+} from '../dev/simulators';
 import { fleetRun } from './fleet';
 import { machineId, type Command } from './protocol';
 
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
 
   const baseEnv: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    NODE_EXTRA_CA_CERTS: path.join(ROOT, 'test', 'support', 'certs', 'ca.pem'),
+    NODE_EXTRA_CA_CERTS: path.join(ROOT, 'dev', 'certs', 'ca.pem'),
     BENCH_APP: process.env.BENCH_APP ?? BUNDLE,
     BENCH_PROFILE: process.env.BENCH_PROFILE,
     BENCH_SPLIT: process.env.BENCH_SPLIT,

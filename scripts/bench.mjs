@@ -26,7 +26,7 @@ await esbuild.build({
       // own directory instead of bench/tmp/.
       name: 'keep-dirname',
       setup(build) {
-        build.onLoad({ filter: /[\\/]test[\\/]support[\\/].*\.ts$/ }, (args) => ({
+        build.onLoad({ filter: /[\\/]dev[\\/].*\.ts$/ }, (args) => ({
           contents: readFileSync(args.path, 'utf8').replaceAll(
             '__dirname',
             JSON.stringify(path.dirname(args.path)),

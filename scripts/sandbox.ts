@@ -1,30 +1,31 @@
 /**
  * The local sandbox behind `npm start`: the app's registered functions served on http://localhost:7071/api/...
- * like `func start` would, with no Azure account needed.
+ * like `func start` would, with no Azure account needed. Requests are routed and invoked by the local host of
+ * `dev/host.ts`, the one the tests and the benchmarks use.
  *
  * - Without Azure settings (no KEY_VAULT_URL): local simulators of managed identity, Key Vault, Entra ID and
  *   the Defender API (seeded with a few isolated devices whose actions complete after a few seconds), and
  *   Azurite's Table service for idempotency and tracking. Everything stays on 127.0.0.1.
  * - With real settings in the environment: the real services, except Service Bus (the sandbox has no broker:
- *   response-queue messages are printed, and requests can be posted to the local queue endpoint below).
+ *   response-queue messages are printed, and requests can be posted to the local queue endpoint below). Unset
+ *   queue names take the values of `local.settings.sample.json`, as with `func start` (`dev/appSettings.ts`).
  *
  * Extras of the sandbox (not of the deployed app): `POST /sandbox/queue` runs the Service Bus trigger with the
  * body as the message (redelivering on transient failures, like Service Bus), and the tracker timer runs every
  * few seconds. Function keys are not checked here.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { HttpRequest, HttpResponse, InvocationContext, type HttpResponseInit } from '@azure/functions';
-import Module from 'node:module';
-import * as functionsCore from '../test/support/functionsCore';
-import { registrations, type Registration } from '../test/support/functionsCore';
-
-// The Functions worker injects `@azure/functions-core`; here a recorder of registrations stands in for it
-// (as in the tests), so the app's own registrations drive the routes below.
-const moduleWithLoad = Module as unknown as { _load: (request: string, ...rest: unknown[]) => unknown };
-const load = moduleWithLoad._load;
-moduleWithLoad._load = function (this: unknown, request: string, ...rest: unknown[]) {
-  return request === '@azure/functions-core' ? functionsCore : load.call(this, request, ...rest);
-};
+import '../dev/appSettings';
+import {
+  invokeHttp,
+  invokeServiceBus,
+  invokeTimer,
+  loadApp,
+  onLog,
+  registrations,
+  request,
+  type InvocationResult,
+} from '../dev/host';
 
 const PORT = Number(process.env.SANDBOX_PORT ?? 7071);
 const TRACK_EVERY_MS = 5000;
@@ -33,49 +34,18 @@ function log(line: string): void {
   process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
 }
 
-/** A context like the host's, printing logs and the response-queue output. */
-function contextFor(reg: Registration, triggerMetadata?: Record<string, unknown>): InvocationContext {
-  const bindings = Object.values(reg.bindings);
-  return new InvocationContext({
-    functionName: reg.name,
-    invocationId: Math.random().toString(16).slice(2),
-    triggerMetadata,
-    options: {
-      trigger: { type: 'unknown', name: 'trigger' },
-      extraOutputs: bindings
-        .filter((b) => b.direction === 'out' && b.name !== '$return')
-        .map((b) => ({ ...b })),
-      extraInputs: [],
-    },
-    logHandler: (level, ...args) => {
-      if (level !== 'trace' && level !== 'debug') log(`[${reg.name}] ${args.map(String).join(' ')}`);
-    },
-  });
-}
-
-function printQueue(reg: Registration, context: InvocationContext): void {
-  for (const binding of Object.values(reg.bindings)) {
-    if (binding.direction !== 'out' || binding.type !== 'serviceBus') continue;
-    const value = context.extraOutputs.get(binding.name);
-    if (value === undefined) continue;
-    for (const message of Array.isArray(value) ? (value as unknown[]) : [value]) {
-      log(`response queue <- ${JSON.stringify(message)}`);
-    }
+/** Prints what an invocation sent to its output queues (there is no broker here). */
+function printQueues(result: InvocationResult): void {
+  for (const [queue, messages] of Object.entries(result.queues)) {
+    for (const message of messages) log(`${queue} <- ${JSON.stringify(message)}`);
   }
 }
 
-function matchRoute(template: string, path: string): Record<string, string> | undefined {
-  const t = template.split('/');
-  const p = path.split('/');
-  if (t.length !== p.length) return undefined;
-  const params: Record<string, string> = {};
-  for (let i = 0; i < t.length; i += 1) {
-    const part = t[i]!;
-    const m = /^\{(\w+)\}$/.exec(part);
-    if (m) params[m[1]!] = decodeURIComponent(p[i]!);
-    else if (part.toLowerCase() !== p[i]!.toLowerCase()) return undefined;
-  }
-  return params;
+/** The first registered function with a trigger of this type. */
+function functionWith(triggerType: string): string | undefined {
+  return [...registrations().values()].find((r) =>
+    Object.values(r.bindings).some((b) => b.type === triggerType),
+  )?.name;
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -89,72 +59,46 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-async function runServiceBus(reg: Registration, message: unknown, maxDeliveries: number): Promise<void> {
+async function runServiceBus(name: string, message: string, maxDeliveries: number): Promise<void> {
   const messageId = Math.random().toString(16).slice(2);
   for (let deliveryCount = 1; deliveryCount <= maxDeliveries; deliveryCount += 1) {
-    const context = contextFor(reg, { deliveryCount, messageId });
-    try {
-      await reg.handler(message, context);
-      printQueue(reg, context);
+    const result = await invokeServiceBus(name, message, { deliveryCount, messageId });
+    if (!result.error) {
+      printQueues(result);
       return;
-    } catch (error) {
-      log(
-        `[${reg.name}] delivery ${deliveryCount} failed (${(error as Error).message}); Service Bus would redeliver`,
-      );
-      await new Promise((r) => setTimeout(r, 2000));
     }
+    log(`[${name}] delivery ${deliveryCount} failed (${result.error.message}); Service Bus would redeliver`);
+    await new Promise((r) => setTimeout(r, 2000));
   }
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', `http://localhost:${PORT}`);
   const body = await readBody(req);
-  const all = [...registrations().values()];
-  if (url.pathname === '/sandbox/queue' && req.method === 'POST') {
-    const sb = all.find((r) => Object.values(r.bindings).some((b) => b.type === 'serviceBusTrigger'))!;
-    void runServiceBus(sb, body, Number(process.env.MAX_DELIVERY_COUNT ?? 10));
+  const serviceBus = functionWith('serviceBusTrigger');
+  if (url.pathname === '/sandbox/queue' && req.method === 'POST' && serviceBus) {
+    void runServiceBus(serviceBus, body.toString('utf8'), Number(process.env.MAX_DELIVERY_COUNT ?? 10));
     res.writeHead(202, { 'content-type': 'application/json' }).end('{"queued":true}');
     return;
   }
-  const path = url.pathname.replace(/^\/api\//, '');
-  for (const reg of all) {
-    const trigger = Object.values(reg.bindings).find((b) => b.type === 'httpTrigger');
-    if (!trigger || !url.pathname.startsWith('/api/')) continue;
-    const methods = (trigger.methods as string[] | undefined) ?? ['GET', 'POST'];
-    const params = matchRoute(String(trigger.route), path);
-    if (!params || !methods.includes(req.method ?? 'GET')) continue;
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
-    const request = new HttpRequest({
-      method: req.method ?? 'GET',
-      url: url.toString(),
-      headers,
-      query: Object.fromEntries(url.searchParams),
-      params,
-      body: body.length > 0 ? { bytes: body } : undefined,
-    });
-    const context = contextFor(reg);
-    const init = (await reg.handler(request, context)) as HttpResponseInit;
-    const response = new HttpResponse(init);
-    const text = Buffer.from(await response.arrayBuffer());
-    res.writeHead(response.status, Object.fromEntries(response.headers));
-    res.end(text);
-    log(`${req.method} ${url.pathname} -> ${response.status}`);
-    printQueue(reg, context);
-    return;
-  }
-  res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no function at this route"}');
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
+  const result = await request(url.toString(), {
+    method: req.method ?? 'GET',
+    headers,
+    ...(body.length > 0 ? { body } : {}),
+  });
+  res.writeHead(result.status, Object.fromEntries(result.headers));
+  res.end(typeof result.body === 'string' ? result.body : JSON.stringify(result.body));
+  log(`${req.method} ${url.pathname} -> ${result.status}`);
+  if (result.error) log(`handler error: ${result.error.message}`);
+  printQueues(result);
 }
 
 /** Runs the registered self-test function once and prints each check (what `GET /api/selftest` answers). */
 async function printSelfTest(): Promise<void> {
-  const reg = registrations().get('selfTest');
-  if (!reg) return;
-  const init = (await reg.handler(
-    new HttpRequest({ method: 'GET', url: `http://localhost:${PORT}/api/selftest` }),
-    contextFor(reg),
-  )) as HttpResponseInit;
-  const report = init.jsonBody as {
+  if (!registrations().has('selfTest')) return;
+  const report = (await invokeHttp('selfTest')).body as {
     ok: boolean;
     cloud: string;
     credential: string;
@@ -175,9 +119,9 @@ async function main(): Promise<void> {
   const stops: (() => Promise<void>)[] = [];
   if (local) {
     // Local mode talks to 127.0.0.1 only: refuse anything else (and keep telemetry from phoning home).
-    await import('../test/support/loopbackOnly');
-    const { startEnvironment } = await import('../test/support/environment');
-    const { startAzuriteTables } = await import('../test/support/azurite');
+    await import('../dev/loopbackOnly');
+    const { startEnvironment } = await import('../dev/environment');
+    const { startAzuriteTables } = await import('../dev/azurite');
     const [env, azurite] = await Promise.all([
       startEnvironment({
         defender: { autoProgress: { toInProgressMs: 5000, toSucceededMs: 15_000 } },
@@ -203,17 +147,20 @@ async function main(): Promise<void> {
   } else {
     log('Using the Azure settings in the environment; Service Bus output is printed, not sent.');
   }
-  // Import the app only now, so that it reads the settings above.
+  onLog((entry) => {
+    if (entry.level !== 'trace' && entry.level !== 'debug') log(`[${entry.functionName}] ${entry.message}`);
+  });
+  // Load the app only now, so that it reads the settings above (bundled with the sandbox: a literal require).
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  require('../src/index');
-  const tracker = [...registrations().values()].find((r) =>
-    Object.values(r.bindings).some((b) => b.type === 'timerTrigger'),
-  );
+  await loadApp(() => require('../src/index'));
+  const tracker = functionWith('timerTrigger');
   const timer = setInterval(() => {
     if (!tracker) return;
-    const context = contextFor(tracker);
-    Promise.resolve(tracker.handler({ isPastDue: false }, context))
-      .then(() => printQueue(tracker, context))
+    invokeTimer(tracker)
+      .then((result) => {
+        if (result.error) log(`tracker failed: ${result.error.message}`);
+        else printQueues(result);
+      })
       .catch((error: unknown) => log(`tracker failed: ${String(error)}`));
   }, TRACK_EVERY_MS);
 

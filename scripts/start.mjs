@@ -28,8 +28,8 @@ const child = spawn(process.execPath, ['--enable-source-maps', outfile], {
   stdio: 'inherit',
   env: {
     ...process.env,
-    NODE_EXTRA_CA_CERTS: path.join(root, 'test', 'support', 'certs', 'ca.pem'),
-    SIMULATOR_CERTS_DIR: path.join(root, 'test', 'support', 'certs'),
+    NODE_EXTRA_CA_CERTS: path.join(root, 'dev', 'certs', 'ca.pem'),
+    SIMULATOR_CERTS_DIR: path.join(root, 'dev', 'certs'),
     // Keep the telemetry SDK from phoning home (statsbeat, SDK stats, metadata probe).
     APPLICATIONINSIGHTS_STATSBEAT_DISABLED: 'true',
     APPLICATIONINSIGHTS_SDKSTATS_DISABLED: 'true',

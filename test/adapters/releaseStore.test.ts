@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { TableReleaseStore } from '../../src/adapters/releaseStore';
 import type { ReleaseStore } from '../../src/core/ports';
 import type { ReleaseRecord, ReleaseRef } from '../../src/core/records';
-import { startAzuriteTables, type AzuriteTables } from '../support/azurite';
+import { startAzuriteTables, type AzuriteTables } from '../../dev/azurite';
 import { MemoryTable } from '../support/memoryTable';
 
 let azurite: AzuriteTables;

@@ -12,7 +12,7 @@ import {
   startIngestion,
   type Envelope,
   type IngestionSimulator,
-} from '../support/simulators';
+} from '../../dev/simulators';
 import { buildTelemetryWorker, type BuiltWorker } from '../support/telemetryWorker';
 
 let ing: IngestionSimulator;

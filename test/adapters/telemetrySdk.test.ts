@@ -9,8 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TelemetryClient } from 'applicationinsights';
 import { createSdkClient } from '../../src/adapters/telemetrySdk';
-import { isLoopbackHost, refusedConnections, TELEMETRY_ENV_DEFAULTS } from '../support/loopbackOnly';
-import { connectionString, startIngestion, type IngestionSimulator } from '../support/simulators';
+import { isLoopbackHost, refusedConnections, TELEMETRY_ENV_DEFAULTS } from '../../dev/loopbackOnly';
+import { connectionString, startIngestion, type IngestionSimulator } from '../../dev/simulators';
 
 /** The variables that switch the SDK's self-reporting off, and those that spare it the VM metadata probe. */
 const SDK_SWITCHES = [

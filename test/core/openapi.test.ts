@@ -5,7 +5,7 @@
 import { buildOpenApi, statusTable, STATUS_DESCRIPTIONS } from '../../src/core/openapi';
 import { ERROR_TABLE, type Outcome } from '../../src/core/outcome';
 import { ONE_OF_FIELDS, parseReleaseRequest, REQUEST_FIELDS } from '../../src/core/request';
-import { invokeHttp, loadApp } from '../support/functionsHost';
+import { loadApp, request } from '../../dev/host';
 
 /** Reads a nested property of the generated document (throws when missing, so a drift fails loudly). */
 function at(value: unknown, ...path: string[]): unknown {
@@ -118,17 +118,14 @@ describe('OpenAPI description', () => {
   });
 
   it('is served anonymously at GET /api/openapi.json', async () => {
-    const reg = loadApp().get('openapi');
+    const reg = (await loadApp()).get('openapi');
     const trigger = Object.values(reg!.bindings).find((b) => b.direction === 'in');
     expect([trigger?.authLevel, trigger?.route, trigger?.methods]).toEqual([
       'anonymous',
       'openapi.json',
       ['GET'],
     ]);
-    const result = await invokeHttp('openapi', {
-      method: 'GET',
-      url: 'https://fn.example.test/api/openapi.json',
-    });
+    const result = await request('https://fn.example.test/api/openapi.json');
     expect(result.status).toBe(200);
     expect(result.body).toMatchObject({ openapi: '3.0.3', servers: [{ url: 'https://fn.example.test' }] });
   });

@@ -2,7 +2,7 @@
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { FakeDefender, fakeDeps } from '../support/fakes';
-import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 
 const ids = ['1', '2'].map((c) => c.repeat(40));
 

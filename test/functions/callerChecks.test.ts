@@ -16,7 +16,11 @@ import { parseRoleList } from '../../src/core/callerPrincipal';
 import { UnisolateError } from '../../src/core/errors';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
-import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import { invokeHttp, invokeServiceBus, loadApp, onLog } from '../../dev/host';
+
+/** What the app logged through `context.log` & co. (every invocation of this file). */
+const capturedLogs: string[] = [];
+onLog((entry) => capturedLogs.push(`[${entry.level}] ${entry.message}`));
 
 const SECRET = 'caller-checks-webhook-secret-0123456789abcdef';
 const APP_ID = '4a1b2c3d-0000-4000-8000-123456789abc';

@@ -7,7 +7,7 @@ import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import type { Outcome } from '../../src/core/outcome';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
-import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 
 /** A Defender whose release waits until `open()` is called: the first request stays in flight. */
 function slowDefender() {

@@ -1,11 +1,11 @@
 /**
- * The registered handlers, driven with real HttpRequest / InvocationContext objects, over fake core
- * dependencies: the mapping of outcomes to HTTP responses, queue messages and Service Bus semantics.
+ * The registered functions, invoked through the local host as the Functions worker invokes them, over fake
+ * core dependencies: the mapping of outcomes to HTTP responses, queue messages and Service Bus semantics.
  */
 import { getDependencies, setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
-import { invokeHttp, invokeServiceBus, invokeThroughWorker, loadApp } from '../support/functionsHost';
+import { invokeHttp, invokeServiceBus, loadApp, registrations } from '../../dev/host';
 
 function install(defender: FakeDefender, maxDeliveryCount = 10) {
   const { deps, telemetry } = fakeDeps(defender);
@@ -19,8 +19,8 @@ function install(defender: FakeDefender, maxDeliveryCount = 10) {
   return { telemetry };
 }
 
-beforeAll(() => {
-  const registered = loadApp();
+beforeAll(async () => {
+  const registered = await loadApp();
   expect([...registered.keys()]).toEqual(
     expect.arrayContaining(['unisolate', 'unisolateMachine', 'unisolateServiceBus']),
   );
@@ -31,7 +31,7 @@ const json = { 'content-type': 'application/json' };
 
 describe('HTTP triggers', () => {
   it('registers the documented routes, auth level and response queue', () => {
-    const reg = loadApp();
+    const reg = registrations();
     const routes = ['unisolateMachine', 'unisolate', 'unisolateServiceBus'].map((name) => {
       const r = reg.get(name)!;
       const trigger = Object.values(r.bindings).find((b) => b.direction === 'in')!;
@@ -204,14 +204,8 @@ describe('Service Bus trigger', () => {
         }),
       ]);
     }
-    // As the worker delivers it: the host sends the text, the library hands the handler the parsed object.
-    const viaWorker = await invokeThroughWorker(
-      'unisolateServiceBus',
-      { string: text },
-      {
-        MessageId: { string: 'big-2' },
-      },
-    );
+    // The host sends the text; the library hands the handler the parsed object.
+    const viaWorker = await invokeServiceBus('unisolateServiceBus', text, { messageId: 'big-2' });
     expect(viaWorker.messages).toEqual([
       expect.objectContaining({ status: 'Invalid', correlationId: 'big-2' }),
     ]);

@@ -5,7 +5,7 @@
 import { setDependencies, type AppDependencies } from '../../src/composition';
 import { loadConfig } from '../../src/config';
 import { FakeDefender, fakeDeps, stateDeps } from '../support/fakes';
-import { invokeHttp, loadApp } from '../support/functionsHost';
+import { invokeHttp, loadApp } from '../../dev/host';
 
 beforeAll(() => loadApp());
 afterEach(() => setDependencies());

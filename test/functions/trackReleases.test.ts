@@ -4,7 +4,7 @@
  * indexing runs with the app settings in the environment), with the documented default.
  */
 import { ConfigError, loadConfig, SETTINGS } from '../../src/config';
-import { registrations } from '../support/functionsCore';
+import { registrations } from '../../dev/host';
 
 const DEFAULT = SETTINGS.find((s) => s.name === 'TRACK_SCHEDULE')!.default;
 

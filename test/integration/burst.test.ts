@@ -3,17 +3,17 @@
  * (100/minute, 1500/hour) on the same scaled clock as the app: the app's limiter paces them, so MDE never
  * answers 429, and every request ends in exactly one outcome.
  */
-import { ScaledClock } from '../support/clock';
-import { startEnvironment, type LocalEnvironment } from '../support/environment';
-import { invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor } from '../support/simulators';
+import { ScaledClock } from '../../dev/clock';
+import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
+import { invokeServiceBus, loadApp } from '../../dev/host';
+import { machineIdFor } from '../../dev/simulators';
 
 // 1 virtual minute = 3 real seconds.
 const clock = new ScaledClock(20);
 let env: LocalEnvironment;
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment({
     defender: { clock, limits: { perMinute: 100, perHour: 1500 } },
     telemetry: false,

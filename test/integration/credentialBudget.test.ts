@@ -5,15 +5,15 @@
  * holding it open until the platform's front-end limit. Real SDKs against the simulators, short budgets, no
  * timing assertions: each case only has to end, with the right outcome.
  */
-import { startEnvironment, type LocalEnvironment } from '../support/environment';
-import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor } from '../support/simulators';
+import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
+import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
+import { machineIdFor } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 let counter = 0;
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment({ telemetry: false });
 });
 afterAll(async () => env.close());

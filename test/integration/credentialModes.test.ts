@@ -15,9 +15,13 @@ import {
   startEnvironment,
   testCertificate,
   type LocalEnvironment,
-} from '../support/environment';
-import { capturedLogs, invokeHttp, loadApp, type HttpResult } from '../support/functionsHost';
-import { decodeJwt, JWT_BEARER, machineIdFor } from '../support/simulators';
+} from '../../dev/environment';
+import { invokeHttp, loadApp, type HttpResult, onLog } from '../../dev/host';
+import { decodeJwt, JWT_BEARER, machineIdFor } from '../../dev/simulators';
+
+/** What the app logged through `context.log` & co. (every invocation of this file). */
+const capturedLogs: string[] = [];
+onLog((entry) => capturedLogs.push(`[${entry.level}] ${entry.message}`));
 
 let env: LocalEnvironment;
 /** Everything the app answered, for the key-material scan at the end. */
@@ -26,7 +30,7 @@ const consoleLines: string[] = [];
 let spies: jest.SpyInstance[] = [];
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment({ telemetry: false });
   spies = (['log', 'info', 'warn', 'error', 'debug'] as const).map((level) =>
     jest.spyOn(console, level).mockImplementation((...args: unknown[]) => {

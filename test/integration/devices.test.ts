@@ -9,7 +9,7 @@ import { parseReleasePolicy } from '../../src/core/healthGate';
 import type { Outcome } from '../../src/core/outcome';
 import type { ReleaseDeps, SafetyOptions } from '../../src/core/release';
 import { FakeClock, localBudget, RecordingTelemetry, recordingLogger } from '../support/fakes';
-import { machineIdFor, startDefender, type DefenderSimulator, type MachineSeed } from '../support/simulators';
+import { machineIdFor, startDefender, type DefenderSimulator, type MachineSeed } from '../../dev/simulators';
 
 const ISOLATED = 'ws-iso-01.contoso.local';
 const NEVER = 'srv-never.contoso.local';

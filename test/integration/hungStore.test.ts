@@ -8,7 +8,7 @@ import { withCircuitBreaker } from '../../src/adapters/circuitBreaker';
 import { createReleaseStore } from '../../src/adapters/releaseStore';
 import { handleRequest } from '../../src/core/pipeline';
 import { SharedBudget } from '../../src/core/sharedBudget';
-import { AZURITE_ACCOUNT, AZURITE_KEY } from '../support/azurite';
+import { AZURITE_ACCOUNT, AZURITE_KEY } from '../../dev/azurite';
 import { FakeDefender, fakeDeps, recordingLogger, stateDeps } from '../support/fakes';
 
 let server: net.Server;

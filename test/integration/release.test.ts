@@ -3,10 +3,14 @@
  * applicationinsights) against local simulators, through the registered functions: every row of the status
  * table, both request shapes and casings, the Service Bus semantics and the fault-injection table.
  */
-import { machineIdFor } from '../support/simulators';
-import { MDE_APP, startEnvironment, type LocalEnvironment } from '../support/environment';
-import { ScaledClock } from '../support/clock';
-import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
+import { machineIdFor } from '../../dev/simulators';
+import { MDE_APP, startEnvironment, type LocalEnvironment } from '../../dev/environment';
+import { ScaledClock } from '../../dev/clock';
+import { invokeHttp, invokeServiceBus, loadApp, onLog } from '../../dev/host';
+
+/** What the app logged through `context.log` & co. (every invocation of this file). */
+const capturedLogs: string[] = [];
+onLog((entry) => capturedLogs.push(`[${entry.level}] ${entry.message}`));
 
 const json = { 'content-type': 'application/json' };
 let env: LocalEnvironment;
@@ -20,7 +24,7 @@ function machineIds(): string[] {
 }
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment();
 });
 afterAll(async () => env.close());

@@ -12,16 +12,16 @@ import {
   startEnvironment,
   testCertificate,
   type LocalEnvironment,
-} from '../support/environment';
-import { invokeHttp, loadApp } from '../support/functionsHost';
+} from '../../dev/environment';
+import { invokeHttp, loadApp } from '../../dev/host';
 import { recordingLogger } from '../support/fakes';
-import { machineIdFor } from '../support/simulators';
+import { machineIdFor } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 const reports: string[] = [];
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment();
 });
 afterAll(async () => env.close());

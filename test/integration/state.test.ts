@@ -3,7 +3,6 @@
  * Azurite (started from node_modules), and the real Defender client (axios) against the Defender API
  * simulator, whose request log proves how many calls reached "MDE".
  */
-import { InvocationContext } from '@azure/functions';
 import { randomUUID } from 'node:crypto';
 import { DefenderClient } from '../../src/adapters/defenderClient';
 import { createReleaseStore } from '../../src/adapters/releaseStore';
@@ -13,11 +12,10 @@ import type { StateDeps } from '../../src/core/pipeline';
 import type { Outcome } from '../../src/core/outcome';
 import type { Clock, ReleaseStore } from '../../src/core/ports';
 import { trackReleases } from '../../src/core/tracking';
-import { startAzuriteTables, type AzuriteTables } from '../support/azurite';
+import { startAzuriteTables, type AzuriteTables } from '../../dev/azurite';
 import { localBudget, recordingLogger, RecordingTelemetry } from '../support/fakes';
-import { registrations } from '../support/functionsCore';
-import { invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor, startDefender, type DefenderSimulator } from '../support/simulators';
+import { invokeHttp, invokeServiceBus, invokeTimer, loadApp, registrations } from '../../dev/host';
+import { machineIdFor, startDefender, type DefenderSimulator } from '../../dev/simulators';
 
 const HOUR = 3_600_000;
 const clock: Clock = { now: () => Date.now(), sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
@@ -28,7 +26,7 @@ let telemetry: RecordingTelemetry;
 let machineCount = 0;
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   [azurite, mde] = await Promise.all([
     startAzuriteTables(),
     startDefender({ tls: false, validateToken: () => true, limits: false }),
@@ -103,22 +101,11 @@ function release(
   });
 }
 
-/** Runs a registered timer function once; returns the messages it set on its (one) output queue. */
+/** Runs a registered timer function once; returns the messages it sent to its (one) output queue. */
 async function runTimer(name: string): Promise<unknown[]> {
-  const reg = registrations().get(name)!;
-  const out = Object.values(reg.bindings).filter((b) => b.direction === 'out');
-  const context = new InvocationContext({
-    invocationId: randomUUID(),
-    functionName: name,
-    options: {
-      trigger: { type: 'timerTrigger', name: 'timer' },
-      extraOutputs: out.map((b) => ({ ...b, name: b.name, type: b.type })),
-      extraInputs: [],
-    },
-  });
-  await reg.handler({ isPastDue: false, schedule: { adjustForDST: true } }, context);
-  const value = out.map((b) => context.extraOutputs.get(b.name)).find((v) => v !== undefined);
-  return value === undefined ? [] : (value as unknown[]);
+  const result = await invokeTimer(name);
+  if (result.error) throw result.error;
+  return result.messages;
 }
 
 const runTracker = async (): Promise<Outcome[]> => (await runTimer('trackReleases')) as Outcome[];

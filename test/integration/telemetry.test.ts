@@ -3,13 +3,13 @@
  * per outcome with the documented properties and measurements, the MDE call as a dependency, and an ingestion
  * outage that changes nothing in the outcome.
  */
-import { startEnvironment, type LocalEnvironment } from '../support/environment';
-import { invokeHttp, loadApp } from '../support/functionsHost';
-import { machineIdFor, type Envelope } from '../support/simulators';
+import { startEnvironment, type LocalEnvironment } from '../../dev/environment';
+import { invokeHttp, loadApp } from '../../dev/host';
+import { machineIdFor, type Envelope } from '../../dev/simulators';
 
 let env: LocalEnvironment;
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment();
 });
 afterAll(async () => env.close());

@@ -8,9 +8,13 @@
  */
 import type { AppDependencies } from '../../src/composition';
 import { computeSignature } from '../../src/core/signature';
-import { MDE_APP, startEnvironment, type LocalEnvironment } from '../support/environment';
-import { capturedLogs, invokeHttp, invokeServiceBus, loadApp } from '../support/functionsHost';
-import { machineIdFor } from '../support/simulators';
+import { MDE_APP, startEnvironment, type LocalEnvironment } from '../../dev/environment';
+import { invokeHttp, invokeServiceBus, loadApp, onLog } from '../../dev/host';
+import { machineIdFor } from '../../dev/simulators';
+
+/** What the app logged through `context.log` & co. (every invocation of this file). */
+const capturedLogs: string[] = [];
+onLog((entry) => capturedLogs.push(`[${entry.level}] ${entry.message}`));
 
 const WEBHOOK_SECRET_NAME = 'unisolate-webhook-key';
 const WEBHOOK_SECRET = 'whsec~webhook-signing-secret-value-DO-NOT-LEAK-0123456789';
@@ -23,7 +27,7 @@ const consoleLines: string[] = [];
 let spies: jest.SpyInstance[] = [];
 
 beforeAll(async () => {
-  loadApp();
+  await loadApp();
   env = await startEnvironment();
   env.keyVault.setSecret(WEBHOOK_SECRET_NAME, WEBHOOK_SECRET);
   spies = (['log', 'info', 'warn', 'error', 'debug', 'trace'] as const).map((level) =>

@@ -24,7 +24,7 @@ import {
   type EntraSimulator,
   type KeyVaultSimulator,
   type ManagedIdentitySimulator,
-} from '../support/simulators';
+} from '../../dev/simulators';
 
 const TENANT = '72f988bf-0000-4000-8000-00000000c0de';
 const CERT_APP = 'ce47ce47-0000-4000-8000-0000000ce470';

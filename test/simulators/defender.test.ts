@@ -8,7 +8,7 @@ import {
   startDefender,
   type DefenderSimOptions,
   type DefenderSimulator,
-} from '../support/simulators';
+} from '../../dev/simulators';
 
 const APP = 'aaaaaaaa-1111-4222-8333-444444444444';
 const OTHER_APP = 'bbbbbbbb-1111-4222-8333-444444444444';

@@ -7,8 +7,8 @@ import {
   shutdownApplicationInsights,
   startIngestion,
   type IngestionSimulator,
-} from '../support/simulators';
-import { refusedConnections } from '../support/loopbackOnly';
+} from '../../dev/simulators';
+import { refusedConnections } from '../../dev/loopbackOnly';
 
 /** POSTs raw bytes to the simulator (so gzip can be tested independently of the SDK). */
 function post(

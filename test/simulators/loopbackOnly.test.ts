@@ -9,7 +9,7 @@ import {
   isLoopbackGuardInstalled,
   isLoopbackHost,
   refusedConnections,
-} from '../support/loopbackOnly';
+} from '../../dev/loopbackOnly';
 
 const REFUSAL = /^Refusing non-loopback connection to .+ \(tests may only talk to 127\.0\.0\.1\)$/;
 

@@ -1,4 +1,4 @@
-import { ODataError, applyQuery, matches, parseFilter, requiredEquality } from '../support/simulators/odata';
+import { ODataError, applyQuery, matches, parseFilter, requiredEquality } from '../../dev/simulators/odata';
 
 const machines = [
   {

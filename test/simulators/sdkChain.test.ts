@@ -16,8 +16,8 @@ import {
   type EntraSimulator,
   type KeyVaultSimulator,
   type ManagedIdentitySimulator,
-} from '../support/simulators';
-import { refusedConnections } from '../support/loopbackOnly';
+} from '../../dev/simulators';
+import { refusedConnections } from '../../dev/loopbackOnly';
 
 const TENANT = '72f988bf-0000-4000-8000-00000000c0de';
 const APP_ID = '5d0c1f7e-2b8a-4a8e-9d1e-5e6f7a8b9c0d';
@@ -33,7 +33,7 @@ describe('real SDK credential chain against the simulators', () => {
 
   beforeAll(async () => {
     if (!process.env.NODE_EXTRA_CA_CERTS) {
-      throw new Error('run with NODE_EXTRA_CA_CERTS=test/support/certs/ca.pem (npm run test:jest does)');
+      throw new Error('run with NODE_EXTRA_CA_CERTS=dev/certs/ca.pem (npm run test:jest does)');
     }
     [mi, kv, entra, mde] = await Promise.all([
       startManagedIdentity(),

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import axios from 'axios';
-import { compileRoute, startSimServer, type SimServer } from '../support/simulators';
+import { compileRoute, startSimServer, type SimServer } from '../../dev/simulators';
 
 describe('SimServer plumbing', () => {
   let sim: SimServer | undefined;

@@ -24,7 +24,7 @@ export async function buildTelemetryWorker(): Promise<BuiltWorker> {
   const file = path.join(dir, 'telemetryWorker.js');
   await esbuild.build({
     stdin: {
-      contents: "import './test/support/loopbackOnly';\nimport './src/adapters/telemetryWorker';\n",
+      contents: "import './dev/loopbackOnly';\nimport './src/adapters/telemetryWorker';\n",
       resolveDir: ROOT,
       sourcefile: 'test-telemetry-worker.ts',
       loader: 'ts',

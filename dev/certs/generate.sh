@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Generates the TEST-ONLY certificate authority and loopback server certificate used by the local
-# simulators in test/support/simulators. Nothing here is a secret: the keys are committed on purpose and
+# simulators in dev/simulators. Nothing here is a secret: the keys are committed on purpose and
 # the server certificate is only valid for 127.0.0.1 / localhost. Re-run to rotate (then commit the output).
 #
-# Usage: bash test/support/certs/generate.sh [all|tls|app]   (default all; `app` keeps the TLS files as they are)
+# Usage: bash dev/certs/generate.sh [all|tls|app]   (default all; `app` keeps the TLS files as they are)
 set -euo pipefail
 what="${1:-all}"
 

@@ -3,8 +3,8 @@
  * Entra ID, Defender for Endpoint and Application Insights ingestion simulators, and the app settings that
  * point the real SDKs at them. Used by integration tests, the sandbox and the benchmarks.
  */
-import { buildDependencies, setDependencies, type AppDependencies } from '../../src/composition';
-import type { Clock } from '../../src/core/ports';
+import { buildDependencies, setDependencies, type AppDependencies } from '../src/composition';
+import type { Clock } from '../src/core/ports';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -39,7 +39,7 @@ export const APP_IDENTITY = { clientId: '1d1d1d1d-0000-4000-8000-0000000001d1' }
 /** Name of the MDE app's certificate in the Key Vault simulator (the app's default `KV_CERTIFICATE_NAME`). */
 export const CERTIFICATE_NAME = 'mde-client-certificate';
 
-/** A test-only certificate of test/support/certs: PEM (key + certificate), or PKCS#12 bytes. */
+/** A test-only certificate of dev/certs: PEM (key + certificate), or PKCS#12 bytes. */
 export const testCertificate = {
   pem: (n: 1 | 2): string => readFileSync(path.join(CERTS_DIR, `mde-app-${n}.pem`), 'utf8'),
   pfx: (n: 1 | 2, flavour: 'aes' | 'legacy'): Buffer =>

@@ -9,7 +9,7 @@
  * Everything else on the host (live metrics pings, unknown paths) gets a fast 200/204 so an SDK never hangs.
  * Point the SDK here with {@link connectionString}.
  */
-import { stopRemoteConfigurationPolling } from '../../../src/adapters/telemetrySdk';
+import { stopRemoteConfigurationPolling } from '../../src/adapters/telemetrySdk';
 import {
   SimServer,
   type CommonSimOptions,

@@ -1,5 +1,5 @@
 /**
- * Test-only TLS material for the HTTPS simulators (see test/support/certs/README.md).
+ * Test-only TLS material for the HTTPS simulators (see dev/certs/README.md).
  *
  * Read once and cached so starting many simulators (or restarting one) does no repeated file I/O.
  */

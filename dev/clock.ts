@@ -1,5 +1,5 @@
 /** A scaled clock: virtual time runs `scale` times faster than real time (sleeps shrink accordingly). */
-import type { Clock } from '../../src/core/ports';
+import type { Clock } from '../src/core/ports';
 
 /** Virtual clock shared by the app and the simulators, so rate windows and Retry-After waits stay consistent. */
 export class ScaledClock implements Clock {
