@@ -64,8 +64,9 @@ export function decodeHttpBody(contentType: string | null, bytes: Buffer): Decod
 }
 
 /**
- * A Service Bus message body: an object, a JSON string, or bytes (Buffer, Uint8Array, ArrayBuffer). Anything
- * else (number, boolean, null, array) is passed on and reported Invalid: never thrown, so never redelivered.
+ * A Service Bus message body: an object (JSON the library already parsed) or bytes (Buffer, Uint8Array,
+ * ArrayBuffer) holding JSON. A string is never a request (see `encodedTwice`). Anything else (number, boolean,
+ * null, array) is passed on and reported Invalid: never thrown, so never redelivered.
  * The size cap and the nesting limit apply to every form: the Functions library JSON-parses a JSON message
  * before the handler sees it, so an object is checked for depth and measured by its serialized size.
  */
@@ -87,5 +88,20 @@ export function decodeMessage(message: unknown): Decoded {
   }
   if (Buffer.byteLength(text) > MAX_MESSAGE_BYTES)
     return { error: tooLarge(MAX_MESSAGE_BYTES, 'message body') };
-  return fromText(text);
+  const decoded = fromText(text);
+  if (typeof message === 'string' && 'body' in decoded) return { error: encodedTwice() };
+  return decoded;
+}
+
+/**
+ * The Functions library JSON-parses a message's text before the handler runs, so a string reaches the handler
+ * only when the text was not JSON (refused with the parse error) or was a JSON string literal. If that string
+ * is itself JSON, the sender encoded its request twice: refused, so a release never rests on a body the
+ * sender did not mean as one object.
+ */
+function encodedTwice(): UnisolateError {
+  return new UnisolateError(
+    'InvalidRequest',
+    'Invalid request: the message body is a JSON string that holds JSON (encoded twice); send the JSON object itself, e.g. {"machineId": "...", "comment": "..."}.',
+  );
 }

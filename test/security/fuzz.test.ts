@@ -540,15 +540,18 @@ describe('Service Bus trigger under hostile input', () => {
     expect(calls).toEqual([]);
   });
 
-  // Known gap, shown by invoking through the worker: the library JSON-parses the queued text once (into the
-  // inner JSON text) and the handler's decodeMessage parses it again, so this body is Accepted. `it.failing`
-  // passes while the gap remains; once a JSON string of a string is refused, make this a plain `it`.
-  it.failing('report a JSON string of a string as Invalid (no Defender call)', async () => {
+  // The library JSON-parses the queued text once (into the inner JSON text); the handler must not parse it again.
+  it('report a JSON string of a string as Invalid (no Defender call)', async () => {
     const { calls } = install();
     const message = JSON.stringify(JSON.stringify({ machineId: MACHINE_ID, comment: 'ok' }));
     const result = await invokeServiceBus('unisolateServiceBus', message);
     expect(result.error).toBeUndefined();
-    expect(result.messages).toEqual([expect.objectContaining({ status: 'Invalid' })]);
+    expect(result.messages).toEqual([
+      expect.objectContaining({
+        status: 'Invalid',
+        error: expect.objectContaining({ message: expect.stringContaining('encoded twice') }),
+      }),
+    ]);
     expect(calls).toEqual([]);
   });
 
