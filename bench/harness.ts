@@ -1,5 +1,5 @@
 /**
- * The benchmark suite behind `npm run bench` (issue 8). It starts the local simulators in this process and
+ * The benchmark suite behind `npm run bench`. It starts the local simulators in this process and
  * measures the deployed bundle (`dist/index.js`) in fresh child processes (`./child`), printing a table of
  * five figures with their targets and writing `bench/results.json`. Comparisons are measured side by side in
  * the same run (interleaved), because the machine is shared and noisy. Everything listens on 127.0.0.1;

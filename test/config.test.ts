@@ -1,3 +1,7 @@
+/**
+ * Settings: parsing and validating every setting, the MDE_CREDENTIAL kinds, and the README settings table
+ * kept in step with the declared settings.
+ */
 import { readFileSync } from 'node:fs';
 import {
   CLOUD_PROFILES,

@@ -1,3 +1,7 @@
+/**
+ * The app's one error type: what went wrong (a code with its outcome and HTTP status), what to do about it,
+ * and the cause kept for logs only.
+ */
 import { ERROR_TABLE, type ErrorCode } from './outcome';
 
 /**

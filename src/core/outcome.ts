@@ -120,7 +120,7 @@ export const ERROR_TABLE: Readonly<
   SignatureInvalid: { status: 'Unauthorized', http: 401, transient: false },
   CallerUnauthenticated: { status: 'Unauthorized', http: 401, transient: false },
   CallerNotAllowed: { status: 'Unauthorized', http: 403, transient: false },
-  // Idempotency (issue 6): a duplicate still running elsewhere (retry shortly: the stored outcome is then
+  // Idempotency: a duplicate still running elsewhere (retry shortly: the stored outcome is then
   // replayed), or a key reused with a different body (a caller bug: use a new key).
   IdempotencyKeyInUse: { status: 'Failed', http: 409, transient: true },
   IdempotencyKeyReused: { status: 'Invalid', http: 422, transient: false },

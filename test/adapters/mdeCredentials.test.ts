@@ -1,3 +1,7 @@
+/**
+ * MdeCredentials: the MDE app's credential built from Key Vault (secret, certificate or federated), cached
+ * and refreshed, and bounded by the caller's time budget.
+ */
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { AuthenticationRequiredError } from '@azure/identity';
 import { MdeCredentials, type MdeAppCredential } from '../../src/adapters/mdeCredentials';

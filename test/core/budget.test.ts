@@ -1,3 +1,7 @@
+/**
+ * The Defender call budget: pools per API, the ledger arithmetic, the shared (table) budget across
+ * instances, and reserving calls ahead of a run.
+ */
 import {
   EMPTY_LEDGER,
   grantable,

@@ -1,3 +1,7 @@
+/**
+ * Device look-up: the machine queries built for a name or id, matching results, reading isolation state
+ * from action history, and the release policy.
+ */
 import { machineQueryFor, matchDevices, odataString } from '../../src/core/deviceLookup';
 import { deriveIsolationState } from '../../src/core/isolationState';
 import { blockReasons, parseReleasePolicy } from '../../src/core/healthGate';

@@ -1,3 +1,6 @@
+/**
+ * RateLimiter: the sliding per-minute and per-hour windows that keep one instance under its share.
+ */
 import { RateLimiter } from '../../src/core/rateLimiter';
 
 /** Makes one call through the limiter at the current time, taking `latencyMs` to answer. */

@@ -1,3 +1,6 @@
+/**
+ * parseReleaseRequest: the request body's fields, their rules, and problem texts that say what to fix.
+ */
 import { parseReleaseRequest } from '../../src/core/request';
 import { MACHINE_ID } from '../support/fakes';
 

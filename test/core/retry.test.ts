@@ -1,3 +1,6 @@
+/**
+ * Retry decisions: parsing Retry-After and choosing whether, and when, to retry a Defender call.
+ */
 import { backoffDelay, decideRetry, parseRetryAfter, type RetryInput } from '../../src/core/retry';
 
 const now = Date.parse('2026-11-28T10:00:00Z');

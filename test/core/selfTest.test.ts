@@ -1,3 +1,6 @@
+/**
+ * Self-test helpers: the app roles a token must carry and reading them from a token.
+ */
 import { requiredRoles, rolesOf } from '../../src/core/selfTest';
 
 const jwt = (payload: object) =>

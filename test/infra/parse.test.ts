@@ -1,3 +1,6 @@
+/**
+ * The Bicep templates parse (tree-sitter-bicep), so a syntax slip fails here rather than at deploy.
+ */
 import path from 'node:path';
 import fs from 'node:fs';
 import { Language, LANGUAGE_VERSION, MIN_COMPATIBLE_VERSION } from 'web-tree-sitter';

@@ -1,3 +1,7 @@
+/**
+ * The local Defender for Endpoint simulator matches the real API: unisolate, action queries, machines and
+ * alerts, per-API rate limits, and injected faults.
+ */
 import http from 'node:http';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import {

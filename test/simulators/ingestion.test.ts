@@ -1,3 +1,7 @@
+/**
+ * The local Application Insights ingestion simulator: what the real SDK sends arrives and is recorded, and its
+ * faults (rejected batches, slow answers, refused connections) behave as the SDK meets them in Azure.
+ */
 import https from 'node:https';
 import { gzipSync } from 'node:zlib';
 import * as appInsights from 'applicationinsights';

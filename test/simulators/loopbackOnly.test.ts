@@ -1,3 +1,6 @@
+/**
+ * The loopback-only guard: tests and benches reach 127.0.0.1 and nothing else.
+ */
 import dns from 'node:dns';
 import http from 'node:http';
 import net from 'node:net';

@@ -1,3 +1,6 @@
+/**
+ * The simulators' OData evaluator: $filter parsing, matching, and the equality a query must carry.
+ */
 import { ODataError, applyQuery, matches, parseFilter, requiredEquality } from '../../dev/simulators/odata';
 
 const machines = [

@@ -1,3 +1,6 @@
+/**
+ * The simulators' shared server plumbing: route matching, recording requests, gzip bodies, and closing.
+ */
 import http from 'node:http';
 import axios from 'axios';
 import { compileRoute, startSimServer, type SimServer } from '../../dev/simulators';

@@ -35,7 +35,7 @@ export type Script = ApiResponse | TransportError | Error;
 export class FakeDefender implements DefenderApi {
   readonly unisolateCalls: { machineId: string; comment: string; timeoutMs: number }[] = [];
   readonly listCalls: string[] = [];
-  /** Calls of the issue-7 read APIs, as `listMachines <filter>`, `getMachine <id>`, `alerts <id>`, `history <filter>`. */
+  /** Calls of the look-up (read) APIs, as `listMachines <filter>`, `getMachine <id>`, `alerts <id>`, `history <filter>`. */
   readonly readCalls: string[] = [];
   /** Answers to the isolation-state history (`machineId eq '...'` without a type); default: isolated. */
   historyScript: Script[] = [];
