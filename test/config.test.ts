@@ -227,6 +227,15 @@ describe('settings documentation', () => {
     for (const setting of SETTINGS) {
       const rows = readme.split('\n').filter((line) => line.startsWith(`| \`${setting.name}\``));
       expect({ setting: setting.name, rows: rows.length }).toEqual({ setting: setting.name, rows: 1 });
+      // The default cell: a value is shown in backticks, a description ("(from cloud)") as written.
+      const cell = rows[0]!
+        .split('|')[2]!
+        .trim()
+        .replace(/^`(.*)`$/, '$1');
+      expect({ setting: setting.name, default: cell }).toEqual({
+        setting: setting.name,
+        default: setting.default,
+      });
     }
   });
 
