@@ -203,6 +203,30 @@ async function main(): Promise<void> {
       const coldLoaded: number[] = [];
       const baseLoaded: number[] = [];
       let coldEventsMissing = 0;
+      const coldPhases: Record<string, number>[] = [];
+      /**
+       * Phases of one traced cold run, from the simulators' arrival times (relative to the fork at `wall`)
+       * and the child's own mark (`loadedMs`, since its process started: ~the fork).
+       */
+      const phasesOf = (wall: number, loadedMs: number, elapsed: number): Record<string, number> => {
+        const at = (sim: { requests: { at: number }[] }) =>
+          sim.requests.filter((r) => r.at >= wall).map((r) => r.at - wall);
+        const kv = at(keyVault);
+        const entraAt = at(entra);
+        const mdeAt = at(defender);
+        const kvFirst = Math.min(...kv);
+        const kvLast = Math.max(...kv);
+        const entraLast = Math.max(...entraAt);
+        const mdeLast = Math.max(...mdeAt);
+        return {
+          'node, worker stand-in, bundle loaded (compile + evaluate)': loadedMs,
+          'first invocation → first Key Vault request (settings, clients, TLS)': kvFirst - loadedMs,
+          'Key Vault: challenge, identity token, 3 reads': kvLast - kvFirst,
+          'Entra ID: MDE token': entraLast - kvLast,
+          'Defender: isolation check + release': mdeLast - entraLast,
+          'answer: outcome, response, IPC': elapsed - mdeLast,
+        };
+      };
       for (let i = 0; i < SIZE.coldRuns; i += 1) {
         for (const which of i % 2 === 0 ? ['app', 'baseline'] : ['baseline', 'app']) {
           const eventsBefore = ingestion.events('UnisolateOutcome').length;
@@ -231,6 +255,7 @@ async function main(): Promise<void> {
             console.log(
               `cold run: loaded ${outcome.loadedMs.toFixed(0)} ms, outcome ${outcome.inProcessMs.toFixed(0)} ms\n  ${trace.join('\n  ')}`,
             );
+            coldPhases.push(phasesOf(wall, outcome.loadedMs, elapsed));
           }
           if (which === 'app') {
             if (outcome.status !== 'Accepted')
@@ -248,6 +273,21 @@ async function main(): Promise<void> {
           }
           await stop(child);
         }
+      }
+      if (coldPhases.length > 0) {
+        // BENCH_TRACE=1: where the cold start goes, phase by phase (medians over the app's runs).
+        const names = Object.keys(coldPhases[0]!);
+        console.log('cold start by phase (median ms):');
+        for (const name of names) {
+          console.log(
+            `  ${median(coldPhases.map((p) => p[name]!))
+              .toFixed(1)
+              .padStart(6)}  ${name}`,
+          );
+        }
+        console.log(
+          `  baseline app: loaded at ${median(baseLoaded).toFixed(1)} ms, answered at ${median(coldBase).toFixed(1)} ms`,
+        );
       }
       const coldRatio = median(coldApp) / median(coldBase);
       results.coldStart = {
