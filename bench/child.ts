@@ -32,7 +32,11 @@ interface Clock {
 }
 interface Deps {
   release: { budget: object; [key: string]: unknown };
-  telemetry: { flush(): Promise<void>; ready?: () => Promise<boolean> };
+  telemetry: {
+    flush(): Promise<void>;
+    ready?: () => Promise<boolean>;
+    trackSelfTest(report: unknown, durationMs: number): void;
+  };
   credentials?: { stats: { secretReads: number; tokenRequests: number }; getToken(): Promise<string> };
   defenderClient?: { calls: number };
 }
@@ -98,6 +102,16 @@ async function warm(): Promise<void> {
   await loadApp(BUNDLE);
   const bundle = require(BUNDLE) as DeployedBundle; // eslint-disable-line @typescript-eslint/no-require-imports
   const deps = bundle.getDependencies();
+  // The self-test runs once per instance, ~1 s after the dependencies were built, and reads Key Vault (names
+  // and versions): a one-off, not a per-request cost, so figures 1 and 3 start counting once it has reported.
+  const selfTested = new Promise<void>((resolve) => {
+    const track = deps.telemetry.trackSelfTest.bind(deps.telemetry);
+    deps.telemetry.trackSelfTest = (report, durationMs) => {
+      track(report, durationMs);
+      resolve();
+    };
+    setTimeout(resolve, 15_000).unref();
+  });
   // Figure 1 must not be rate limited: the app's own budget class, with limits no run can reach.
   const Budget = deps.release.budget.constructor as new (
     limits: {
@@ -188,6 +202,7 @@ async function warm(): Promise<void> {
         }
         send({ type: 'times', times, unexpected });
       } else if (command.cmd === 'stats') {
+        await selfTested;
         if (process.env.BENCH_PROFILE) {
           profiler = new Session();
           profiler.connect();

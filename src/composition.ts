@@ -18,7 +18,7 @@ import { DefenderClient } from './adapters/defenderClient';
 import { createLogger } from './adapters/logger';
 import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
-import { appIdentity, identitySpec } from './adapters/identity';
+import { appIdentity, identitySpec, prefetchVaultToken, vaultTokenScope } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
 import { WebhookSecret } from './adapters/webhookSecret';
 import { SignatureVerifier } from './core/signature';
@@ -108,9 +108,14 @@ export function buildDependencies(
   const getSecretClient = (): SecretClient | undefined => {
     const vault = config.keyVaultUrl;
     if (vault === undefined) return undefined;
+    const loopback = isLoopbackUrl(vault);
     return (secretClient ??= new SecretClient(vault, getIdentity(), {
       // A loopback vault (local simulator) cannot match Key Vault's challenge resource; Azure vaults do.
-      disableChallengeResourceVerification: isLoopbackUrl(vault),
+      disableChallengeResourceVerification: loopback,
+      // The identity's token is fetched while the vault answers the first request's challenge.
+      additionalPolicies: [
+        { policy: prefetchVaultToken(getIdentity(), vaultTokenScope(vault, loopback)), position: 'perCall' },
+      ],
       // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the
       // core retries whole attempts within it.
       retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },

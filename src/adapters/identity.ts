@@ -5,6 +5,7 @@
  * The credential is built here only, from an {@link IdentitySpec}: plain data, so that the telemetry worker
  * thread (which cannot receive a credential object) builds the very same credential as this thread.
  */
+import type { PipelinePolicy } from '@azure/core-rest-pipeline';
 import {
   AzureCliCredential,
   AzureDeveloperCliCredential,
@@ -45,4 +46,36 @@ export function appIdentity(
   env: NodeJS.ProcessEnv = process.env,
 ): TokenCredential {
   return credentialFor(identitySpec(clientId, env));
+}
+
+/**
+ * The scope Key Vault's authentication challenge names for `vaultUrl`: the vault's DNS suffix as a resource
+ * (`https://<name>.vault.azure.net` → `https://vault.azure.net/.default`, likewise in the sovereign clouds). A
+ * loopback vault (local simulator) stands for the public cloud's.
+ * https://learn.microsoft.com/azure/key-vault/general/authentication-requests-and-responses
+ */
+export function vaultTokenScope(vaultUrl: string, loopback: boolean): string {
+  const suffix = loopback ? 'vault.azure.net' : new URL(vaultUrl).hostname.split('.').slice(1).join('.');
+  return `https://${suffix}/.default`;
+}
+
+/**
+ * A pipeline policy for the Key Vault client that, on the client's first request, asks `identity` for the
+ * vault's token without waiting for it. The Key Vault SDK sends its first request without a token to learn
+ * the scope from the vault's challenge (a 401), and only then asks the identity; fetched ahead, the token is
+ * in the identity's cache when the challenge needs it, so a cold start waits for one round trip less. A
+ * failure here is left to the challenge's own request for the token, which reports it.
+ */
+export function prefetchVaultToken(identity: TokenCredential, scope: string): PipelinePolicy {
+  let fetched = false;
+  return {
+    name: 'mdeUnisolatePrefetchVaultToken',
+    sendRequest(request, next) {
+      if (!fetched) {
+        fetched = true;
+        identity.getToken(scope).catch(() => undefined);
+      }
+      return next(request);
+    },
+  };
 }

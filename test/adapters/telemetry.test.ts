@@ -134,3 +134,45 @@ it('runs on this thread, saying so, when no worker was built', async () => {
   await trackEachKind(telemetry);
   expect(log.lines).toEqual([expect.stringMatching(/^warn No telemetry worker was built/)]);
 });
+
+describe('when the SDK loads', () => {
+  const fakeClient = () => ({
+    trackEvent: jest.fn(),
+    trackDependency: jest.fn(),
+    flush: jest.fn(async () => undefined),
+  });
+  afterEach(() => jest.useRealTimers());
+
+  it('loads it a while after the first item, so the invocation that tracked it answers first', async () => {
+    jest.useFakeTimers();
+    const client = fakeClient();
+    const load = jest.fn(async () => client);
+    const telemetry = createTelemetry({
+      connectionString: 'InstrumentationKey=k',
+      log: recordingLogger(),
+      load,
+    });
+    telemetry.trackOutcome(outcome(), 10);
+    await jest.advanceTimersByTimeAsync(100);
+    expect(load).not.toHaveBeenCalled();
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(load).toHaveBeenCalledTimes(1);
+    expect(client.trackEvent).toHaveBeenCalledTimes(1);
+  });
+
+  it('loads it at once when asked to flush, with every item tracked before', async () => {
+    const client = fakeClient();
+    const load = jest.fn(async () => client);
+    const telemetry = createTelemetry({
+      connectionString: 'InstrumentationKey=k',
+      log: recordingLogger(),
+      load,
+      loadDelayMs: 3_600_000,
+    });
+    telemetry.trackOutcome(outcome(), 10);
+    telemetry.trackOutcome(outcome({ correlationId: 'INC-WORKER-2' }), 20);
+    await telemetry.flush();
+    expect(client.trackEvent).toHaveBeenCalledTimes(2);
+    expect(client.flush).toHaveBeenCalledTimes(1);
+  });
+});

@@ -108,6 +108,23 @@ describe('status table, HTTP', () => {
     expect([env.keyVault.secretReads, env.entra.tokensIssued]).toEqual([reads, tokens]);
   });
 
+  it("asks the managed identity for the vault's token while Key Vault answers its challenge, once", async () => {
+    // An identity of its own: MSAL keeps managed identity tokens for the whole process.
+    const identityId = '0c9d3e0a-6f5b-4b7e-9a51-7a1f2e3d4c5b';
+    env.mi.addUserAssignedIdentity(identityId);
+    install({ AZURE_CLIENT_ID: identityId });
+    // The first (unauthenticated) requests of a cold Key Vault client get the vault's challenge, late.
+    env.keyVault.failNext(3, { hangMs: 400 });
+    const result = await release(id);
+    expect(result.status).toBe(201);
+    const challenged = env.keyVault.requests[0]!.at;
+    const identity = env.mi.requests.filter((r) => r.path.includes('token'));
+    // Requested before the challenge was answered; the challenge then finds the token ready.
+    expect(identity).toHaveLength(1);
+    expect(identity[0]!.at).toBeLessThan(challenged + 400);
+    expect(env.keyVault.secretReads).toBe(3);
+  });
+
   it('AlreadyInProgress: 200 with the pending action found by look-up', async () => {
     install();
     const first = await release(id);
