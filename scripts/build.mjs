@@ -1,6 +1,7 @@
 // Bundles the app into dist/index.js with esbuild: one minified file plus a source map, which is what
 // `package.json` `main` loads and what gets deployed, and the telemetry worker thread's entry into
 // dist/telemetryWorker.js next to it (the bundle starts it from its own directory). Prints the sizes.
+// `--outdir=<dir>` builds somewhere else than dist/ (the deployed-bundle test builds its own copy).
 // `--if-available` (used by `prepare`) skips quietly when esbuild or the sources are absent: a production-only
 // install, or an `npm install` run on the deployed package (which holds dist/ but not src/).
 //
@@ -13,6 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const optional = process.argv.includes('--if-available');
+const outdir = process.argv.find((arg) => arg.startsWith('--outdir='))?.slice('--outdir='.length) ?? 'dist';
 if (optional && !existsSync(path.join('src', 'index.ts'))) process.exit(0);
 let esbuild;
 try {
@@ -44,7 +46,7 @@ const app = esbuild.build({
     sourcefile: 'deploy-entry.ts',
     loader: 'ts',
   },
-  outfile: 'dist/index.js',
+  outfile: path.join(outdir, 'index.js'),
   // Telemetry finds the exporter next to applicationinsights in node_modules at run time
   // (src/adapters/telemetrySdk.ts), so require.resolve staying is intended.
   logOverride: { 'require-resolve-not-external': 'silent' },
@@ -102,7 +104,7 @@ const app = esbuild.build({
 const worker = esbuild.build({
   ...common,
   entryPoints: { telemetryWorker: 'src/adapters/telemetryWorker.ts' },
-  outdir: 'dist',
+  outdir,
   packages: 'external',
 });
 
@@ -111,11 +113,11 @@ const fromMsal = createRequire(createRequire(import.meta.url).resolve('@azure/ms
 const jsonwebtoken = esbuild.build({
   ...common,
   entryPoints: { jsonwebtoken: fromMsal.resolve('jsonwebtoken') },
-  outdir: 'dist',
+  outdir,
 });
 
 await Promise.all([app, worker, jsonwebtoken]);
-for (const file of ['dist/index.js', 'dist/telemetryWorker.js', 'dist/jsonwebtoken.js']) {
+for (const file of ['index.js', 'telemetryWorker.js', 'jsonwebtoken.js'].map((f) => path.join(outdir, f))) {
   const kib = (name) => (statSync(name).size / 1024).toFixed(0);
   console.log(`${file}: ${kib(file)} KiB (source map ${kib(`${file}.map`)} KiB)`);
 }
