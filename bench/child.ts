@@ -201,6 +201,33 @@ async function warm(): Promise<void> {
             unexpected.push(`client HTTP ${response.status}`);
         }
         send({ type: 'times', times, unexpected });
+      } else if (command.cmd === 'stubbed') {
+        // Diagnostics: the handler with the Defender call answered in-process (no socket, no simulator), so
+        // what remains is the app's own work per request: decode, parse, budget, outcome, telemetry, log.
+        const defender = deps.release.defender as Record<string, (...args: unknown[]) => Promise<unknown>>;
+        const original = defender.unisolate!;
+        defender.unisolate = async (machineId: unknown) => ({
+          status: 201,
+          body: {
+            id: `stub-${String(machineId).slice(0, 8)}`,
+            type: 'Unisolate',
+            status: 'Pending',
+            machineId,
+            creationDateTimeUtc: new Date().toISOString(),
+          },
+        });
+        const times: number[] = [];
+        try {
+          for (const id of command.ids) {
+            const result = await releaseViaHandler(id);
+            times.push(result.handlerMs);
+            const status = statusOf(result);
+            if (status !== 'Accepted' && unexpected.length < 5) unexpected.push(`stubbed ${status}`);
+          }
+        } finally {
+          defender.unisolate = original;
+        }
+        send({ type: 'times', times, unexpected });
       } else if (command.cmd === 'stats') {
         await selfTested;
         if (process.env.BENCH_PROFILE) {

@@ -6,6 +6,7 @@ export type Command =
   | { cmd: 'app'; ids: string[] }
   | { cmd: 'bare'; ids: string[] }
   | { cmd: 'client'; ids: string[] }
+  | { cmd: 'stubbed'; ids: string[] }
   | { cmd: 'stats' }
   | { cmd: 'finish' }
   | { cmd: 'drain'; ids: string[]; concurrency: number; scale: number; t0: number; timeoutMs: number };
