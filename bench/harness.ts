@@ -474,7 +474,7 @@ async function main(): Promise<void> {
         measured: `${rssMb.toFixed(0)} MB`,
         target: '< 110 MB',
         pass: rssMb < 110,
-        notes: `a fresh process serving ${finished.outcomes} releases through the handler, telemetry on (worker thread); ${events}/${finished.outcomes} outcome events ingested`,
+        notes: `a fresh process serving ${finished.outcomes} releases through the handler, telemetry on; ${events}/${finished.outcomes} outcome events ingested`,
       });
     }
 

@@ -1,6 +1,7 @@
 // Bundles the app into dist/index.js with esbuild: one minified file plus a source map, which is what
-// `package.json` `main` loads and what gets deployed, and the telemetry worker thread's entry into
-// dist/telemetryWorker.js next to it (the bundle starts it from its own directory). Prints the sizes.
+// `package.json` `main` loads and what gets deployed, and beside it the files the bundle loads later from its
+// own directory: the Application Insights SDK client (dist/telemetrySdk.js) and jsonwebtoken
+// (dist/jsonwebtoken.js). Prints the sizes.
 // `--outdir=<dir>` builds somewhere else than dist/ (the deployed-bundle test builds its own copy).
 // `--if-available` (used by `prepare`) skips quietly when esbuild or the sources are absent: a production-only
 // install, or an `npm install` run on the deployed package (which holds dist/ but not src/).
@@ -12,6 +13,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import sdkBuild from './telemetrySdkBuild.cjs';
 
 const optional = process.argv.includes('--if-available');
 const outdir = process.argv.find((arg) => arg.startsWith('--outdir='))?.slice('--outdir='.length) ?? 'dist';
@@ -50,10 +52,10 @@ const app = esbuild.build({
   // Telemetry finds the exporter next to applicationinsights in node_modules at run time
   // (src/adapters/telemetrySdk.ts), so require.resolve staying is intended.
   logOverride: { 'require-resolve-not-external': 'silent' },
-  // The Functions worker provides @azure/functions-core; applicationinsights is loaded lazily at run time
-  // (its OpenTelemetry internals resolve modules dynamically, so it stays in node_modules); node-forge is
-  // required only to read a PKCS#12 certificate (MDE_CREDENTIAL=certificate), so it stays out of the bundle
-  // every cold start parses and is loaded from node_modules on first use.
+  // The Functions worker provides @azure/functions-core; applicationinsights is bundled into
+  // dist/telemetrySdk.js (below), and the app loads the installed package only if that file is missing;
+  // node-forge is required only to read a PKCS#12 certificate (MDE_CREDENTIAL=certificate), so it stays out
+  // of the bundle every cold start parses and is loaded from node_modules on first use.
   external: ['@azure/functions-core', 'applicationinsights', 'node-forge'],
   plugins: [
     {
@@ -98,14 +100,14 @@ const app = esbuild.build({
   ],
 });
 
-// The telemetry worker (src/adapters/telemetryWorker.ts): the app's telemetry code only. Its packages
-// (applicationinsights, and @azure/identity for AAD ingestion) are production dependencies, loaded from
-// node_modules inside the worker, when it needs them.
-const worker = esbuild.build({
+// The Application Insights SDK client (src/adapters/telemetrySdk.ts), with the part of applicationinsights it
+// uses bundled in (scripts/telemetrySdkBuild.cjs, shared with the tests' and the sandbox's copies).
+const telemetrySdk = esbuild.build({
   ...common,
-  entryPoints: { telemetryWorker: 'src/adapters/telemetryWorker.ts' },
+  ...sdkBuild.telemetrySdkOptions(process.cwd()),
+  entryPoints: { telemetrySdk: 'src/adapters/telemetrySdk.ts' },
   outdir,
-  packages: 'external',
+  logOverride: { 'require-resolve-not-external': 'silent' },
 });
 
 // jsonwebtoken as msal-node resolves it, for certificate credentials only (see lazy-jsonwebtoken above).
@@ -116,8 +118,8 @@ const jsonwebtoken = esbuild.build({
   outdir,
 });
 
-await Promise.all([app, worker, jsonwebtoken]);
-for (const file of ['index.js', 'telemetryWorker.js', 'jsonwebtoken.js'].map((f) => path.join(outdir, f))) {
+await Promise.all([app, telemetrySdk, jsonwebtoken]);
+for (const file of ['index.js', 'telemetrySdk.js', 'jsonwebtoken.js'].map((f) => path.join(outdir, f))) {
   const kib = (name) => (statSync(name).size / 1024).toFixed(0);
   console.log(`${file}: ${kib(file)} KiB (source map ${kib(`${file}.map`)} KiB)`);
 }

@@ -1,28 +1,37 @@
 // `npm start`: bundles the sandbox (scripts/sandbox.ts, the app's TypeScript sources and the local simulators)
-// with esbuild, with the telemetry worker thread's entry beside it (the app starts it from the bundle's own
-// directory, as in dist/), then runs it with the test certificate authority trusted (NODE_EXTRA_CA_CERTS must
+// with esbuild, with the Application Insights SDK client beside it (the app loads it from the bundle's own
+// directory, as in dist/; scripts/telemetrySdkBuild.cjs), then runs it with the test certificate authority trusted (NODE_EXTRA_CA_CERTS must
 // be set when a process starts, hence the child process). See scripts/sandbox.ts.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import esbuild from 'esbuild';
+import sdkBuild from './telemetrySdkBuild.cjs';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const outfile = path.join(root, 'build', 'sandbox.js');
-await esbuild.build({
-  entryPoints: {
-    sandbox: path.join(root, 'scripts', 'sandbox.ts'),
-    telemetryWorker: path.join(root, 'src', 'adapters', 'telemetryWorker.ts'),
-  },
+const common = {
   bundle: true,
   platform: 'node',
   target: 'node20',
   format: 'cjs',
   outdir: path.dirname(outfile),
   sourcemap: true,
-  packages: 'external',
   logLevel: 'warning',
-});
+};
+await Promise.all([
+  esbuild.build({
+    ...common,
+    entryPoints: { sandbox: path.join(root, 'scripts', 'sandbox.ts') },
+    packages: 'external',
+  }),
+  esbuild.build({
+    ...common,
+    ...sdkBuild.telemetrySdkOptions(root),
+    entryPoints: { telemetrySdk: path.join(root, 'src', 'adapters', 'telemetrySdk.ts') },
+    logOverride: { 'require-resolve-not-external': 'silent' },
+  }),
+]);
 const child = spawn(process.execPath, ['--enable-source-maps', outfile], {
   cwd: root,
   stdio: 'inherit',

@@ -180,7 +180,7 @@ export function buildDependencies(
   const telemetry = createTelemetry({
     connectionString: config.appInsightsConnectionString,
     // AAD ingestion as the app's identity (or the one APPLICATIONINSIGHTS_AUTHENTICATION_STRING names),
-    // described as data: the credential is built where the SDK runs, in the telemetry worker thread.
+    // built when the SDK loads.
     aad: config.appInsightsUseAad
       ? identitySpec(config.appInsightsAadClientId ?? config.managedIdentityClientId, env)
       : undefined,

@@ -2,8 +2,7 @@
  * The app's own identity, for Key Vault, the state table and AAD-authenticated telemetry: the managed identity
  * in Azure (the platform sets IDENTITY_ENDPOINT), the developer's Azure CLI / azd login elsewhere.
  *
- * The credential is built here only, from an {@link IdentitySpec}: plain data, so that the telemetry worker
- * thread (which cannot receive a credential object) builds the very same credential as this thread.
+ * The credential is built here only, from an {@link IdentitySpec}, for every client that needs one.
  */
 import type { PipelinePolicy } from '@azure/core-rest-pipeline';
 import {
@@ -14,7 +13,7 @@ import {
   type TokenCredential,
 } from '@azure/identity';
 
-/** Which identity to authenticate as (structured-cloneable, so it can cross to a worker thread). */
+/** Which identity to authenticate as: a description, turned into a credential by {@link credentialFor}. */
 export interface IdentitySpec {
   /** True in Azure, where the platform provides a managed identity endpoint. */
   managed: boolean;

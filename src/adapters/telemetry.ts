@@ -1,31 +1,32 @@
 /**
  * Application Insights telemetry that never blocks or fails a release.
  *
- * `applicationinsights` takes most of a second to import, so it is loaded off the request path (after the
- * first event, on a timer) and, by default, in a worker thread (`telemetryWorker.ts`), so that neither the
- * import nor the SDK's per-event work blocks this thread (`npm run bench`: drain and warm p99); events tracked
- * before it is ready wait in a bounded in-memory queue and are replayed in order, so none is lost. Every SDK
- * call is guarded: telemetry errors are logged, never thrown. The SDK client is created and configured in one
- * place, `telemetrySdk.ts`, for both threads.
+ * The SDK is loaded off the request path: half a second after the first item, from `dist/telemetrySdk.js`
+ * (the part of `applicationinsights` the app uses, bundled beside `dist/index.js`; ~120 ms and ~22 MB, against
+ * ~330 ms and ~34 MB for the whole package). Items tracked before it is ready wait in a bounded in-memory
+ * queue and are replayed in order, so none is lost; afterwards they reach the SDK in batches, a timer tick
+ * after the request that tracked them. Every SDK call is guarded: telemetry errors are logged, never thrown.
+ * The SDK client is created and configured in one place, `telemetrySdk.ts`.
+ *
+ * It runs on the main thread. A worker thread kept the SDK's import and per-item work off this thread, but
+ * cost each instance ~35 MB of memory (a second V8 isolate with its own heap and allocator arena); with the
+ * smaller SDK file and batched items the main thread spends ~0.1 ms per item, once per batch (npm run bench,
+ * figures 1 and 5).
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Outcome } from '../core/outcome';
 import type { SelfTestReport } from '../core/selfTest';
 import type { DependencyRecord, Logger, Telemetry } from '../core/ports';
-import type { IdentitySpec } from './identity';
-import { createSdkClient, type AppInsightsClient, type SdkClientSettings } from './telemetrySdk';
-import type { FromWorker, TelemetryWorkerData, ToWorker, TrackedItem } from './telemetryWorker';
+import { credentialFor, type IdentitySpec } from './identity';
+import type { AppInsightsClient, DependencyItem, EventItem, SdkClientSettings } from './telemetrySdk';
 
 type Item = (client: AppInsightsClient) => void;
 
 /** Options of {@link createTelemetry}. */
 export interface TelemetryOptions {
   connectionString: string | undefined;
-  /**
-   * AAD-authenticated ingestion (resources with local auth disabled) as this identity. A description, not a
-   * credential: the credential is built where the SDK runs (functions cannot cross threads).
-   */
+  /** AAD-authenticated ingestion (resources with local auth disabled) as this identity. */
   aad?: IdentitySpec;
   log: Logger;
   /**
@@ -37,22 +38,15 @@ export interface TelemetryOptions {
   flushTimeoutMs?: number;
   /** Loader, injectable for tests. */
   load?: () => Promise<AppInsightsClient>;
-  /**
-   * Run the SDK in a worker thread (default true), so neither its import (~0.7 s of synchronous module
-   * loading) nor its per-event work ever stalls requests on this thread. Without a built worker (running from
-   * source, e.g. under ts-jest) or when it cannot start, the SDK runs on this thread; a bundle says so in a
-   * warning.
-   */
-  offThread?: boolean;
-  /** The built worker entry; default {@link BUILT_WORKER_FILE}. */
-  workerFile?: string;
+  /** The built SDK client module; default {@link BUILT_SDK_FILE}. */
+  sdkFile?: string;
 }
 
 /**
- * The worker entry, built next to the bundle that contains this module: `dist/telemetryWorker.js` beside
- * `dist/index.js` (deployed together), `build/telemetryWorker.js` beside the sandbox's bundle (`npm start`).
+ * The SDK client module, built next to the bundle that contains this module: `dist/telemetrySdk.js` beside
+ * `dist/index.js` (deployed together), `build/telemetrySdk.js` beside the sandbox's bundle (`npm start`).
  */
-const BUILT_WORKER_FILE = path.join(__dirname, 'telemetryWorker.js');
+const BUILT_SDK_FILE = path.join(__dirname, 'telemetrySdk.js');
 
 /** True when this module runs from its TypeScript source (ts-jest), where no worker is built beside it. */
 const RUNNING_FROM_SOURCE = __filename.endsWith('.ts');
@@ -78,88 +72,62 @@ export const noTelemetry: Telemetry = {
   flush: async () => undefined,
 };
 
-/** How long telemetry items wait on this thread before going to the worker together. */
+/** How long tracked items wait before they reach the SDK together. */
 const BATCH_MS = 50;
 
+/** One tracked item, as the client was asked to track it. */
+type TrackedItem = ['event', EventItem] | ['dependency', DependencyItem];
+
 /**
- * Loads the SDK in a worker thread running `workerFile` and returns a client whose calls are messages to it
- * (structured clones of small objects, in order). Resolves once the worker's client is initialised.
+ * The SDK client module: the built `dist/telemetrySdk.js` beside this bundle, or this source's own module
+ * (ts-jest, or a bundle deployed without its SDK file: a packaging fault, said in a warning; the installed
+ * package then loads instead).
  */
-async function loadSdkOffThread(
-  workerFile: string,
-  settings: SdkClientSettings,
+async function loadSdkModule(
+  sdkFile: string | undefined,
   log: Logger,
-): Promise<AppInsightsClient> {
-  const { Worker } = await import('node:worker_threads');
-  const worker = new Worker(workerFile, {
-    workerData: settings satisfies TelemetryWorkerData,
-    // A small heap for the SDK (~25 MB live once loaded): V8's defaults let an idle worker's heap grow
-    // lazily; these cut ~20 MB of the process's RSS (npm run bench, figure 5). If the SDK ever outgrew
-    // them, the worker would stop and telemetry turn off with a warning; releases are not affected.
-    resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
-  });
-  const post = (message: ToWorker): void => worker.postMessage(message);
-  // Telemetry never keeps the process alive by itself; a pending flush does (see flush below).
-  worker.unref();
-  const flushes = new Map<number, () => void>();
-  let nextFlush = 0;
-  const settleFlushes = (): void => {
-    for (const done of [...flushes.values()]) done();
-  };
-  let started = false;
-  await new Promise<void>((resolve, reject) => {
-    worker.on('message', (message: FromWorker) => {
-      if (message.kind === 'ready') {
-        started = true;
-        resolve();
-      } else if (message.kind === 'failed') reject(new Error(message.message));
-      else if (message.kind === 'flushed') flushes.get(message.id)?.();
-      else log.warn('Telemetry call failed', { error: message.message });
+): Promise<Pick<typeof import('./telemetrySdk'), 'createSdkClient'>> {
+  const file = sdkFile ?? BUILT_SDK_FILE;
+  if (existsSync(file)) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(file) as typeof import('./telemetrySdk');
+  }
+  if (!RUNNING_FROM_SOURCE || sdkFile) {
+    log.warn('No telemetry SDK file was built; loading the installed Application Insights package', {
+      sdkFile: path.basename(file),
     });
-    worker.on('error', (error) => {
-      // Before it started, the caller falls back to this thread (and says so).
-      if (started) {
-        log.warn('The telemetry worker failed; telemetry is off', { error: error.message.slice(0, 200) });
-      }
-      settleFlushes();
-      reject(error);
-    });
-    worker.on('exit', () => {
-      settleFlushes();
-      reject(new Error('the telemetry worker exited'));
-    });
-  });
-  // Items go to the worker in batches: one structured clone per BATCH_MS instead of one per item keeps the
-  // per-request cost of telemetry small (npm run bench, figure 1). The SDK batches for seconds anyway.
+  }
+  return import('./telemetrySdk');
+}
+
+/**
+ * `client` with its calls applied in batches, a timer tick after they were made, so that the SDK's per-item
+ * work stays off the request that tracked the item.
+ */
+function deferred(client: AppInsightsClient): AppInsightsClient {
   let batch: TrackedItem[] = [];
   let timer: NodeJS.Timeout | undefined;
-  const postBatch = (): void => {
+  const apply = (): void => {
     if (timer) clearTimeout(timer);
     timer = undefined;
-    if (batch.length === 0) return;
-    post({ kind: 'batch', items: batch });
+    const items = batch;
     batch = [];
+    for (const [kind, item] of items) {
+      if (kind === 'event') client.trackEvent(item);
+      else client.trackDependency(item);
+    }
   };
   const enqueue = (item: TrackedItem): void => {
     batch.push(item);
-    if (batch.length >= 200) postBatch();
-    else timer ??= setTimeout(postBatch, BATCH_MS).unref();
+    timer ??= setTimeout(apply, BATCH_MS).unref();
   };
   return {
     trackEvent: (item) => enqueue(['event', item]),
     trackDependency: (item) => enqueue(['dependency', item]),
-    flush: () =>
-      new Promise<void>((resolve) => {
-        postBatch();
-        const id = nextFlush++;
-        worker.ref();
-        flushes.set(id, () => {
-          flushes.delete(id);
-          if (flushes.size === 0) worker.unref();
-          resolve();
-        });
-        post({ kind: 'flush', id });
-      }),
+    flush: () => {
+      apply();
+      return client.flush();
+    },
   };
 }
 
@@ -196,28 +164,13 @@ export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(
     }
   };
 
-  const settings: SdkClientSettings = { connectionString, aad: options.aad };
-  const inThread = (): Promise<AppInsightsClient> => createSdkClient(settings);
-  const defaultLoad = (): Promise<AppInsightsClient> => {
-    if (options.offThread === false) return inThread();
-    const workerFile = options.workerFile ?? BUILT_WORKER_FILE;
-    if (!existsSync(workerFile)) {
-      // Expected when running from source; a bundle deployed without its worker is a packaging fault.
-      if (!RUNNING_FROM_SOURCE || options.workerFile) {
-        log.warn('No telemetry worker was built; Application Insights runs on the main thread', {
-          workerFile: path.basename(workerFile),
-        });
-      }
-      return inThread();
-    }
-    return loadSdkOffThread(workerFile, settings, log).catch((error: unknown) => {
-      log.warn('Telemetry worker unavailable; loading Application Insights on the main thread', {
-        error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
-      });
-      return inThread();
-    });
+  const defaultLoad = async (): Promise<AppInsightsClient> => {
+    const settings: SdkClientSettings = {
+      connectionString,
+      ...(options.aad ? { aadCredential: credentialFor(options.aad) } : {}),
+    };
+    return (await loadSdkModule(options.sdkFile, log)).createSdkClient(settings);
   };
-
   /** Ends the wait before loading (a flush does not wait). */
   let wake: (() => void) | undefined;
   /** Starts loading the SDK (after the delay, or `now`); resolves true once it is ready. */
@@ -228,8 +181,8 @@ export function createTelemetry(options: TelemetryOptions): Telemetry & { ready(
     })
       .then(() => (options.load ?? defaultLoad)())
       .then((loaded) => {
-        client = loaded;
-        for (const item of queue.splice(0)) run(item, loaded);
+        client = deferred(loaded);
+        for (const item of queue.splice(0)) run(item, client);
         return true;
       })
       .catch((error: unknown) => {

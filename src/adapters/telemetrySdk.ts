@@ -1,14 +1,15 @@
 /**
- * The Application Insights SDK client, created and configured here only, for both places it runs: the
- * telemetry worker thread (`telemetryWorker.ts`, the default) and the main thread (the fallback in
- * `telemetry.ts`).
+ * The Application Insights SDK client, created and configured here only. `scripts/build.mjs` bundles this
+ * module with the part of the SDK it uses into `dist/telemetrySdk.js` (see `scripts/telemetrySdkBuild.cjs`),
+ * which `telemetry.ts` loads a moment after the first telemetry item; from source (ts-jest) it uses the
+ * installed package.
  *
  * Every network connection the SDK may make is decided here: telemetry goes to the connection string's
  * ingestion endpoint and nowhere else (no statsbeat, no SDK stats, no remote configuration, no live metrics).
  */
 import path from 'node:path';
+import type { TokenCredential } from '@azure/identity';
 import type { TelemetryClient } from 'applicationinsights';
-import { credentialFor, type IdentitySpec } from './identity';
 
 /** The SDK calls the app makes. */
 export type AppInsightsClient = Pick<TelemetryClient, 'trackEvent' | 'trackDependency' | 'flush'>;
@@ -19,11 +20,11 @@ export type EventItem = Parameters<TelemetryClient['trackEvent']>[0];
 /** A dependency as the SDK takes it. */
 export type DependencyItem = Parameters<TelemetryClient['trackDependency']>[0];
 
-/** What the SDK client is built from: plain data, so that it can cross to the worker thread. */
+/** What the SDK client is built from. */
 export interface SdkClientSettings {
   connectionString: string;
-  /** AAD-authenticated ingestion (resources with local auth disabled) as this identity. */
-  aad?: IdentitySpec;
+  /** AAD-authenticated ingestion (resources with local auth disabled) with this credential. */
+  aadCredential?: TokenCredential;
 }
 
 /**
@@ -42,14 +43,28 @@ export interface SdkClientSettings {
  */
 export async function createSdkClient(settings: SdkClientSettings): Promise<TelemetryClient> {
   disableSelfReporting();
-  const sdk = await import('applicationinsights');
+  const sdk: SdkEntry = await import('applicationinsights');
   const client = new sdk.TelemetryClient(settings.connectionString, { useGlobalProviders: false });
   client.config.enableUseDiskRetryCaching = false;
-  if (settings.aad) client.config.aadTokenCredential = credentialFor(settings.aad);
+  if (settings.aadCredential) client.config.aadTokenCredential = settings.aadCredential;
   client.initialize();
-  stopRemoteConfigurationPolling();
+  stopRemoteConfigurationPolling(sdk.exporterConfigurationManager);
   return client;
 }
+
+/** The exporter's remote-configuration singleton, as {@link stopRemoteConfigurationPolling} uses it. */
+interface ConfigurationManagerClass {
+  getInstance(): { shutdown(): void };
+}
+
+/**
+ * What `import('applicationinsights')` gives: the installed package, or in `dist/telemetrySdk.js` the part of
+ * it the app uses, which also hands over the bundled exporter's configuration manager
+ * (`scripts/telemetrySdkBuild.cjs`).
+ */
+type SdkEntry = Pick<typeof import('applicationinsights'), 'TelemetryClient'> & {
+  exporterConfigurationManager?: ConfigurationManagerClass;
+};
 
 /**
  * The exporter reports on itself ("statsbeat": request counts, durations and failures, attach and feature
@@ -58,7 +73,7 @@ export async function createSdkClient(settings: SdkClientSettings): Promise<Tele
  * `APPLICATION_INSIGHTS_NO_STATSBEAT` turns both off (the exporter then starts neither);
  * `APPLICATIONINSIGHTS_STATSBEAT_DISABLED` (non-essential statsbeat, https://learn.microsoft.com/azure/azure-monitor/app/statsbeat)
  * and `APPLICATIONINSIGHTS_SDKSTATS_DISABLED` say the same to SDK versions that read those instead. A value
- * the operator set wins. On the worker thread this changes the worker's copy of the environment only.
+ * the operator set wins.
  */
 function disableSelfReporting(env: NodeJS.ProcessEnv = process.env): void {
   env.APPLICATION_INSIGHTS_NO_STATSBEAT ??= 'true';
@@ -79,11 +94,18 @@ function disableSelfReporting(env: NodeJS.ProcessEnv = process.env): void {
  * exporter has `APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED`; the JavaScript one has no equivalent. So this is
  * the one place that reaches into the exporter's internals: its `ConfigurationManager` singleton, by the
  * file next to the package entry (the same module instance the SDK uses), and `shutdown()`, which clears
- * the poller's timer.
+ * the poller's timer. In `dist/telemetrySdk.js` that file is bundled with the exporter, and the bundled
+ * SDK entry passes its class in as `bundled`.
  *
  * @returns false when the internals moved (the poller then keeps running; the SDK client test notices).
  */
-export function stopRemoteConfigurationPolling(): boolean {
+export function stopRemoteConfigurationPolling(
+  bundled: ConfigurationManagerClass | undefined = undefined,
+): boolean {
+  if (bundled) {
+    bundled.getInstance().shutdown();
+    return true;
+  }
   try {
     const exporterEntry = require.resolve('@azure/monitor-opentelemetry-exporter', {
       paths: [path.dirname(require.resolve('applicationinsights'))],

@@ -1,6 +1,7 @@
 /**
- * The telemetry adapter as deployed: the SDK in its worker thread (the worker entry built with esbuild, as
- * for dist/), against the ingestion simulator; and its fall-backs to this thread.
+ * The telemetry adapter as deployed: the SDK client module built with esbuild as for `dist/telemetrySdk.js`,
+ * against the ingestion simulator; its fall-back to the installed package; and when the SDK loads and items
+ * reach it.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,15 +14,15 @@ import {
   type Envelope,
   type IngestionSimulator,
 } from '../../dev/simulators';
-import { buildTelemetryWorker, type BuiltWorker } from '../support/telemetryWorker';
+import { buildTelemetrySdk, type BuiltSdk } from '../support/telemetrySdkBuild';
 
 let ing: IngestionSimulator;
-let worker: BuiltWorker;
+let sdk: BuiltSdk;
 beforeAll(async () => {
-  [ing, worker] = await Promise.all([startIngestion(), buildTelemetryWorker()]);
+  [ing, sdk] = await Promise.all([startIngestion(), buildTelemetrySdk()]);
 });
 afterAll(async () => {
-  worker.remove();
+  sdk.remove();
   await ing.close();
 });
 beforeEach(() => ing.reset());
@@ -75,12 +76,12 @@ async function trackEachKind(telemetry: ReturnType<typeof createTelemetry>): Pro
   ]).then((found) => found.flat());
 }
 
-it('runs the SDK in the built worker: every kind of item reaches ingestion, and nothing else is sent', async () => {
+it('runs the built SDK: every kind of item reaches ingestion, and nothing else is sent', async () => {
   const log = recordingLogger();
   const telemetry = createTelemetry({
     connectionString: connectionString(ing),
     log,
-    workerFile: worker.file,
+    sdkFile: sdk.file,
   });
   const [event, redelivery, completion, dependency] = await trackEachKind(telemetry);
 
@@ -101,38 +102,40 @@ it('runs the SDK in the built worker: every kind of item reaches ingestion, and 
     measurements: { timeToCompletionMs: 60_000 },
   });
   expect(dependency?.data?.baseData).toMatchObject({ resultCode: '201', success: true });
-  // No fall-back to this thread was needed (it would have said so), and no live metrics or other paths.
+  // No fall-back to the installed package was needed (it would have said so), and no other paths.
   expect(log.lines).toEqual([]);
   expect(new Set(ing.requests.map((r) => `${r.method} ${r.path}`))).toEqual(new Set(['POST /v2.1/track']));
 });
 
-it('falls back to this thread when the worker cannot start', async () => {
-  const dir = mkdtempSync(path.join(path.dirname(worker.file), 'broken-'));
-  const broken = path.join(dir, 'telemetryWorker.js');
-  writeFileSync(broken, "throw new Error('worker entry broken');\n");
-  try {
-    const log = recordingLogger();
-    const telemetry = createTelemetry({ connectionString: connectionString(ing), log, workerFile: broken });
-    await trackEachKind(telemetry);
-    expect(log.lines).toEqual([
-      expect.stringMatching(
-        /^warn Telemetry worker unavailable; loading Application Insights on the main thread/,
-      ),
-    ]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-it('runs on this thread, saying so, when no worker was built', async () => {
+it('loads the installed package, saying so, when no SDK file was built', async () => {
   const log = recordingLogger();
   const telemetry = createTelemetry({
     connectionString: connectionString(ing),
     log,
-    workerFile: path.join(path.dirname(worker.file), 'missing', 'telemetryWorker.js'),
+    sdkFile: path.join(path.dirname(sdk.file), 'missing', 'telemetrySdk.js'),
   });
   await trackEachKind(telemetry);
-  expect(log.lines).toEqual([expect.stringMatching(/^warn No telemetry worker was built/)]);
+  expect(log.lines).toEqual([expect.stringMatching(/^warn No telemetry SDK file was built/)]);
+});
+
+it('turns telemetry off, saying so, when the SDK file cannot load; releases are not affected', async () => {
+  const dir = mkdtempSync(path.join(path.dirname(sdk.file), 'broken-'));
+  const broken = path.join(dir, 'telemetrySdk.js');
+  writeFileSync(broken, "throw new Error('SDK file broken');\n");
+  try {
+    const log = recordingLogger();
+    const telemetry = createTelemetry({ connectionString: connectionString(ing), log, sdkFile: broken });
+    telemetry.trackOutcome(outcome(), 10);
+    await telemetry.flush();
+    expect(log.lines).toEqual([
+      expect.stringMatching(
+        /^warn Application Insights could not be started; telemetry is off.*SDK file broken/,
+      ),
+    ]);
+    expect(() => telemetry.trackOutcome(outcome(), 10)).not.toThrow();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe('when the SDK loads', () => {
@@ -158,6 +161,23 @@ describe('when the SDK loads', () => {
     await jest.advanceTimersByTimeAsync(1000);
     expect(load).toHaveBeenCalledTimes(1);
     expect(client.trackEvent).toHaveBeenCalledTimes(1);
+  });
+
+  it('hands items to the SDK a timer tick after they are tracked, in one batch, not during the request', async () => {
+    jest.useFakeTimers();
+    const client = fakeClient();
+    const telemetry = createTelemetry({
+      connectionString: 'InstrumentationKey=k',
+      log: recordingLogger(),
+      load: async () => client,
+    });
+    await telemetry.ready();
+    telemetry.trackOutcome(outcome(), 10);
+    telemetry.trackOutcome(outcome({ correlationId: 'INC-WORKER-2' }), 20);
+    expect(client.trackEvent).not.toHaveBeenCalled();
+    await jest.advanceTimersByTimeAsync(100);
+    const tracked = client.trackEvent.mock.calls as [{ properties: { correlationId: string } }][];
+    expect(tracked.map(([e]) => e.properties.correlationId)).toEqual(['INC-WORKER-1', 'INC-WORKER-2']);
   });
 
   it('loads it at once when asked to flush, with every item tracked before', async () => {

@@ -1,10 +1,9 @@
 /**
  * The deployed bundle, not the sources: `scripts/build.mjs` builds its own copy, and the registered functions
  * of that copy release devices against the simulators with the real SDKs. It holds what only the build can
- * break: the lazily loaded `jsonwebtoken.js` beside `index.js` (certificate assertions) and the packages left
- * outside it (`node-forge`). Telemetry stays off here: the bundle loads the SDK with a dynamic `import()`,
- * which jest's module sandbox refuses; `npm run bench` runs the bundle in plain `node` processes with telemetry
- * on and counts the outcome events that reach ingestion.
+ * break: the files loaded lazily beside `index.js` (`telemetrySdk.js`, the part of Application Insights the
+ * app uses, and `jsonwebtoken.js` for certificate assertions) and the packages left outside it
+ * (`node-forge`).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
@@ -24,6 +23,7 @@ const OUT = path.join(__dirname, '..', '..', 'build', `bundle-test-${process.pid
 
 interface Deps {
   release: object;
+  telemetry: { flush(): Promise<void> };
 }
 interface Bundle {
   buildDependencies(env: NodeJS.ProcessEnv): Deps;
@@ -32,6 +32,7 @@ interface Bundle {
 
 let bundle: Bundle;
 let env: LocalEnvironment;
+let installed: Deps | undefined;
 
 beforeAll(async () => {
   const build = spawnSync(process.execPath, ['scripts/build.mjs', `--outdir=${OUT}`], {
@@ -41,18 +42,19 @@ beforeAll(async () => {
   expect({ status: build.status, stderr: build.stderr }).toEqual({ status: 0, stderr: '' });
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   await loadApp(() => (bundle = require(path.join(OUT, 'index.js')) as Bundle));
-  env = await startEnvironment({ telemetry: false });
+  env = await startEnvironment();
 });
 afterAll(async () => {
+  await installed?.telemetry.flush();
   bundle?.setDependencies();
   await env?.close();
   rmSync(OUT, { recursive: true, force: true });
 });
 
-function install(overrides: Record<string, string>): void {
-  bundle.setDependencies(
-    bundle.buildDependencies({ ...env.settings, CHECK_ISOLATION_STATE: 'false', ...overrides }),
-  );
+function install(overrides: Record<string, string>): Deps {
+  installed = bundle.buildDependencies({ ...env.settings, CHECK_ISOLATION_STATE: 'false', ...overrides });
+  bundle.setDependencies(installed);
+  return installed;
 }
 
 let counter = 0;
@@ -76,15 +78,24 @@ function lastTokenRequest(): URLSearchParams {
 }
 
 it('builds index.js with the files it loads lazily beside it', () => {
-  for (const file of ['index.js', 'jsonwebtoken.js', 'telemetryWorker.js']) {
+  for (const file of ['index.js', 'jsonwebtoken.js', 'telemetrySdk.js']) {
     expect({ file, exists: existsSync(path.join(OUT, file)) }).toEqual({ file, exists: true });
   }
 });
 
-it('releases with a client secret', async () => {
-  install({});
-  expect(statusOf(await release())).toEqual([201, 'Accepted']);
+it('releases with a client secret, and the outcome reaches Application Insights through telemetrySdk.js', async () => {
+  const deps = install({});
+  const released = await release();
+  expect(statusOf(released)).toEqual([201, 'Accepted']);
   expect(lastTokenRequest().get('client_secret')).toBe(MDE_APP.clientSecret);
+  await deps.telemetry.flush();
+  const correlationId = (released.body as { correlationId: string }).correlationId;
+  const [event] = await env.ingestion.waitFor(
+    (e) =>
+      e.data?.baseData?.name === 'UnisolateOutcome' &&
+      e.data.baseData.properties?.correlationId === correlationId,
+  );
+  expect(event?.data?.baseData?.properties).toMatchObject({ status: 'Accepted', trigger: 'http' });
 });
 
 it.each([
