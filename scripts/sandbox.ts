@@ -4,7 +4,7 @@
  * `dev/host.ts`, the one the tests and the benchmarks use.
  *
  * - Without Azure settings (no KEY_VAULT_URL): local simulators of managed identity, Key Vault, Entra ID and
- *   the Defender API (seeded with a few isolated devices whose actions complete after a few seconds), and
+ *   the Defender API (seeded with a few isolated devices whose actions complete after 15 s), and
  *   Azurite's Table service for idempotency and tracking. Everything stays on 127.0.0.1.
  * - With real settings in the environment: the real services, except Service Bus (the sandbox has no broker:
  *   response-queue messages are printed, and requests can be posted to the local queue endpoint below). Unset
@@ -12,7 +12,7 @@
  *
  * Extras of the sandbox (not of the deployed app): `POST /sandbox/queue` runs the Service Bus trigger with the
  * body as the message (redelivering on transient failures, like Service Bus), and the tracker timer runs every
- * few seconds. Function keys are not checked here.
+ * 5 s with a share of the budget that covers every run. Function keys are not checked here.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import '../dev/appSettings';
@@ -28,7 +28,24 @@ import {
 } from '../dev/host';
 
 const PORT = Number(process.env.SANDBOX_PORT ?? 7071);
-const TRACK_EVERY_MS = 5000;
+/** How often the sandbox runs the tracker timer. */
+export const TRACK_EVERY_MS = 5000;
+/**
+ * The tracker's list calls a minute that let it poll on every run: one more than its runs per minute, because
+ * the shared budget counts a call a little longer than its window (its lease and margin, see `Ledger` in
+ * `src/core/budget.ts`).
+ */
+const TRACK_CALLS_PER_MINUTE = Math.ceil(60_000 / TRACK_EVERY_MS) + 1;
+/**
+ * The tracker's settings in local mode. Its share of the budget covers every run, so a simulated release's
+ * completion comes on the first run after the simulated action ends (the default share, 2 a minute, would hold
+ * it back for about a minute). The simulated Defender API allows this: nothing else shares the app's budget.
+ */
+export const LOCAL_TRACKER_SETTINGS: Readonly<Record<string, string>> = {
+  TRACK_SCHEDULE: `*/${TRACK_EVERY_MS / 1000} * * * * *`,
+  TRACK_RATE_LIMIT_PER_MINUTE: String(TRACK_CALLS_PER_MINUTE),
+  TRACK_RATE_LIMIT_PER_HOUR: String(60 * TRACK_CALLS_PER_MINUTE),
+};
 
 function log(line: string): void {
   process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -135,7 +152,7 @@ async function main(): Promise<void> {
     );
     Object.assign(process.env, env.settings, {
       STATE_TABLE_CONNECTION_STRING: azurite.connectionString,
-      TRACK_SCHEDULE: '*/5 * * * * *',
+      ...LOCAL_TRACKER_SETTINGS,
     });
     const isolated = env.defender.machines().filter((m) => env.defender.isIsolated(m.id));
     sampleId = isolated[0]?.id ?? sampleId;
@@ -194,7 +211,10 @@ async function main(): Promise<void> {
   process.on('SIGTERM', shutdown);
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+// Run as the entry point (`npm start`); imported (tests), it only provides the settings above.
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  });
+}

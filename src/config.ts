@@ -440,8 +440,8 @@ const DECLARED = {
   ),
   STATE_TABLE_URL: setting(
     'azure',
-    text('(none: no idempotency or tracking)'),
-    'Table Storage table for idempotency keys and release tracking, `https://<account>.table.core.windows.net/<table>`, reached with the managed identity (Storage Table Data Contributor)',
+    text('(none: no durable state)'),
+    'durable state: idempotency keys, release tracking and status, parked (`Queued`) releases and the Defender API budget shared by all instances; a table `https://<account>.table.core.windows.net/<table>` reached with the managed identity (Storage Table Data Contributor)',
   ),
   STATE_TABLE_CONNECTION_STRING: setting(
     'optional',

@@ -222,19 +222,24 @@ describe('settings documentation', () => {
     expect(Object.keys(sample.Values)).toEqual(expect.arrayContaining(names));
   });
 
-  it('the README settings table documents every setting once, with its default', () => {
+  it('the README settings table documents every setting once, with its default and meaning', () => {
     const readme = readFileSync('README.md', 'utf8');
     for (const setting of SETTINGS) {
       const rows = readme.split('\n').filter((line) => line.startsWith(`| \`${setting.name}\``));
       expect({ setting: setting.name, rows: rows.length }).toEqual({ setting: setting.name, rows: 1 });
+      const cells = rows[0]!
+        .split('|')
+        .slice(1, -1)
+        .map((cell) => cell.trim());
       // The default cell: a value is shown in backticks, a description ("(from cloud)") as written.
-      const cell = rows[0]!
-        .split('|')[2]!
-        .trim()
-        .replace(/^`(.*)`$/, '$1');
-      expect({ setting: setting.name, default: cell }).toEqual({
+      expect({
+        setting: setting.name,
+        default: cells[1]?.replace(/^`(.*)`$/, '$1'),
+        meaning: cells[2],
+      }).toEqual({
         setting: setting.name,
         default: setting.default,
+        meaning: setting.meaning,
       });
     }
   });

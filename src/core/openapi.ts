@@ -21,7 +21,9 @@ export const STATUS_DESCRIPTIONS: Readonly<Record<OutcomeStatus, string>> = {
   Invalid: 'The request failed validation; error.message lists every problem.',
   NotFound: 'MDE does not know the device (or no device has that name).',
   Forbidden: 'MDE refused: the app lacks Machine.Isolate, or the device is outside its device-group scope.',
-  Throttled: 'MDE rate limits (100/minute, 1500/hour) left no room within the retry budget; see Retry-After.',
+  Throttled:
+    'The Defender API budget (100/minute, 1500/hour per API) did not free in time: within the retry budget ' +
+    'without durable state; with it, the release stayed parked longer than QUEUE_MAX_HOURS. See Retry-After.',
   Failed: 'MDE, Key Vault, Entra ID or the configuration failed once retries were spent.',
   Ambiguous: 'The device name matches several devices; candidates lists them. Nothing was released.',
   NotIsolated: 'The device is not isolated (never isolated, or already released). Nothing was sent.',
@@ -138,8 +140,12 @@ export function buildOpenApi(serverUrl = '/'): Schema {
       title: 'mde-unisolate',
       version: '1.0.0',
       description:
-        'Releases devices from isolation in Microsoft Defender for Endpoint. Every request ends in exactly one ' +
-        'outcome, returned here and sent to the response Service Bus queue.',
+        'Releases devices from isolation in Microsoft Defender for Endpoint. Every device of a request gets ' +
+        'exactly one answer (phase "accepted"), sent to the response Service Bus queue and, when it is ready in ' +
+        'time, returned here. A 202 Queued response is not that answer: the release is parked and runs by ' +
+        'itself at retryAt; follow it at its Location (the status route) or on the response queue. With durable ' +
+        'state a "completed" outcome follows when the Unisolate action ends. GET /api/selftest is for ' +
+        'operators: it checks the deployment.',
     },
     servers: [{ url: serverUrl }],
     paths: {
@@ -180,6 +186,26 @@ export function buildOpenApi(serverUrl = '/'): Schema {
             '400': { description: 'The correlation id is not valid' },
             '404': { description: 'No release is recorded under this correlation id' },
             '503': { description: 'Durable state is not configured or not reachable' },
+          },
+        },
+      },
+      '/api/selftest': {
+        get: {
+          operationId: 'SelfTest',
+          summary: 'The deployment self-test, for operators',
+          description:
+            'Checks the settings, Key Vault, the MDE app token and its permissions, the Defender API, the state ' +
+            'table, the queues and telemetry, and says what to fix. Never returns a secret or a token.',
+          security: [{ functionKey: [] }, { functionKeyQuery: [] }],
+          responses: {
+            '200': {
+              description: 'Every check passes',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/SelfTestReport' } } },
+            },
+            '503': {
+              description: 'At least one check failed',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/SelfTestReport' } } },
+            },
           },
         },
       },
@@ -281,6 +307,31 @@ export function buildOpenApi(serverUrl = '/'): Schema {
                 'Every release under the correlation id (each device of each request), in the order they were ' +
                 'received, each with its latest outcome: queued, accepted, or completed.',
               items: { $ref: '#/components/schemas/Outcome' },
+            },
+          },
+        },
+        SelfTestReport: {
+          type: 'object',
+          required: ['ok', 'cloud', 'credential', 'checks'],
+          properties: {
+            ok: { type: 'boolean', description: 'Every check passed.' },
+            cloud: { type: 'string', description: 'MDE_CLOUD in use.' },
+            credential: {
+              type: 'string',
+              description: 'MDE_CREDENTIAL in use: secret, certificate or federated.',
+            },
+            checks: {
+              type: 'array',
+              items: {
+                type: 'object',
+                required: ['name', 'ok', 'detail', 'fix'],
+                properties: {
+                  name: { type: 'string', example: 'keyVault' },
+                  ok: { type: 'boolean' },
+                  detail: { type: 'string', description: 'What the check found.' },
+                  fix: { type: 'string', nullable: true, description: 'What to do (null when it passed).' },
+                },
+              },
             },
           },
         },

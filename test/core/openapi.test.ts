@@ -5,6 +5,7 @@
 import { buildOpenApi, statusTable, STATUS_DESCRIPTIONS } from '../../src/core/openapi';
 import { ERROR_TABLE, type Outcome } from '../../src/core/outcome';
 import { ONE_OF_FIELDS, parseReleaseRequest, REQUEST_FIELDS } from '../../src/core/request';
+import type { SelfTestCheck, SelfTestReport } from '../../src/core/selfTest';
 import { loadApp, request } from '../../dev/host';
 
 /** Reads a nested property of the generated document (throws when missing, so a drift fails loudly). */
@@ -115,6 +116,51 @@ describe('OpenAPI description', () => {
     const outcome = at(doc, 'components', 'schemas', 'Outcome', 'properties') as Record<string, unknown>;
     expect(Object.keys(outcome).sort()).toEqual(Object.keys(fields).sort());
     expect(at(outcome, 'duplicate')).toMatchObject({ type: 'boolean' });
+  });
+
+  it('describes every HTTP route the app registers, with its method and function key', async () => {
+    const registered = [...(await loadApp()).values()].flatMap((reg) => {
+      const trigger = Object.values(reg.bindings).find((b) => b.type === 'httpTrigger');
+      // The description does not describe itself.
+      if (!trigger || trigger.route === 'openapi.json') return [];
+      const methods = (trigger.methods ?? []) as string[];
+      return methods.map(
+        (m) => `${m.toLowerCase()} /api/${String(trigger.route)} ${String(trigger.authLevel)}`,
+      );
+    });
+    const paths = at(doc, 'paths') as Record<string, Record<string, { security?: unknown[] }>>;
+    const described = Object.entries(paths).flatMap(([route, operations]) =>
+      Object.entries(operations).map(
+        ([method, op]) => `${method} ${route} ${op.security?.length ? 'function' : 'anonymous'}`,
+      ),
+    );
+    expect(registered.length).toBeGreaterThan(3);
+    expect(described.sort()).toEqual(registered.sort());
+  });
+
+  it('documents every field of the self-test report', () => {
+    // Every key of the types: the compiler fails this file when one gains a key that is not listed.
+    const reportFields: Readonly<Record<keyof SelfTestReport, true>> = {
+      ok: true,
+      cloud: true,
+      credential: true,
+      checks: true,
+    };
+    const checkFields: Readonly<Record<keyof SelfTestCheck, true>> = {
+      name: true,
+      ok: true,
+      detail: true,
+      fix: true,
+    };
+    const report = at(doc, 'components', 'schemas', 'SelfTestReport') as Record<string, unknown>;
+    expect(Object.keys(at(report, 'properties') as object).sort()).toEqual(Object.keys(reportFields).sort());
+    const check = at(report, 'properties', 'checks', 'items', 'properties') as object;
+    expect(Object.keys(check).sort()).toEqual(Object.keys(checkFields).sort());
+    for (const status of ['200', '503']) {
+      expect(at(doc, 'paths', '/api/selftest', 'get', 'responses', status, 'content')).toEqual({
+        'application/json': { schema: { $ref: '#/components/schemas/SelfTestReport' } },
+      });
+    }
   });
 
   it('is served anonymously at GET /api/openapi.json', async () => {

@@ -3,26 +3,14 @@
  * KiB, well under the size caps; it must end as one `Invalid` outcome at decoding, on both triggers and in
  * every Service Bus body form, and never reach the idempotency fingerprint (which once overflowed the stack).
  */
-import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { setDependencies } from '../../src/composition';
 import { MAX_JSON_DEPTH } from '../../src/core/json';
 import type { Outcome } from '../../src/core/outcome';
-import { FakeDefender, fakeDeps, MACHINE_ID, stateDeps } from '../support/fakes';
+import { installFakeApp } from '../support/fakeApp';
+import { MACHINE_ID, stateDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 
-function install() {
-  const defender = new FakeDefender();
-  const { deps, telemetry } = fakeDeps(defender);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount: 10,
-    telemetry,
-    state: stateDeps(),
-  };
-  setDependencies(app);
-  return { defender };
-}
+const install = () => installFakeApp({ state: stateDeps() });
 
 beforeAll(() => loadApp());
 afterEach(() => setDependencies());

@@ -1,21 +1,13 @@
 /** Bulk requests through the registered handlers: HTTP 207 with an array, one queue message per device. */
-import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
-import { FakeDefender, fakeDeps } from '../support/fakes';
+import { setDependencies } from '../../src/composition';
+import { installFakeApp } from '../support/fakeApp';
+import { FakeDefender } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 
 const ids = ['1', '2'].map((c) => c.repeat(40));
 
-function install(defender: FakeDefender, env: Record<string, string> = {}) {
-  const { deps, telemetry } = fakeDeps(defender);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/', ...env }),
-    maxDeliveryCount: 10,
-    telemetry,
-  };
-  setDependencies(app);
-}
+const install = (defender: FakeDefender, env: Record<string, string> = {}) =>
+  installFakeApp({ defender, env });
 
 beforeAll(() => loadApp());
 afterEach(() => setDependencies());

@@ -7,7 +7,6 @@ import {
   buildDependencies,
   getDependencies,
   setDependencies,
-  type AppDependencies,
   type CallerChecks,
 } from '../../src/composition';
 import { loadConfig } from '../../src/config';
@@ -15,7 +14,8 @@ import fc from 'fast-check';
 import { parseRoleList } from '../../src/core/callerPrincipal';
 import { UnisolateError } from '../../src/core/errors';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
-import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
+import { installFakeApp } from '../support/fakeApp';
+import { FakeClock, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp, onLog } from '../../dev/host';
 
 /** What the app logged through `context.log` & co. (every invocation of this file). */
@@ -31,22 +31,16 @@ function principal(claims: Record<string, string>): string {
 }
 
 function install(callers: Partial<CallerChecks>, store?: ReleaseStore) {
-  const defender = new FakeDefender();
-  const { deps, telemetry, clock } = fakeDeps(defender);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount: 10,
-    telemetry,
+  const clock = new FakeClock();
+  return installFakeApp({
+    clock,
     ...(store ? { state: stateDeps(store) } : {}),
     callers: {
       policy: { platformAuthEnabled: false, allowedRoles: [] },
       signatures: new SignatureVerifier({ now: clock.now }),
       ...callers,
     },
-  };
-  setDependencies(app);
-  return { defender, clock };
+  });
 }
 
 const body = (extra: Record<string, unknown> = {}) =>

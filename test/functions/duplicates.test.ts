@@ -3,10 +3,10 @@
  * `IdempotencyKeyInUse`. Its message on the response queue is not the request's outcome (that one comes from
  * the first request, with the same correlation id), so it is marked `"duplicate": true`.
  */
-import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { setDependencies } from '../../src/composition';
 import type { Outcome } from '../../src/core/outcome';
-import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
+import { installFakeApp } from '../support/fakeApp';
+import { FakeDefender, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 
 /** A Defender whose release waits until `open()` is called: the first request stays in flight. */
@@ -22,17 +22,12 @@ function slowDefender() {
   return { defender, open };
 }
 
-function install(defender: FakeDefender) {
-  const { deps, telemetry } = fakeDeps(defender);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+const install = (defender: FakeDefender) =>
+  installFakeApp({
+    defender,
     maxDeliveryCount: 3,
-    telemetry,
     state: stateDeps(memoryStore().store, { duplicateWaitMs: 1000 }),
-  };
-  setDependencies(app);
-}
+  });
 
 beforeAll(() => loadApp());
 afterEach(() => setDependencies());

@@ -2,22 +2,13 @@
  * The registered functions, invoked through the local host as the Functions worker invokes them, over fake
  * core dependencies: the mapping of outcomes to HTTP responses, queue messages and Service Bus semantics.
  */
-import { getDependencies, setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
-import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
+import { getDependencies, setDependencies } from '../../src/composition';
+import { installFakeApp } from '../support/fakeApp';
+import { FakeDefender, MACHINE_ID, TransportError } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp, registrations } from '../../dev/host';
 
-function install(defender: FakeDefender, maxDeliveryCount = 10) {
-  const { deps, telemetry } = fakeDeps(defender);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount,
-    telemetry,
-  };
-  setDependencies(app);
-  return { telemetry };
-}
+const install = (defender: FakeDefender, maxDeliveryCount = 10) =>
+  installFakeApp({ defender, maxDeliveryCount });
 
 beforeAll(async () => {
   const registered = await loadApp();

@@ -2,25 +2,15 @@
  * `GET /api/unisolate/{correlationId}`: which ids the route accepts. Releases are listed by their request's
  * correlation id (the request's rule: 1-128 printable ASCII characters); nothing else can name them.
  */
-import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
-import { FakeDefender, fakeDeps, stateDeps } from '../support/fakes';
+import { setDependencies } from '../../src/composition';
+import { installFakeApp } from '../support/fakeApp';
+import { stateDeps } from '../support/fakes';
 import { invokeHttp, loadApp } from '../../dev/host';
 
 beforeAll(() => loadApp());
 afterEach(() => setDependencies());
 
-function install() {
-  const { deps, telemetry } = fakeDeps(new FakeDefender());
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount: 10,
-    telemetry,
-    state: stateDeps(),
-  };
-  setDependencies(app);
-}
+const install = () => installFakeApp({ state: stateDeps() });
 
 const status = (correlationId: string) =>
   invokeHttp('releaseStatus', {

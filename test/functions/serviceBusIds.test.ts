@@ -5,24 +5,14 @@
  * programming model (the library's real conversion), as the worker does (`dev/host`).
  */
 import type { ReleaseStore } from '../../src/core/ports';
-import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { setDependencies } from '../../src/composition';
 import type { Outcome } from '../../src/core/outcome';
-import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
+import { installFakeApp } from '../support/fakeApp';
+import { FakeDefender, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeServiceBus, loadApp } from '../../dev/host';
 
-function install(defender = new FakeDefender(), store?: ReleaseStore) {
-  const { deps, telemetry } = fakeDeps(defender);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount: 10,
-    telemetry,
-    ...(store ? { state: stateDeps(store) } : {}),
-  };
-  setDependencies(app);
-  return { defender };
-}
+const install = (defender = new FakeDefender(), store?: ReleaseStore) =>
+  installFakeApp({ defender, ...(store ? { state: stateDeps(store) } : {}) });
 
 beforeAll(() => loadApp());
 afterEach(() => setDependencies());

@@ -16,32 +16,23 @@ import {
   testCertificate,
   type LocalEnvironment,
 } from '../../dev/environment';
-import { invokeHttp, loadApp, type HttpResult, onLog } from '../../dev/host';
+import { invokeHttp, loadApp, type HttpResult } from '../../dev/host';
 import { decodeJwt, JWT_BEARER, machineIdFor } from '../../dev/simulators';
-
-/** What the app logged through `context.log` & co. (every invocation of this file). */
-const capturedLogs: string[] = [];
-onLog((entry) => capturedLogs.push(`[${entry.level}] ${entry.message}`));
+import { captureOutput, type CapturedOutput } from '../support/fakeApp';
 
 let env: LocalEnvironment;
 /** Everything the app answered, for the key-material scan at the end. */
 const emitted: string[] = [];
-const consoleLines: string[] = [];
-let spies: jest.SpyInstance[] = [];
+/** What the app logged and printed (every invocation of this file), for the same scan. */
+let output: CapturedOutput;
 
 beforeAll(async () => {
   await loadApp();
   env = await startEnvironment({ telemetry: false });
-  spies = (['log', 'info', 'warn', 'error', 'debug'] as const).map((level) =>
-    jest.spyOn(console, level).mockImplementation((...args: unknown[]) => {
-      consoleLines.push(
-        args.map((a) => (a instanceof Error ? `${a.stack} ${String(a.cause)}` : String(a))).join(' '),
-      );
-    }),
-  );
+  output = captureOutput();
 });
 afterAll(async () => {
-  for (const spy of spies) spy.mockRestore();
+  output?.restore();
   await env.close();
 });
 
@@ -290,7 +281,7 @@ describe('no key material anywhere', () => {
       ...pfx,
       ...tokens.map((t) => t.slice(-24)),
     ];
-    const texts = [...emitted, ...capturedLogs, ...consoleLines];
+    const texts = [...emitted, ...output.logs, ...output.console];
     expect(emitted.length).toBeGreaterThan(10);
     const leaks = texts.flatMap((text, i) =>
       needles.filter((n) => text.includes(n)).map((n) => `${i}:${n.slice(0, 12)}`),

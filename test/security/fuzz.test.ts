@@ -6,11 +6,11 @@
  * request contract, independent of src/core/request.ts). Log lines never carry a raw line break.
  */
 import fc from 'fast-check';
-import { setDependencies, type AppDependencies, type CallerChecks } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { setDependencies, type CallerChecks } from '../../src/composition';
 import { ERROR_TABLE, SUCCESS_HTTP } from '../../src/core/outcome';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
-import { FakeClock, FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { installFakeApp } from '../support/fakeApp';
+import { FakeClock, FakeDefender, MACHINE_ID } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp, onLog } from '../../dev/host';
 
 /** What the app logged through `context.log` & co. (every invocation of this file). */
@@ -47,15 +47,7 @@ function install(callers?: CallerChecks) {
       };
     },
   });
-  const { deps, telemetry } = fakeDeps(defender, clock);
-  const app: AppDependencies = {
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount: 10,
-    telemetry,
-    callers,
-  };
-  setDependencies(app);
+  const { telemetry } = installFakeApp({ defender, clock, callers });
   return { calls, fake, telemetry, clock };
 }
 

@@ -9,12 +9,9 @@
 import type { AppDependencies } from '../../src/composition';
 import { computeSignature } from '../../src/core/signature';
 import { MDE_APP, startEnvironment, type LocalEnvironment } from '../../dev/environment';
-import { invokeHttp, invokeServiceBus, loadApp, onLog } from '../../dev/host';
+import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 import { machineIdFor } from '../../dev/simulators';
-
-/** What the app logged through `context.log` & co. (every invocation of this file). */
-const capturedLogs: string[] = [];
-onLog((entry) => capturedLogs.push(`[${entry.level}] ${entry.message}`));
+import { captureOutput, type CapturedOutput } from '../support/fakeApp';
 
 const WEBHOOK_SECRET_NAME = 'unisolate-webhook-key';
 const WEBHOOK_SECRET = 'whsec~webhook-signing-secret-value-DO-NOT-LEAK-0123456789';
@@ -23,24 +20,18 @@ const ROTATED_CLIENT_SECRET = 'rotated~wrong-client-secret-DO-NOT-LEAK';
 let env: LocalEnvironment;
 /** Everything the app emitted, as text. */
 const emitted: string[] = [];
-const consoleLines: string[] = [];
-let spies: jest.SpyInstance[] = [];
+/** What the app logged (`context.log` & co.) and printed (every invocation of this file). */
+let output: CapturedOutput;
 
 beforeAll(async () => {
   await loadApp();
   env = await startEnvironment();
   env.keyVault.setSecret(WEBHOOK_SECRET_NAME, WEBHOOK_SECRET);
-  spies = (['log', 'info', 'warn', 'error', 'debug', 'trace'] as const).map((level) =>
-    jest.spyOn(console, level).mockImplementation((...args: unknown[]) => {
-      consoleLines.push(
-        args.map((a) => (a instanceof Error ? `${a.stack} ${String(a.cause)}` : String(a))).join(' '),
-      );
-    }),
-  );
+  output = captureOutput();
 });
 
 afterAll(async () => {
-  for (const spy of spies) spy.mockRestore();
+  output?.restore();
   await env?.close();
 });
 
@@ -253,12 +244,12 @@ describe('secret redaction across every path', () => {
     const needles = secrets.flatMap((s) => [s, s.slice(0, 16), s.slice(-16)]);
 
     const sources: Record<string, string[]> = {
-      'context.log': capturedLogs,
-      console: consoleLines,
+      'context.log': output.logs,
+      console: output.console,
       telemetry: envelopes,
       'responses, queue messages, thrown errors': emitted,
     };
-    expect(capturedLogs.length).toBeGreaterThan(10);
+    expect(output.logs.length).toBeGreaterThan(10);
     expect(envelopes.length).toBeGreaterThan(5);
     expect(emitted.length).toBeGreaterThan(20);
     for (const [source, texts] of Object.entries(sources)) {

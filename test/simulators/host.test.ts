@@ -3,20 +3,12 @@
  * its router, its check of binding expressions, and what it reports of an invocation.
  */
 import { setDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
 import { invokeHttp, invokeServiceBus, loadApp, registrations, request, route } from '../../dev/host';
-import { FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
+import { installFakeApp } from '../support/fakeApp';
+import { MACHINE_ID } from '../support/fakes';
 
 beforeAll(() => loadApp());
-beforeEach(() => {
-  const { deps, telemetry } = fakeDeps(new FakeDefender());
-  setDependencies({
-    release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
-    maxDeliveryCount: 10,
-    telemetry,
-  });
-});
+beforeEach(() => installFakeApp());
 afterEach(() => setDependencies());
 
 /** The function and parameters a request is routed to. */
