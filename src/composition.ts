@@ -71,6 +71,7 @@ function unconfiguredDefender(error: ConfigError): DefenderApi {
     getMachine: fail,
     getMachineAlerts: fail,
     getMachineAction: fail,
+    ensureCredentials: fail,
     refreshCredentials: async () => undefined,
   };
 }

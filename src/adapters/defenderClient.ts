@@ -108,6 +108,11 @@ export class DefenderClient implements DefenderApi {
     return this.send('GET', `/api/machineactions/${actionId}`, options);
   }
 
+  async ensureCredentials(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
+    // The token source caches: the call that follows gets the same token without waiting.
+    await this.tokens.getToken(options);
+  }
+
   async refreshCredentials(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
     await this.tokens.refresh(options);
   }

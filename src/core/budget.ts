@@ -86,6 +86,12 @@ export function poolOf(api: MdeApi, spender: Spender, limits: BudgetLimits): Poo
 
 /** A granted call. Give it back once: `used` when the call was sent, not used when it was never sent. */
 export interface Slot {
+  /**
+   * The call may be sent on this slot until this time (ms since epoch): a shared lease's end less the time to
+   * send it (see `Ledger`), `Infinity` for this instance's limiter (it counts a call when its answer arrives).
+   * A slot held past it is given back unused and a fresh one taken.
+   */
+  readonly validUntil: number;
   release(used: boolean): void;
 }
 

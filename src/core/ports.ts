@@ -75,6 +75,12 @@ export interface DefenderApi {
    */
   getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse>;
   /**
+   * Makes sure a bearer token is at hand (cached, else fetched: Key Vault, Entra ID), waiting at most
+   * `remainingMs`, so that the call that follows takes its budget slot only for the HTTP request itself.
+   * Throws like a call when credentials cannot be had.
+   */
+  ensureCredentials(options?: Pick<AttemptOptions, 'remainingMs'>): Promise<void>;
+  /**
    * Drops cached secrets and tokens, so the next call re-reads Key Vault (after a 401: rotated secret); the
    * re-read waits at most `remainingMs`.
    */

@@ -71,6 +71,8 @@ export class RateLimiter {
     return {
       granted: true,
       slot: {
+        // Counted when its answer arrives, however late it is sent.
+        validUntil: Number.POSITIVE_INFINITY,
         release: (used) => {
           if (finished) return;
           finished = true;

@@ -105,6 +105,7 @@ class SharedPool {
     return {
       granted: true,
       slot: {
+        validUntil: end - SEND_MARGIN_MS,
         // An unused call goes back to the pool while its lease lasts; a used one was counted when leased.
         release: (used) => {
           if (!used && end - SEND_MARGIN_MS > this.options.now()) {

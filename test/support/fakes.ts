@@ -128,6 +128,9 @@ export class FakeDefender implements DefenderApi {
     }));
   }
 
+  /** Credentials are always at hand. */
+  async ensureCredentials(): Promise<void> {}
+
   async refreshCredentials(): Promise<void> {
     this.refreshes += 1;
   }
