@@ -27,6 +27,14 @@ export class TransportError extends Error {
   }
 }
 
+/**
+ * Stored data that fails its shape check (written by another version, or damaged). The store answered, so it
+ * is not unavailable: the circuit breaker lets this through without opening.
+ */
+export class MalformedDataError extends Error {
+  override readonly name = 'MalformedDataError';
+}
+
 /** Options of one Defender API attempt. */
 export interface AttemptOptions {
   timeoutMs: number;
