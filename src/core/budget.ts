@@ -114,22 +114,27 @@ export type Reservation = ReadonlyMap<MdeApi, Slot>;
 /**
  * Reserves one call of each of `apis` together, all or none: a release takes what it needs (look-up, check,
  * release) before it starts, so that it never spends a look-up and then finds no budget for the release
- * itself. Returns the slots, or the longest wait among the APIs that had none (nothing is then held).
+ * itself. The pools are asked at once (each may need a ledger write). Returns the slots, or the longest wait
+ * among the APIs that had none; nothing is then held, and nothing is held either when an acquire throws.
  */
 export async function reserve(
   budget: Budget,
   apis: readonly MdeApi[],
   spender: Spender,
 ): Promise<{ granted: true; slots: Reservation } | { granted: false; waitMs: number }> {
+  const wanted = [...new Set(apis)];
+  const answers = await Promise.allSettled(wanted.map((api) => budget.acquire(api, spender)));
   const slots = new Map<MdeApi, Slot>();
   let waitMs = 0;
-  for (const api of new Set(apis)) {
-    const answer = await budget.acquire(api, spender);
-    if (answer.granted) slots.set(api, answer.slot);
-    else waitMs = Math.max(waitMs, answer.waitMs, 1);
+  let failed: PromiseRejectedResult | undefined;
+  for (const [i, answer] of answers.entries()) {
+    if (answer.status === 'rejected') failed ??= answer;
+    else if (answer.value.granted) slots.set(wanted[i]!, answer.value.slot);
+    else waitMs = Math.max(waitMs, answer.value.waitMs, 1);
   }
-  if (waitMs === 0) return { granted: true, slots };
+  if (!failed && waitMs === 0) return { granted: true, slots };
   for (const slot of slots.values()) slot.release(false);
+  if (failed) throw failed.reason;
   return { granted: false, waitMs };
 }
 

@@ -9,8 +9,11 @@ import {
   poolOf,
   recordGrant,
   reserve,
+  type Acquisition,
+  type Budget,
   type BudgetLimits,
   type Ledger,
+  type MdeApi,
 } from '../../src/core/budget';
 import { DEFAULT_LEASE_TIMING, SharedBudget, type LedgerStore } from '../../src/core/sharedBudget';
 import { memoryStore, recordingLogger } from '../support/fakes';
@@ -243,5 +246,45 @@ describe('reserve', () => {
     // The list-actions call it could have had was given back, not spent.
     const reserved = await reserve(budget, ['listMachineActions'], 'release');
     expect(reserved.granted).toBe(true);
+  });
+
+  /** A budget whose answers the test gives: every acquire waits until `answer(api, ...)`. */
+  function scriptedBudget() {
+    const pending = new Map<MdeApi, (answer: Acquisition | Error) => void>();
+    const released: [MdeApi, boolean][] = [];
+    const budget: Budget = {
+      shared: true,
+      acquire: (api) =>
+        new Promise<Acquisition>((resolve, reject) =>
+          pending.set(api, (answer) => (answer instanceof Error ? reject(answer) : resolve(answer))),
+        ),
+      pause: () => undefined,
+    };
+    const slot = (api: MdeApi): Acquisition => ({
+      granted: true,
+      slot: { validUntil: Infinity, release: (used) => released.push([api, used]) },
+    });
+    return { budget, pending, released, slot };
+  }
+
+  it('asks for every API at once', async () => {
+    const { budget, pending, slot } = scriptedBudget();
+    const reserving = reserve(budget, ['listMachines', 'listMachineActions', 'unisolate'], 'release');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect([...pending.keys()]).toEqual(['listMachines', 'listMachineActions', 'unisolate']);
+    for (const [api, answer] of pending) answer(slot(api));
+    expect((await reserving).granted).toBe(true);
+  });
+
+  it('gives back the calls it got when another could not be had', async () => {
+    const { budget, released, slot } = scriptedBudget();
+    // The unisolate pool's store read fails; the look-up's pool answers.
+    budget.acquire = (api) =>
+      api === 'unisolate' ? Promise.reject(new Error('budget unavailable')) : Promise.resolve(slot(api));
+    await expect(reserve(budget, ['listMachines', 'unisolate'], 'release')).rejects.toThrow(
+      'budget unavailable',
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(released).toEqual([['listMachines', false]]);
   });
 });
