@@ -70,7 +70,6 @@ function unconfiguredDefender(error: ConfigError): DefenderApi {
     listMachines: fail,
     getMachine: fail,
     getMachineAlerts: fail,
-    getMachineAction: fail,
     ensureCredentials: fail,
     refreshCredentials: async () => undefined,
   };

@@ -16,23 +16,7 @@
 import { RateLimiter } from './rateLimiter';
 
 /** The Defender APIs this app calls, each with its own limit. */
-export type MdeApi =
-  | 'unisolate'
-  | 'listMachineActions'
-  | 'getMachineAction'
-  | 'listMachines'
-  | 'getMachine'
-  | 'getMachineAlerts';
-
-/** Every API, in a fixed order. */
-export const MDE_APIS: readonly MdeApi[] = [
-  'unisolate',
-  'listMachineActions',
-  'getMachineAction',
-  'listMachines',
-  'getMachine',
-  'getMachineAlerts',
-];
+export type MdeApi = 'unisolate' | 'listMachineActions' | 'listMachines' | 'getMachine' | 'getMachineAlerts';
 
 /** Who spends a call: a release (including its look-ups and checks), or the tracker's polls. */
 export type Spender = 'release' | 'tracker';
@@ -67,7 +51,7 @@ export interface Pool {
 }
 
 /** APIs the tracker polls; its share of them is its own pool. */
-const TRACKED_APIS: ReadonlySet<MdeApi> = new Set(['listMachineActions', 'getMachineAction']);
+const TRACKED_APIS: ReadonlySet<MdeApi> = new Set(['listMachineActions']);
 
 /** The pool a call of `api` by `spender` draws from. */
 export function poolOf(api: MdeApi, spender: Spender, limits: BudgetLimits): Pool {
@@ -104,8 +88,6 @@ export interface Budget {
   acquire(api: MdeApi, spender: Spender): Promise<Acquisition>;
   /** MDE answered 429 with `Retry-After`: no call of `api` until `until` (ms since epoch), on any instance. */
   pause(api: MdeApi, until: number): void;
-  /** Whether the budget binds every instance (durable state), or this instance only. */
-  readonly shared: boolean;
 }
 
 /** Slots held together: one per API a release will call. */
@@ -144,7 +126,6 @@ export async function reserve(
  * state table is unreachable.
  */
 export class LocalBudget implements Budget {
-  readonly shared = false;
   private readonly limiters = new Map<string, RateLimiter>();
 
   constructor(
@@ -156,7 +137,13 @@ export class LocalBudget implements Budget {
     const pool = poolOf(api, spender, this.limits);
     let limiter = this.limiters.get(pool.name);
     if (!limiter) {
-      limiter = RateLimiter.forMde(pool.limits.perMinute, pool.limits.perHour, this.now);
+      limiter = new RateLimiter(
+        [
+          { limit: pool.limits.perMinute, windowMs: MINUTE_MS },
+          { limit: pool.limits.perHour, windowMs: HOUR_MS },
+        ],
+        this.now,
+      );
       this.limiters.set(pool.name, limiter);
     }
     return limiter;

@@ -78,11 +78,6 @@ export interface DefenderApi {
    */
   getMachineAlerts(machineId: string, options: AttemptOptions): Promise<ApiResponse>;
   /**
-   * `GET {api}/api/machineactions/{id}` (Machine.Read.All): one MachineAction, for tracking a release to its
-   * end. https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineaction-object
-   */
-  getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse>;
-  /**
    * Makes sure a bearer token is at hand (cached, else fetched: Key Vault, Entra ID), waiting at most
    * `remainingMs`, so that the call that follows takes its budget slot only for the HTTP request itself.
    * Throws like a call when credentials cannot be had.

@@ -208,7 +208,6 @@ class SharedPool {
 
 /** {@link Budget} shared by every instance through the state table. */
 export class SharedBudget implements Budget {
-  readonly shared = true;
   private readonly pools = new Map<string, SharedPool>();
   private readonly local: LocalBudget;
   private readonly options: Required<Omit<SharedBudgetOptions, 'limits'>>;

@@ -253,7 +253,6 @@ describe('reserve', () => {
     const pending = new Map<MdeApi, (answer: Acquisition | Error) => void>();
     const released: [MdeApi, boolean][] = [];
     const budget: Budget = {
-      shared: true,
       acquire: (api) =>
         new Promise<Acquisition>((resolve, reject) =>
           pending.set(api, (answer) => (answer instanceof Error ? reject(answer) : resolve(answer))),
