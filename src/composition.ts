@@ -70,7 +70,7 @@ function unconfiguredDefender(error: ConfigError): DefenderApi {
     listMachines: fail,
     getMachine: fail,
     getMachineAlerts: fail,
-    getMachineAction: fail,
+    ensureCredentials: fail,
     refreshCredentials: async () => undefined,
   };
 }

@@ -3,10 +3,10 @@
  * operation fails at once for a cool-down, then one is tried again. A state table that accepts connections and
  * never answers then costs a request at most one operation timeout, not one per device or per step: the
  * pipeline carries on without durable state (its documented degraded mode) and the budget uses this
- * instance's limits.
+ * instance's limits. Malformed stored data ({@link MalformedDataError}) is the problem of one row, not of the
+ * store: it passes through without opening the breaker.
  */
-import type { ReleaseStore } from '../core/ports';
-import type { Logger } from '../core/ports';
+import { MalformedDataError, type Logger, type ReleaseStore } from '../core/ports';
 
 /** Options of {@link withCircuitBreaker}. */
 export interface BreakerOptions {
@@ -33,6 +33,8 @@ export function withCircuitBreaker(store: ReleaseStore, options: BreakerOptions)
     try {
       return await operation();
     } catch (error) {
+      // The store answered; only what it holds in one row is unusable. Its caller decides what that means.
+      if (error instanceof MalformedDataError) throw error;
       if (options.now() >= openUntil) {
         options.log.warn('State store failed; its operations fail at once for a while', {
           coolDownMs,

@@ -101,11 +101,9 @@ export class DefenderClient implements DefenderApi {
     return this.send('GET', `/api/machines/${machineId}/alerts`, options);
   }
 
-  async getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse> {
-    // Action ids are GUIDs; anything else never reaches a URL path.
-    if (!/^[0-9A-Za-z-]{1,128}$/.test(actionId))
-      throw new Error('actionId must be validated before building a URL');
-    return this.send('GET', `/api/machineactions/${actionId}`, options);
+  async ensureCredentials(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
+    // The token source caches: the call that follows gets the same token without waiting.
+    await this.tokens.getToken(options);
   }
 
   async refreshCredentials(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {

@@ -28,7 +28,7 @@ import {
   type TransactionAction,
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
-import { isLedger, type Ledger } from '../core/budget';
+import { EMPTY_LEDGER, isLedger, type Ledger } from '../core/budget';
 import type { IdempotencyRecord, ReleaseStore, TrackedRelease, Versioned } from '../core/ports';
 import { isReleaseRecord, type ReleaseRecord, type ReleaseRef } from '../core/records';
 import { isLoopbackUrl } from './loopback';
@@ -444,12 +444,21 @@ export class TableReleaseStore implements ReleaseStore {
 
   // --- budget ledgers ---------------------------------------------------------------------------------------
 
+  /**
+   * A ledger that cannot be read (damaged, or written by another version) is taken as empty, with its ETag, so
+   * the next lease replaces it: it only paces calls (MDE's 429 stays the guard), and failing every lease on it
+   * would keep the budget off the table for good.
+   */
   async readLedger(pool: string): Promise<Versioned<Ledger> | undefined> {
     const entity = await this.get(BUDGET, pool);
     if (!entity) return undefined;
-    const value = readJson(entity);
-    if (!isLedger(value)) throw new Error(`Stored budget ledger ${pool} is malformed`);
-    return { value, etag: entity.etag };
+    let value: unknown;
+    try {
+      value = readJson(entity);
+    } catch {
+      value = undefined;
+    }
+    return { value: isLedger(value) ? value : EMPTY_LEDGER, etag: entity.etag };
   }
 
   async writeLedger(pool: string, ledger: Ledger, etag: string | undefined): Promise<string | undefined> {

@@ -16,23 +16,7 @@
 import { RateLimiter } from './rateLimiter';
 
 /** The Defender APIs this app calls, each with its own limit. */
-export type MdeApi =
-  | 'unisolate'
-  | 'listMachineActions'
-  | 'getMachineAction'
-  | 'listMachines'
-  | 'getMachine'
-  | 'getMachineAlerts';
-
-/** Every API, in a fixed order. */
-export const MDE_APIS: readonly MdeApi[] = [
-  'unisolate',
-  'listMachineActions',
-  'getMachineAction',
-  'listMachines',
-  'getMachine',
-  'getMachineAlerts',
-];
+export type MdeApi = 'unisolate' | 'listMachineActions' | 'listMachines' | 'getMachine' | 'getMachineAlerts';
 
 /** Who spends a call: a release (including its look-ups and checks), or the tracker's polls. */
 export type Spender = 'release' | 'tracker';
@@ -67,7 +51,7 @@ export interface Pool {
 }
 
 /** APIs the tracker polls; its share of them is its own pool. */
-const TRACKED_APIS: ReadonlySet<MdeApi> = new Set(['listMachineActions', 'getMachineAction']);
+const TRACKED_APIS: ReadonlySet<MdeApi> = new Set(['listMachineActions']);
 
 /** The pool a call of `api` by `spender` draws from. */
 export function poolOf(api: MdeApi, spender: Spender, limits: BudgetLimits): Pool {
@@ -86,6 +70,12 @@ export function poolOf(api: MdeApi, spender: Spender, limits: BudgetLimits): Poo
 
 /** A granted call. Give it back once: `used` when the call was sent, not used when it was never sent. */
 export interface Slot {
+  /**
+   * The call may be sent on this slot until this time (ms since epoch): a shared lease's end less the time to
+   * send it (see `Ledger`), `Infinity` for this instance's limiter (it counts a call when its answer arrives).
+   * A slot held past it is given back unused and a fresh one taken.
+   */
+  readonly validUntil: number;
   release(used: boolean): void;
 }
 
@@ -98,8 +88,6 @@ export interface Budget {
   acquire(api: MdeApi, spender: Spender): Promise<Acquisition>;
   /** MDE answered 429 with `Retry-After`: no call of `api` until `until` (ms since epoch), on any instance. */
   pause(api: MdeApi, until: number): void;
-  /** Whether the budget binds every instance (durable state), or this instance only. */
-  readonly shared: boolean;
 }
 
 /** Slots held together: one per API a release will call. */
@@ -108,22 +96,27 @@ export type Reservation = ReadonlyMap<MdeApi, Slot>;
 /**
  * Reserves one call of each of `apis` together, all or none: a release takes what it needs (look-up, check,
  * release) before it starts, so that it never spends a look-up and then finds no budget for the release
- * itself. Returns the slots, or the longest wait among the APIs that had none (nothing is then held).
+ * itself. The pools are asked at once (each may need a ledger write). Returns the slots, or the longest wait
+ * among the APIs that had none; nothing is then held, and nothing is held either when an acquire throws.
  */
 export async function reserve(
   budget: Budget,
   apis: readonly MdeApi[],
   spender: Spender,
 ): Promise<{ granted: true; slots: Reservation } | { granted: false; waitMs: number }> {
+  const wanted = [...new Set(apis)];
+  const answers = await Promise.allSettled(wanted.map((api) => budget.acquire(api, spender)));
   const slots = new Map<MdeApi, Slot>();
   let waitMs = 0;
-  for (const api of new Set(apis)) {
-    const answer = await budget.acquire(api, spender);
-    if (answer.granted) slots.set(api, answer.slot);
-    else waitMs = Math.max(waitMs, answer.waitMs, 1);
+  let failed: PromiseRejectedResult | undefined;
+  for (const [i, answer] of answers.entries()) {
+    if (answer.status === 'rejected') failed ??= answer;
+    else if (answer.value.granted) slots.set(wanted[i]!, answer.value.slot);
+    else waitMs = Math.max(waitMs, answer.value.waitMs, 1);
   }
-  if (waitMs === 0) return { granted: true, slots };
+  if (!failed && waitMs === 0) return { granted: true, slots };
   for (const slot of slots.values()) slot.release(false);
+  if (failed) throw failed.reason;
   return { granted: false, waitMs };
 }
 
@@ -133,7 +126,6 @@ export async function reserve(
  * state table is unreachable.
  */
 export class LocalBudget implements Budget {
-  readonly shared = false;
   private readonly limiters = new Map<string, RateLimiter>();
 
   constructor(
@@ -145,7 +137,13 @@ export class LocalBudget implements Budget {
     const pool = poolOf(api, spender, this.limits);
     let limiter = this.limiters.get(pool.name);
     if (!limiter) {
-      limiter = RateLimiter.forMde(pool.limits.perMinute, pool.limits.perHour, this.now);
+      limiter = new RateLimiter(
+        [
+          { limit: pool.limits.perMinute, windowMs: MINUTE_MS },
+          { limit: pool.limits.perHour, windowMs: HOUR_MS },
+        ],
+        this.now,
+      );
       this.limiters.set(pool.name, limiter);
     }
     return limiter;

@@ -14,7 +14,10 @@ export interface CallContext {
   budget: Budget;
   /** Whose share of the budget the call spends. */
   spender: Spender;
-  /** Calls reserved in advance (see `reserve` in budget.ts): the first attempt of that API uses its slot. */
+  /**
+   * Calls reserved in advance (see `reserve` in budget.ts): the first attempt of that API uses its slot while
+   * the slot is still valid (the look-ups and checks before it may have outlasted a shared lease).
+   */
   reserved?: Map<MdeApi, Slot>;
   clock: Clock;
   random: () => number;
@@ -58,6 +61,9 @@ export async function callMde(
   let attempts = 0;
   let credentialsRefreshed = false;
   for (;;) {
+    // The bearer token first (Key Vault and Entra ID may take seconds), then the slot: a slot is held only for
+    // the HTTP request itself, well within its lease.
+    await ctx.defender.ensureCredentials({ remainingMs: Math.max(1, ctx.deadline - ctx.clock.now()) });
     const slot = await takeSlot(ctx, api, what, attempts);
     attempts += 1;
     const remainingMs = Math.max(1, ctx.deadline - ctx.clock.now());
@@ -111,14 +117,17 @@ export async function callMde(
 }
 
 /**
- * A slot of `api`'s budget: the reserved one for the first attempt, else one from the budget, waiting for it
- * while the deadline allows. Throws `MdeThrottled` (with when to retry) when it would not come in time.
+ * A slot of `api`'s budget: the reserved one for the first attempt while it is valid, else one from the
+ * budget, waiting for it while the deadline allows. Throws `MdeThrottled` (with when to retry) when it would
+ * not come in time.
  */
 async function takeSlot(ctx: CallContext, api: MdeApi, what: string, attempts: number): Promise<Slot> {
   const reserved = ctx.reserved?.get(api);
   if (reserved) {
     ctx.reserved!.delete(api);
-    return reserved;
+    // Past its lease the ledger no longer counts a call sent on it: give it back and take a fresh one.
+    if (ctx.clock.now() < reserved.validUntil) return reserved;
+    reserved.release(false);
   }
   for (;;) {
     const answer = await ctx.budget.acquire(api, ctx.spender);

@@ -27,6 +27,14 @@ export class TransportError extends Error {
   }
 }
 
+/**
+ * Stored data that fails its shape check (written by another version, or damaged). The store answered, so it
+ * is not unavailable: the circuit breaker lets this through without opening.
+ */
+export class MalformedDataError extends Error {
+  override readonly name = 'MalformedDataError';
+}
+
 /** Options of one Defender API attempt. */
 export interface AttemptOptions {
   timeoutMs: number;
@@ -70,10 +78,11 @@ export interface DefenderApi {
    */
   getMachineAlerts(machineId: string, options: AttemptOptions): Promise<ApiResponse>;
   /**
-   * `GET {api}/api/machineactions/{id}` (Machine.Read.All): one MachineAction, for tracking a release to its
-   * end. https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineaction-object
+   * Makes sure a bearer token is at hand (cached, else fetched: Key Vault, Entra ID), waiting at most
+   * `remainingMs`, so that the call that follows takes its budget slot only for the HTTP request itself.
+   * Throws like a call when credentials cannot be had.
    */
-  getMachineAction(actionId: string, options: AttemptOptions): Promise<ApiResponse>;
+  ensureCredentials(options?: Pick<AttemptOptions, 'remainingMs'>): Promise<void>;
   /**
    * Drops cached secrets and tokens, so the next call re-reads Key Vault (after a 401: rotated secret); the
    * re-read waits at most `remainingMs`.

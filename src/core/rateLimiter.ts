@@ -32,17 +32,6 @@ export class RateLimiter {
     this.largestLimit = Math.max(...windows.map((w) => w.limit));
   }
 
-  /** MDE's own limits. */
-  static forMde(perMinute: number, perHour: number, now: () => number): RateLimiter {
-    return new RateLimiter(
-      [
-        { limit: perMinute, windowMs: 60_000 },
-        { limit: perHour, windowMs: 3_600_000 },
-      ],
-      now,
-    );
-  }
-
   /** Earliest time (ms since epoch) at which one more call fits every window. */
   nextSlot(): number {
     const now = this.now();
@@ -71,6 +60,8 @@ export class RateLimiter {
     return {
       granted: true,
       slot: {
+        // Counted when its answer arrives, however late it is sent.
+        validUntil: Number.POSITIVE_INFINITY,
         release: (used) => {
           if (finished) return;
           finished = true;

@@ -4,9 +4,11 @@
  *
  * The table is not written per call: an instance leases a small batch (as many calls as it has waiting, up to
  * {@link SharedBudgetOptions.maxLease}) with one ETag-conditional write, then hands the leased calls out from
- * memory until they expire. A 429 from MDE writes the pool's `pausedUntil`, which every instance honours from
- * its next lease. When the table cannot be reached, the pool falls back to this instance's own limiter
- * ({@link LocalBudget}) for a while and says so once in the log: MDE's 429 stays the guard.
+ * memory until they expire. A 429 from MDE writes the pool's `pausedUntil`: the instance that got it hands out
+ * nothing more until then (not even calls it leased before or that are given back meanwhile), and every other
+ * instance does the same from its next lease. When the table cannot be reached, the pool falls back to this
+ * instance's own limiter ({@link LocalBudget}) for a while and says so once in the log: MDE's 429 stays the
+ * guard.
  */
 import {
   EMPTY_LEDGER,
@@ -63,8 +65,13 @@ class SharedPool {
   private waiting = 0;
   private leasing: Promise<void> | undefined;
   private cached: Versioned<Ledger> | undefined;
-  /** No lease before this time (the ledger said so, or a 429 paused this API). */
+  /** No lease before this time (the ledger has no call free before it). */
   private notBefore = 0;
+  /**
+   * No call at all before this time: MDE answered 429 with this `Retry-After` (here, or on another instance:
+   * read from the ledger). Checked before anything is handed out, leased calls included.
+   */
+  private pausedUntil = 0;
   /** Until this time the table is not asked (it failed): the local limiter decides. */
   private fallbackUntil = 0;
 
@@ -76,6 +83,7 @@ class SharedPool {
 
   async acquire(): Promise<Acquisition> {
     const now = this.options.now();
+    if (now < this.pausedUntil) return { granted: false, waitMs: this.pausedUntil - now };
     if (now < this.fallbackUntil) return this.local.acquire(this.pool.api, this.pool.spender);
     const leased = this.takeLeased(now);
     if (leased) return leased;
@@ -88,13 +96,18 @@ class SharedPool {
       this.waiting -= 1;
     }
     const later = this.options.now();
+    // A 429 may have come while the lease was being written: what it leased waits for the pause to end.
+    if (later < this.pausedUntil) return { granted: false, waitMs: this.pausedUntil - later };
     if (later < this.fallbackUntil) return this.local.acquire(this.pool.api, this.pool.spender);
     return this.takeLeased(later) ?? { granted: false, waitMs: Math.max(1, this.notBefore - later) };
   }
 
-  pause(until: number): void {
-    this.notBefore = Math.max(this.notBefore, until);
+  /** Holds every call of this pool until `until`; `record`: write it to the ledger for every instance. */
+  pause(until: number, record = true): void {
+    if (until <= this.pausedUntil) return;
+    this.pausedUntil = until;
     this.leased = [];
+    if (!record) return;
     void this.writePause(until).catch((error: unknown) => this.failed('recording a 429 pause', error));
   }
 
@@ -102,12 +115,18 @@ class SharedPool {
     while (this.leased.length > 0 && this.leased[0]! - SEND_MARGIN_MS <= now) this.leased.shift();
     const end = this.leased.shift();
     if (end === undefined) return undefined;
+    let released = false;
     return {
       granted: true,
       slot: {
-        // An unused call goes back to the pool while its lease lasts; a used one was counted when leased.
+        validUntil: end - SEND_MARGIN_MS,
+        // An unused call goes back to the pool while its lease lasts and no pause holds the API; a used one was
+        // counted when leased. Given back twice, it still counts once.
         release: (used) => {
-          if (!used && end - SEND_MARGIN_MS > this.options.now()) {
+          if (released) return;
+          released = true;
+          const now = this.options.now();
+          if (!used && now >= this.pausedUntil && end - SEND_MARGIN_MS > now) {
             this.leased.push(end);
             this.leased.sort((a, b) => a - b);
           }
@@ -129,6 +148,8 @@ class SharedPool {
         this.cached ?? (await this.read());
       for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt += 1) {
         const now = this.options.now();
+        // Another instance's 429: hold what this one leased before it, too.
+        if (current.value.pausedUntil > now) this.pause(current.value.pausedUntil, false);
         const { calls, nextAt } = grantable(current.value, this.pool.limits, now, this.options.timing);
         if (calls === 0) {
           this.cached = current.etag === undefined ? undefined : current;
@@ -187,7 +208,6 @@ class SharedPool {
 
 /** {@link Budget} shared by every instance through the state table. */
 export class SharedBudget implements Budget {
-  readonly shared = true;
   private readonly pools = new Map<string, SharedPool>();
   private readonly local: LocalBudget;
   private readonly options: Required<Omit<SharedBudgetOptions, 'limits'>>;

@@ -10,15 +10,20 @@
  * the tracker's own share of that API's budget, so it never takes what releases need. Runs poll less often as
  * releases age ({@link nextPollDelayMs}). A release is written only when its action's status changes.
  *
- * Two trackers never both report a completion: closing a release is one ETag-checked write of its record;
- * only its winner reports.
+ * A completion is sent at least once, and in the normal case once. Closing a release takes two ETag-checked
+ * writes of its record: a claim (the record stays `accepted`, with its `completion` and a short lease in
+ * `dueAt`: "completing"), then, once the completion was handed to `send`, `completed`. Two trackers never both
+ * claim it. When the send fails, or the run stops before it, the record stays completing and a later run sends
+ * the very same message again (at once after a failed send, after the lease when the run stopped): a consumer
+ * that sees it twice dedupes by correlation id and `"phase": "completed"` (with `index` in a bulk).
  */
 import { callMde, type CallContext } from './callMde';
 import { toUnisolateError } from './errors';
 import { isMachineAction, newestFirst } from './machineActions';
 import type { MachineAction, Outcome, OutcomeStatus } from './outcome';
+import type { ReleaseRecord } from './records';
 import type { ReleaseDeps } from './release';
-import type { ReleaseStore, TrackedRelease } from './ports';
+import type { ReleaseStore, TrackedRelease, Versioned } from './ports';
 
 /** MachineAction statuses that end an action, and the completion status each gives. */
 export const TERMINAL_STATUS: Readonly<Record<string, Extract<OutcomeStatus, 'Released' | 'ReleaseFailed'>>> =
@@ -38,6 +43,12 @@ export const TRACKING_DEFAULTS = {
   /** Pages of actions read per run (10,000 each). */
   maxPages: 5,
 } as const;
+
+/**
+ * How long a run's claim on a completion lasts: the rest of the run (closing the other releases, sending,
+ * marking them completed) takes less. Another run sends it again only after that.
+ */
+const COMPLETING_LEASE_MS = 5 * 60_000;
 
 /** MDE's largest page of machine actions. */
 const PAGE = 10_000;
@@ -95,6 +106,19 @@ export interface TrackerDeps extends Pick<
   /** TRACK_MAX_HOURS in ms. */
   trackMaxMs: number;
   pollBudgetMs?: number;
+  /**
+   * Hands the completions of a run to the response queue (one message each); throws when they could not be
+   * handed on, and they are sent again by the next run.
+   */
+  send: (completions: Outcome[]) => Promise<void> | void;
+}
+
+/** A completion this run claimed: to send, then mark completed. */
+interface Claim {
+  tracked: TrackedRelease;
+  completion: Outcome;
+  /** The record as claimed (still `accepted`, with its completion). */
+  claimed: Versioned<ReleaseRecord>;
 }
 
 /** The Unisolate actions created since `since`, by id and newest per machine; null when MDE would not say. */
@@ -147,9 +171,10 @@ function actionOf(
 }
 
 /**
- * One tracker run: polls the tracked releases when any is due, closes those whose action ended (or whose
- * tracking expired), and returns the completion outcomes this run won (to send to the response queue). Never
- * throws for one release's problem; a poll that cannot be made (budget, MDE) waits for the next run.
+ * One tracker run: polls the tracked releases when any is due, claims those whose action ended (or whose
+ * tracking expired) and completions an earlier run did not get sent, sends them (`deps.send`), marks them
+ * completed, and returns what it sent. Never throws for one release's problem; a poll that cannot be made
+ * (budget, MDE) and a send that fails wait for the next run.
  */
 export async function trackReleases(deps: TrackerDeps): Promise<Outcome[]> {
   const tracked = await deps.store.listTracked(TRACKING_DEFAULTS.maxTracked);
@@ -191,10 +216,13 @@ export async function trackReleases(deps: TrackerDeps): Promise<Outcome[]> {
     }
   }
 
-  const completions: Outcome[] = [];
+  const claims: Claim[] = [];
   for (const release of tracked) {
     const action = actions ? actionOf(release, actions) : null;
-    const ended = action ? TERMINAL_STATUS[action.status] : undefined;
+    // An end already recorded (a completion claimed before but not sent) needs no new poll.
+    const ended =
+      (action ? TERMINAL_STATUS[action.status] : undefined) ??
+      (release.actionStatus === null ? undefined : TERMINAL_STATUS[release.actionStatus]);
     const status = ended ?? (now >= release.trackUntil ? 'TrackingExpired' : undefined);
     if (!status) {
       // Still running: recorded only when its status changed (Pending → InProgress), for the status route.
@@ -202,8 +230,8 @@ export async function trackReleases(deps: TrackerDeps): Promise<Outcome[]> {
       continue;
     }
     try {
-      const completion = await close(release, status, action, deps, maxHours);
-      if (completion) completions.push(completion);
+      const claim = await close(release, status, action, deps, maxHours);
+      if (claim) claims.push(claim);
     } catch (error) {
       deps.log.warn('Could not close a tracked release; the next run tries again', {
         correlationId: release.ref.correlationId,
@@ -211,6 +239,26 @@ export async function trackReleases(deps: TrackerDeps): Promise<Outcome[]> {
       });
     }
   }
+  if (claims.length === 0) return [];
+
+  const completions = claims.map((c) => c.completion);
+  try {
+    await deps.send(completions);
+  } catch (error) {
+    deps.log.warn('Completion messages not sent; the next run sends them again', {
+      count: completions.length,
+      error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+    });
+    // Give the claims up, so the next run need not wait for them to run out.
+    const released = deps.clock.now();
+    await Promise.all(
+      claims.map(({ claimed }) =>
+        deps.store.updateRelease({ ...claimed.value, dueAt: released }, claimed).catch(() => undefined),
+      ),
+    );
+    return [];
+  }
+  for (const claim of claims) await markCompleted(claim, deps);
   return completions;
 }
 
@@ -232,44 +280,72 @@ async function progress(tracked: TrackedRelease, action: MachineAction, deps: Tr
   }
 }
 
+/**
+ * Claims the completion of a release whose action ended (or whose tracking expired): an ETag-checked write
+ * that keeps it `accepted` with its completion and a lease. A completion claimed by an earlier run whose
+ * lease ran out (its send failed, or the run stopped) is claimed again as it was, to be sent again. Undefined
+ * when there is nothing to claim, or another run holds or won it.
+ */
 async function close(
   tracked: TrackedRelease,
   status: Extract<OutcomeStatus, 'Released' | 'ReleaseFailed' | 'TrackingExpired'>,
   action: MachineAction | null,
   deps: TrackerDeps,
   maxHours: number,
-): Promise<Outcome | undefined> {
+): Promise<Claim | undefined> {
   const current = await deps.store.readRelease(tracked.ref);
   const record = current?.value;
   if (!current || !record || record.state !== 'accepted' || !record.answer) return undefined;
   const now = deps.clock.now();
-  const completion = completionOutcome(record.answer, status, action, now, maxHours);
-  // The ETag-checked write is the claim: only its winner reports the completion.
-  const won = await deps.store.updateRelease(
-    {
-      ...record,
-      state: 'completed',
-      completion,
-      machineActionId: action?.id ?? record.machineActionId,
-    },
-    current,
-  );
-  if (!won) {
+  // Completing: the run that claimed it may still be sending it until its lease ends.
+  if (record.completion && now < record.dueAt) return undefined;
+  const completion = record.completion ?? completionOutcome(record.answer, status, action, now, maxHours);
+  const claimed: ReleaseRecord = {
+    ...record,
+    dueAt: now + COMPLETING_LEASE_MS,
+    completion,
+    // The ended action, also in the tracked entry: a later run knows it ended without polling.
+    answer: action ? { ...record.answer, machineAction: action } : record.answer,
+    machineActionId: action?.id ?? record.machineActionId,
+  };
+  // The ETag-checked write is the claim: only its winner sends the completion.
+  const etag = await deps.store.updateRelease(claimed, current);
+  if (!etag) {
     deps.log.info('Another tracker completed this release first', {
       correlationId: tracked.ref.correlationId,
     });
     return undefined;
   }
+  return { tracked, completion, claimed: { value: claimed, etag } };
+}
+
+/** Records a sent completion (the release leaves the tracked list) and reports it. Best effort. */
+async function markCompleted(claim: Claim, deps: TrackerDeps): Promise<void> {
+  const { tracked, completion, claimed } = claim;
+  const action = completion.machineAction;
+  try {
+    const done = await deps.store.updateRelease({ ...claimed.value, state: 'completed' }, claimed);
+    if (!done) return;
+  } catch (error) {
+    // Sent, but still completing: a later run sends it again (at least once).
+    deps.log.warn('Could not record a sent completion; a later run sends it again', {
+      correlationId: tracked.ref.correlationId,
+      error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
+    });
+    return;
+  }
+  const now = deps.clock.now();
   const ended = Date.parse(action?.lastUpdateDateTimeUtc ?? '');
   const endedAt =
-    status !== 'TrackingExpired' && Number.isFinite(ended) && ended >= tracked.receivedAt ? ended : now;
+    completion.status !== 'TrackingExpired' && Number.isFinite(ended) && ended >= tracked.receivedAt
+      ? ended
+      : now;
   deps.telemetry.trackCompletion(completion, endedAt - tracked.receivedAt);
   deps.log.info('Release completed', {
     correlationId: tracked.ref.correlationId,
     index: tracked.ref.index,
     machineId: tracked.machineId,
-    status,
+    status: completion.status,
     machineActionStatus: action?.status ?? null,
   });
-  return completion;
 }

@@ -16,22 +16,21 @@ export async function trackReleasesTimer(_timer: Timer, context: InvocationConte
   const deps = getDependencies();
   const log = createLogger(context);
   if (!deps.state) return;
-  let completions;
   try {
-    completions = await trackReleases({
+    await trackReleases({
       ...deps.release,
       store: deps.state.store,
       trackMaxMs: deps.state.trackMaxMs,
       log,
+      // The host writes them to the response queue when the run returns.
+      send: (completions) => context.extraOutputs.set(responseQueue, completions),
     });
   } catch (error) {
     // The store could not be listed: nothing was claimed, the next run tries again.
     log.warn('Release tracking skipped: durable state unavailable', {
       error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
     });
-    return;
   }
-  if (completions.length > 0) context.extraOutputs.set(responseQueue, completions);
 }
 
 // Resolved now, not as `%TRACK_SCHEDULE%`: the host refuses to index a function whose binding expression names

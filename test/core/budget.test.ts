@@ -9,10 +9,13 @@ import {
   poolOf,
   recordGrant,
   reserve,
+  type Acquisition,
+  type Budget,
   type BudgetLimits,
   type Ledger,
+  type MdeApi,
 } from '../../src/core/budget';
-import { DEFAULT_LEASE_TIMING, SharedBudget } from '../../src/core/sharedBudget';
+import { DEFAULT_LEASE_TIMING, SharedBudget, type LedgerStore } from '../../src/core/sharedBudget';
 import { memoryStore, recordingLogger } from '../support/fakes';
 
 const timing = DEFAULT_LEASE_TIMING;
@@ -168,6 +171,67 @@ describe('SharedBudget', () => {
   });
 });
 
+describe('SharedBudget after a 429', () => {
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('grants nothing until the pause ends, not even calls leased before it or given back during it', async () => {
+    const store = memoryStore().store;
+    const clock = manualClock();
+    const budget = new SharedBudget({ store, limits: LIMITS, now: clock.now, log: recordingLogger() });
+    // One lease of three calls, all handed out before the 429.
+    const held = await Promise.all([0, 1, 2].map(() => budget.acquire('unisolate', 'release')));
+    expect(held.every((answer) => answer.granted)).toBe(true);
+    budget.pause('unisolate', clock.time + 30_000);
+    await tick();
+    // Two of them were never sent: given back while the pause lasts.
+    for (const answer of held.slice(1)) if (answer.granted) answer.slot.release(false);
+    expect(await budget.acquire('unisolate', 'release')).toEqual({ granted: false, waitMs: 30_000 });
+    clock.time += 1_000;
+    expect(await budget.acquire('unisolate', 'release')).toEqual({ granted: false, waitMs: 29_000 });
+    clock.time += 29_000;
+    expect((await budget.acquire('unisolate', 'release')).granted).toBe(true);
+  });
+
+  it('does not hand out calls whose lease was being written when the 429 came', async () => {
+    const { store } = memoryStore();
+    const clock = manualClock();
+    let open = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    // A state table slow to answer: the lease write is still in flight when MDE answers 429.
+    const slow: LedgerStore = {
+      readLedger: (pool) => store.readLedger(pool),
+      writeLedger: async (pool, ledger, etag) => {
+        await gate;
+        return store.writeLedger(pool, ledger, etag);
+      },
+    };
+    const budget = new SharedBudget({ store: slow, limits: LIMITS, now: clock.now, log: recordingLogger() });
+    const pending = budget.acquire('unisolate', 'release');
+    await tick();
+    await tick();
+    budget.pause('unisolate', clock.time + 30_000);
+    open();
+    expect(await pending).toEqual({ granted: false, waitMs: 30_000 });
+    expect(await budget.acquire('unisolate', 'release')).toEqual({ granted: false, waitMs: 30_000 });
+  });
+
+  it('takes a leased call back once however often it is given back', async () => {
+    const store = memoryStore().store;
+    const clock = manualClock();
+    const limits: BudgetLimits = {
+      perApi: { perMinute: 1, perHour: 10 },
+      tracker: { perMinute: 0, perHour: 0 },
+    };
+    const budget = new SharedBudget({ store, limits, now: clock.now, log: recordingLogger() });
+    const first = await budget.acquire('unisolate', 'release');
+    if (!first.granted) throw new Error('expected a call');
+    first.slot.release(false);
+    first.slot.release(false);
+    expect((await budget.acquire('unisolate', 'release')).granted).toBe(true);
+    expect((await budget.acquire('unisolate', 'release')).granted).toBe(false);
+  });
+});
+
 describe('reserve', () => {
   it('takes one call of each API or none', async () => {
     const clock = manualClock();
@@ -182,5 +246,44 @@ describe('reserve', () => {
     // The list-actions call it could have had was given back, not spent.
     const reserved = await reserve(budget, ['listMachineActions'], 'release');
     expect(reserved.granted).toBe(true);
+  });
+
+  /** A budget whose answers the test gives: every acquire waits until `answer(api, ...)`. */
+  function scriptedBudget() {
+    const pending = new Map<MdeApi, (answer: Acquisition | Error) => void>();
+    const released: [MdeApi, boolean][] = [];
+    const budget: Budget = {
+      acquire: (api) =>
+        new Promise<Acquisition>((resolve, reject) =>
+          pending.set(api, (answer) => (answer instanceof Error ? reject(answer) : resolve(answer))),
+        ),
+      pause: () => undefined,
+    };
+    const slot = (api: MdeApi): Acquisition => ({
+      granted: true,
+      slot: { validUntil: Infinity, release: (used) => released.push([api, used]) },
+    });
+    return { budget, pending, released, slot };
+  }
+
+  it('asks for every API at once', async () => {
+    const { budget, pending, slot } = scriptedBudget();
+    const reserving = reserve(budget, ['listMachines', 'listMachineActions', 'unisolate'], 'release');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect([...pending.keys()]).toEqual(['listMachines', 'listMachineActions', 'unisolate']);
+    for (const [api, answer] of pending) answer(slot(api));
+    expect((await reserving).granted).toBe(true);
+  });
+
+  it('gives back the calls it got when another could not be had', async () => {
+    const { budget, released, slot } = scriptedBudget();
+    // The unisolate pool's store read fails; the look-up's pool answers.
+    budget.acquire = (api) =>
+      api === 'unisolate' ? Promise.reject(new Error('budget unavailable')) : Promise.resolve(slot(api));
+    await expect(reserve(budget, ['listMachines', 'unisolate'], 'release')).rejects.toThrow(
+      'budget unavailable',
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(released).toEqual([['listMachines', false]]);
   });
 });

@@ -56,7 +56,6 @@ function spentHour(deps: PipelineDeps, waitMs = 40 * 60_000) {
   const gate = { closed: true };
   const inner = deps.budget;
   const budget: Budget = {
-    shared: inner.shared,
     acquire: (api, spender) =>
       gate.closed && api === 'unisolate'
         ? Promise.resolve({ granted: false, waitMs })

@@ -1,7 +1,19 @@
 /**
  * RateLimiter: the sliding per-minute and per-hour windows that keep one instance under its share.
  */
+import { HOUR_MS, MINUTE_MS } from '../../src/core/budget';
 import { RateLimiter } from '../../src/core/rateLimiter';
+
+/** A limiter with MDE's two windows. */
+function mdeLimiter(perMinute: number, perHour: number, now: () => number): RateLimiter {
+  return new RateLimiter(
+    [
+      { limit: perMinute, windowMs: MINUTE_MS },
+      { limit: perHour, windowMs: HOUR_MS },
+    ],
+    now,
+  );
+}
 
 /** Makes one call through the limiter at the current time, taking `latencyMs` to answer. */
 function call(limiter: RateLimiter, clock: { now: number }, latencyMs = 0): boolean {
@@ -15,7 +27,7 @@ function call(limiter: RateLimiter, clock: { now: number }, latencyMs = 0): bool
 describe('RateLimiter', () => {
   it('grants 100 calls per minute, then says how long until the oldest leaves the window', () => {
     const clock = { now: 0 };
-    const limiter = RateLimiter.forMde(100, 1500, () => clock.now);
+    const limiter = mdeLimiter(100, 1500, () => clock.now);
     for (let i = 0; i < 100; i += 1) expect(call(limiter, clock)).toBe(true);
     expect(limiter.tryAcquire()).toEqual({ granted: false, waitMs: 60_000 });
     clock.now = 10_000;
@@ -26,7 +38,7 @@ describe('RateLimiter', () => {
 
   it('counts calls in flight as happening now', () => {
     const clock = { now: 0 };
-    const limiter = RateLimiter.forMde(2, 1500, () => clock.now);
+    const limiter = mdeLimiter(2, 1500, () => clock.now);
     const a = limiter.tryAcquire();
     const b = limiter.tryAcquire();
     expect([a.granted, b.granted]).toEqual([true, true]);
@@ -41,7 +53,7 @@ describe('RateLimiter', () => {
 
   it('never lets any sliding minute hold more than 100 calls nor any hour more than 1500, and uses them all', () => {
     const clock = { now: 0 };
-    const limiter = RateLimiter.forMde(100, 1500, () => clock.now);
+    const limiter = mdeLimiter(100, 1500, () => clock.now);
     const calls: number[] = [];
     // Offer 3000 calls as fast as the limiter allows (10 ms latency each), walking the clock to each slot.
     for (let i = 0; i < 3000; i += 1) {
@@ -71,7 +83,7 @@ describe('RateLimiter', () => {
 
   it('gives an unused slot back without counting it', () => {
     const clock = { now: 0 };
-    const limiter = RateLimiter.forMde(1, 1500, () => clock.now);
+    const limiter = mdeLimiter(1, 1500, () => clock.now);
     const slot = limiter.tryAcquire();
     expect(slot.granted).toBe(true);
     expect(limiter.tryAcquire().granted).toBe(false);
@@ -80,7 +92,7 @@ describe('RateLimiter', () => {
   });
 
   it("holds every call until MDE's Retry-After after a 429", () => {
-    const limiter = RateLimiter.forMde(100, 1500, () => 1000);
+    const limiter = mdeLimiter(100, 1500, () => 1000);
     limiter.blockUntil(6000);
     expect(limiter.tryAcquire()).toEqual({ granted: false, waitMs: 5000 });
   });

@@ -2,6 +2,7 @@
  * The tracker over fakes and the store on an in-memory table: one list call polls every tracked release, one
  * completion per release, expiry, racing trackers, its own budget share, polling less as releases age.
  */
+import type { Outcome } from '../../src/core/outcome';
 import { handleRequest, type PipelineDeps } from '../../src/core/pipeline';
 import { nextPollDelayMs, trackReleases, type TrackerDeps } from '../../src/core/tracking';
 import { FakeDefender, fakeDeps, localBudget, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
@@ -28,7 +29,7 @@ async function accepted(count = 1, defender = new FakeDefender()) {
     );
     outcomes.push(answer.outcomes[0]!);
   }
-  const tracker: TrackerDeps = { ...fake.deps, store, trackMaxMs: 24 * HOUR };
+  const tracker: TrackerDeps = { ...fake.deps, store, trackMaxMs: 24 * HOUR, send: () => undefined };
   return { ...fake, store, outcomes, outcome: outcomes[0]!, tracker };
 }
 
@@ -153,6 +154,47 @@ describe('trackReleases', () => {
     expect(await trackReleases({ ...tracker, budget, pollBudgetMs: 1000 })).toEqual([]);
     expect(defender.listCalls).toHaveLength(0);
     expect((await budget.acquire('listMachineActions', 'release')).granted).toBe(true);
+  });
+
+  it('sends a completion again on the next run when sending it failed', async () => {
+    const { store, outcome, tracker, defender, telemetry, clock } = await accepted();
+    defender.listScript = [list({ id: outcome.machineAction!.id, status: 'Succeeded' })];
+    const sent: Outcome[][] = [];
+    let failures = 1;
+    const send = (completions: Outcome[]): void => {
+      if (failures-- > 0) throw new Error('Service Bus unavailable');
+      sent.push(completions);
+    };
+    await trackReleases({ ...tracker, send });
+    expect(sent).toEqual([]);
+    clock.time += 60_000;
+    await trackReleases({ ...tracker, send });
+    clock.time += 60_000;
+    await trackReleases({ ...tracker, send });
+    expect(sent).toEqual([
+      [expect.objectContaining({ correlationId: 'INC7-0', status: 'Released', phase: 'completed' })],
+    ]);
+    expect(telemetry.completions).toHaveLength(1);
+    const [record] = await store.readReleases('INC7-0');
+    expect(record?.value).toMatchObject({ state: 'completed', completion: { status: 'Released' } });
+    expect(await store.listTracked(10)).toEqual([]);
+  });
+
+  it('sends the completion of a run that stopped before sending it, once its claim has run out', async () => {
+    const { outcome, tracker, defender, clock } = await accepted();
+    defender.listScript = [list({ id: outcome.machineAction!.id, status: 'Succeeded' })];
+    const sent: Outcome[][] = [];
+    // The first run's instance stops while sending (it never returns).
+    void trackReleases({ ...tracker, send: () => new Promise<void>(() => undefined) });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const send = (completions: Outcome[]): void => void sent.push(completions);
+    clock.time += 60_000;
+    // Still claimed by the stopped run: another run leaves it to that one for now.
+    await trackReleases({ ...tracker, send });
+    expect(sent).toEqual([]);
+    clock.time += 10 * 60_000;
+    await trackReleases({ ...tracker, send });
+    expect(sent).toEqual([[expect.objectContaining({ status: 'Released', phase: 'completed' })]]);
   });
 
   it('polls less often as releases age', async () => {

@@ -376,6 +376,7 @@ describe('tracking against Azurite', () => {
       requestTimeoutMs: 5_000,
       apiHost: 'sim',
       trackMaxMs: state.trackMaxMs,
+      send: () => undefined,
     };
     const [a, b] = await Promise.all([
       trackReleases({ ...base, store: storeA }),

@@ -115,18 +115,8 @@ export class FakeDefender implements DefenderApi {
     return this.next(this.alertsScript, () => ({ status: 200, body: { value: [] } }));
   }
 
-  /** Calls of `GET /api/machineactions/{id}` (tracking), by action id. */
-  readonly actionCalls: string[] = [];
-  /** Answers to `GET /api/machineactions/{id}` (default: 200 with the action Pending). */
-  actionScript: Script[] = [];
-
-  getMachineAction(actionId: string): Promise<ApiResponse> {
-    this.actionCalls.push(actionId);
-    return this.next(this.actionScript, () => ({
-      status: 200,
-      body: { id: actionId, type: 'Unisolate', status: 'Pending', machineId: MACHINE_ID },
-    }));
-  }
+  /** Credentials are always at hand. */
+  async ensureCredentials(): Promise<void> {}
 
   async refreshCredentials(): Promise<void> {
     this.refreshes += 1;
