@@ -355,6 +355,12 @@ describe('every device its own durable release', () => {
     ]);
     // Only the device that had not finished was released again.
     expect(defender.unisolateCalls.slice(calls).map((c) => c.machineId)).toEqual([ids[2]]);
+    // Every device's answer goes out (the stopped delivery may not have sent its messages), none marked replayed.
+    expect(redelivered.messages.map((m) => [m.index, m.status, m.replayed ?? false])).toEqual([
+      [0, 'Accepted', false],
+      [1, 'Accepted', false],
+      [2, 'Accepted', false],
+    ]);
   });
 
   it('replays a 100-device bulk by its key, every answer, marked replayed, with no second call', async () => {
@@ -422,5 +428,64 @@ describe('every device its own durable release', () => {
     );
     expect(answer.outcomes[0]).toMatchObject({ status: 'Accepted', phase: 'accepted' });
     expect(defender.unisolateCalls).toHaveLength(1);
+  });
+});
+
+describe('exactly once under concurrency', () => {
+  /** Parks one device (the hour's release budget spent), hands it back, and opens the budget again. */
+  async function parkedAndHandedBack() {
+    const state = withState();
+    const { deps, gate } = spentHour(state.deps);
+    const answer = await handleRequest(input(single), deps);
+    expect(answer.messages.map((m) => m.phase)).toEqual(['queued']);
+    state.clock.time = Date.parse(answer.outcomes[0]!.retryAt!);
+    const handed = await handBackDue({
+      store: state.store,
+      clock: deps.clock,
+      log: deps.log,
+      perRun: 10,
+      lookAheadMs: 30_000,
+    });
+    expect(handed).toHaveLength(1);
+    gate.closed = false;
+    return { ...state, deps, ref: resumedRelease(handed[0])! };
+  }
+
+  it('a resume message delivered twice at once releases the device once, with one answer', async () => {
+    const { deps, defender, ref } = await parkedAndHandedBack();
+    const [a, b] = await Promise.all([resumeRelease(ref, deps), resumeRelease(ref, deps)]);
+    expect([...a.messages, ...b.messages].map((m) => [m.phase, m.status])).toEqual([
+      ['accepted', 'Accepted'],
+    ]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('a run that outlives its lease does not answer: the invocation that took the release over does', async () => {
+    const { deps, defender, clock, ref } = await parkedAndHandedBack();
+    const original = defender.unisolate.bind(defender);
+    let reached!: () => void;
+    const posting = new Promise<void>((resolve) => (reached = resolve));
+    let answerLate!: () => void;
+    const late = new Promise<void>((resolve) => (answerLate = resolve));
+    let first = true;
+    defender.unisolate = async (id, comment, o) => {
+      if (first) {
+        // The first run's POST hangs until its lease has run out and another invocation took over.
+        first = false;
+        reached();
+        await late;
+      }
+      return original(id, comment, o);
+    };
+    const slow = resumeRelease(ref, deps);
+    await posting;
+    clock.time += 10 * 60_000;
+    const takeover = await resumeRelease(ref, deps);
+    expect(takeover.messages.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+    answerLate();
+    // Its write loses (the record changed since it claimed it): it sends nothing.
+    expect((await slow).messages).toEqual([]);
+    const stored = (await deps.state!.store.readRelease(ref))!.value;
+    expect(stored.answer?.machineAction?.id).toBe(takeover.messages[0]!.machineAction!.id);
   });
 });
