@@ -323,6 +323,11 @@ function transient(outcome: Outcome | null | undefined): boolean {
   return Boolean(outcome?.error && ERROR_TABLE[outcome.error.code].transient);
 }
 
+/** A wait as whole seconds, for `Retry-After` and messages: rounded up, at least 1. */
+function seconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
 function retryAfterOf(error: UnisolateError): number {
   return Math.max(1, Math.ceil((error.retryAfterMs ?? 30_000) / 1000));
 }
@@ -658,7 +663,7 @@ interface DeviceRun {
 
 interface RunContext {
   deps: PipelineDeps;
-  /** Durable state, while reachable; absent: nothing is recorded or parked. */
+  /** Durable state; absent: nothing is recorded or parked. A failed store call degrades only its release. */
   state: StateDeps | undefined;
   /** The trigger this run is on (a resumed release runs on Service Bus whatever its request came by). */
   trigger: Trigger;
@@ -722,8 +727,8 @@ async function claimRecord(
     const etag = await state.store.updateRelease(mine, version);
     return etag ? { value: mine, etag } : undefined;
   } catch (error) {
+    // This release goes on unrecorded (its stored version is unchanged); other releases keep the store.
     storeUnavailable(ctx.deps, 'taking a release', error);
-    ctx.state = undefined;
     return { value: mine, etag: version.etag };
   }
 }
@@ -737,12 +742,12 @@ async function runDevice(
   record: ReleaseRecord,
   version: Versioned<ReleaseRecord> | undefined,
 ): Promise<DeviceRun> {
-  const { deps } = ctx;
+  const { deps, state } = ctx;
   const started = deps.clock.now();
   const current: ReleaseRecord = { ...record, runs: record.runs + 1 };
-  const parking = ctx.state !== undefined;
+  const parking = state !== undefined;
   // A bulk that ran out of time: the devices not started yet wait for their turn, parked.
-  if (parking && started >= ctx.cap) return park(ctx, current, version, started);
+  if (parking && started >= ctx.cap) return park(ctx, state, current, version, started);
 
   // Reserve every call the release needs before it starts, so it never stops halfway for want of budget.
   const reserved = new Map<MdeApi, Slot>();
@@ -766,7 +771,7 @@ async function runDevice(
       await deps.clock.sleep(answer.waitMs);
       continue;
     }
-    if (parking) return park(ctx, current, version, now + answer.waitMs);
+    if (parking) return park(ctx, state, current, version, now + answer.waitMs);
     break; // Nothing can be parked: the calls wait within the deadline, or end Throttled.
   }
 
@@ -799,15 +804,11 @@ async function runDevice(
 
   if (error && parking) {
     if (error.code === 'MdeThrottled')
-      return park(ctx, current, version, now + (error.retryAfterMs ?? 60_000));
+      return park(ctx, state, current, version, now + (error.retryAfterMs ?? 60_000), result);
     // On Service Bus a transient failure waits (parked, with backoff) instead of being redelivered at once.
-    if (
-      error.transient &&
-      ctx.trigger === 'serviceBus' &&
-      current.failures + 1 < (ctx.state?.maxFailures ?? 1)
-    ) {
+    if (error.transient && ctx.trigger === 'serviceBus' && current.failures + 1 < state.maxFailures) {
       const failed = { ...current, failures: current.failures + 1 };
-      return park(ctx, failed, version, now + retryDelayMs(failed.failures, deps.random()));
+      return park(ctx, state, failed, version, now + retryDelayMs(failed.failures, deps.random()), result);
     }
   }
   if (error?.transient && !parking && ctx.canRedeliver && ctx.trigger === 'serviceBus') {
@@ -872,22 +873,25 @@ async function finish(
   const written = await write(ctx, next, version);
   return {
     answer,
-    ...(written ? { message: answer } : {}),
+    ...(written !== 'lost' ? { message: answer } : {}),
     ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
   };
 }
 
 /**
  * Parks a release until `retryAt`: recorded `queued` (the resume timer hands it back then) with one `queued`
- * message, the first time. A release parked longer than `QUEUE_MAX_HOURS` ends `Throttled` instead.
+ * message, the first time. A release parked longer than `QUEUE_MAX_HOURS` ends `Throttled` instead, and one
+ * that cannot be recorded `queued` (the store failed) ends as it would without durable state: `unparked` (the
+ * failure that made it wait), else `Throttled`.
  */
 async function park(
   ctx: RunContext,
+  state: StateDeps,
   record: ReleaseRecord,
   version: Versioned<ReleaseRecord> | undefined,
   retryAt: number,
+  unparked?: DeviceResult,
 ): Promise<DeviceRun> {
-  const state = ctx.state!;
   const now = ctx.deps.clock.now();
   const queuedAt = record.queuedAt ?? now;
   if (retryAt - queuedAt > state.queueMaxMs) {
@@ -912,8 +916,21 @@ async function park(
     answer,
   };
   const written = await write(ctx, next, version);
-  if (written && soon) ctx.handBack.push(resumeMessage(record.ref));
-  const first = written && !record.queuedSent;
+  if (written === 'unrecorded') {
+    const fallback =
+      unparked ??
+      resultOf(
+        record,
+        new UnisolateError(
+          'MdeThrottled',
+          `The Defender API budget cannot take the release before ${iso(retryAt)} and it could not be parked (durable state unavailable); it was not sent. Retry after ${seconds(retryAt - now)} s.`,
+          { retryAfterMs: Math.max(1000, retryAt - now) },
+        ),
+      );
+    return finish(ctx, record, version, fallback, now);
+  }
+  if (written === 'written' && soon) ctx.handBack.push(resumeMessage(record.ref));
+  const first = written === 'written' && !record.queuedSent;
   ctx.deps.log.info('Release parked until its budget frees', {
     correlationId: record.ref.correlationId,
     index: record.ref.index,
@@ -948,29 +965,34 @@ function queuedAnswer(record: ReleaseRecord, trigger: Trigger, retryAt: number, 
 }
 
 /**
- * Writes a record's new state if this invocation still holds it. True when written, or when the store
- * failed (the answer is then sent anyway: at least once beats never); false when another invocation took the
- * record first (it answers for it).
+ * What became of a record's new state: `written`; `lost` when another invocation took the record first (it
+ * answers for it); `unrecorded` without durable state or when the store failed (an answer is then sent anyway:
+ * at least once beats never).
+ */
+type Written = 'written' | 'lost' | 'unrecorded';
+
+/**
+ * Writes a record's new state if this invocation still holds it. A store failure concerns this release only:
+ * the others of the request keep their durable state.
  */
 async function write(
   ctx: RunContext,
   next: ReleaseRecord,
   version: Versioned<ReleaseRecord> | undefined,
-): Promise<boolean> {
+): Promise<Written> {
   const state = ctx.state;
-  if (!state || !version) return true;
+  if (!state || !version) return 'unrecorded';
   try {
     const etag = await state.store.updateRelease(next, version);
-    if (etag) return true;
+    if (etag) return 'written';
     ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
       correlationId: next.ref.correlationId,
       index: next.ref.index,
     });
-    return false;
+    return 'lost';
   } catch (error) {
     storeUnavailable(ctx.deps, 'recording a release', error);
-    ctx.state = undefined;
-    return true;
+    return 'unrecorded';
   }
 }
 

@@ -13,7 +13,7 @@ import {
 import { keyHashOf } from '../../src/core/idempotency';
 import type { Outcome } from '../../src/core/outcome';
 import { handBackDue } from '../../src/core/resume';
-import { resumedRelease } from '../../src/core/records';
+import { resumedRelease, type ReleaseRecord } from '../../src/core/records';
 import type { ReleaseStore } from '../../src/core/ports';
 import type { Budget } from '../../src/core/budget';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps, TransportError } from '../support/fakes';
@@ -487,5 +487,68 @@ describe('exactly once under concurrency', () => {
     expect((await slow).messages).toEqual([]);
     const stored = (await deps.state!.store.readRelease(ref))!.value;
     expect(stored.answer?.machineAction?.id).toBe(takeover.messages[0]!.machineAction!.id);
+  });
+});
+
+describe('a store failure ends with the entry it hit', () => {
+  /**
+   * A bulk of two on Service Bus whose store fails the first write `failWrite` picks: entry 0 gets the release
+   * budget, entry 1 is told the hour is spent (so it parks), with `parkAfterFailure` only once that write failed.
+   */
+  function twoEntries(failWrite: (record: ReleaseRecord) => boolean, parkAfterFailure: boolean) {
+    const state = withState();
+    const { store } = state;
+    let failedNow!: () => void;
+    const failed = new Promise<void>((resolve) => (failedNow = resolve));
+    const flaky = Object.create(store) as ReleaseStore;
+    let failures = 0;
+    flaky.updateRelease = (record, previous) => {
+      if (failures === 0 && failWrite(record)) {
+        failures += 1;
+        failedNow();
+        return Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'));
+      }
+      return store.updateRelease(record, previous);
+    };
+    const inner = state.deps.budget;
+    let releases = 0;
+    const budget: Budget = {
+      shared: inner.shared,
+      acquire: async (api, spender) => {
+        if (api !== 'unisolate') return inner.acquire(api, spender);
+        releases += 1;
+        if (releases === 1) return inner.acquire(api, spender);
+        if (parkAfterFailure) await failed;
+        return { granted: false, waitMs: 40 * 60_000 };
+      },
+      pause: (api, until) => inner.pause(api, until),
+    };
+    const deps: PipelineDeps = { ...state.deps, budget, state: { ...state.state, store: flaky } };
+    const body = { ...bulkBody, devices: [{ machineId: ids[0] }, { machineId: ids[1] }] };
+    return { ...state, deps, body };
+  }
+
+  it("one entry's failed write leaves the other entries their durable state: it still parks", async () => {
+    const { deps, body, store, defender } = twoEntries(
+      (r) => r.ref.index === 0 && r.state === 'accepted',
+      true,
+    );
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.messages.map((m) => [m.index, m.status, m.phase])).toEqual([
+      [0, 'Accepted', 'accepted'],
+      [1, 'Queued', 'queued'],
+    ]);
+    const parked = (await store.readReleases('INC9')).map((v) => v.value.state);
+    expect(parked[1]).toBe('queued');
+    expect(defender.unisolateCalls.map((c) => c.machineId)).toEqual([ids[0]]);
+  });
+
+  it('a release that cannot be parked (the store fails) ends Throttled instead of waiting unrecorded', async () => {
+    const { deps, body } = twoEntries((r) => r.ref.index === 1 && r.state === 'queued', false);
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.messages.map((m) => [m.index, m.status, m.phase, m.error?.code ?? null])).toEqual([
+      [0, 'Accepted', 'accepted', null],
+      [1, 'Throttled', 'accepted', 'MdeThrottled'],
+    ]);
   });
 });
