@@ -255,15 +255,6 @@ export class TableReleaseStore implements ReleaseStore {
     }
   }
 
-  async deleteKey(keyHash: string, etag: string): Promise<void> {
-    await this.ensureTable();
-    try {
-      await this.client.deleteEntity(`key|${keyHash}`, '', { ...this.options(), etag });
-    } catch (error) {
-      if (statusOf(error) !== 412 && statusOf(error) !== 404) throw error;
-    }
-  }
-
   // --- device releases --------------------------------------------------------------------------------------
 
   private recordEntity(record: ReleaseRecord): Entity {

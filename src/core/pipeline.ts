@@ -559,6 +559,7 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     redelivered: (input.deliveryCount ?? 1) > 1,
     canRedeliver: input.canRedeliver,
     cap: receivedAt + BULK_CAP_MS[input.trigger],
+    answeredBefore: claim?.answeredBefore ?? false,
     inMemoryOwners: new Map(),
     handBack: [],
   };
@@ -581,16 +582,18 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
       errorCode: handBack.redeliver.code,
       deliveryCount: input.deliveryCount,
     });
-    await claim?.finish(false);
+    await claim?.finish('abandoned');
     throw new RedeliveryRequested(handBack.answer, handBack.redeliver);
   }
 
   const outcomes = runs.map((r) => r.answer);
   const failedTransiently = outcomes.some((o) => transient(o));
-  // A transient failure is not kept: a retry with the same key must be able to run it again.
-  await claim?.finish(!failedTransiently);
+  // A transient failure is kept retryable: a retry with the same key runs that device again, replays the rest.
+  await claim?.finish(failedTransiently ? 'retry' : 'done');
   const messages = runs.flatMap((r) => (r.message ? [r.message] : []));
-  for (const message of messages) deps.telemetry.trackOutcome(message, deps.clock.now() - receivedAt);
+  for (const message of messages) {
+    if (!message.replayed) deps.telemetry.trackOutcome(message, deps.clock.now() - receivedAt);
+  }
   logAnswers(deps, shared.correlationId, outcomes);
   const waits = runs.flatMap((r) => (r.retryAfterSeconds !== undefined ? [r.retryAfterSeconds] : []));
   return {
@@ -672,6 +675,8 @@ interface RunContext {
   canRedeliver: boolean;
   /** Devices not started by this time are parked (bulk cap). */
   cap: number;
+  /** A retry of a request answered before: the answers found recorded were sent then, and are replays now. */
+  answeredBefore: boolean;
   /** Without durable state: which entry of this request took which device. */
   inMemoryOwners: Map<string, number>;
   /** Resume messages of releases parked until soon: the trigger sends them to the request queue. */
@@ -695,12 +700,14 @@ async function runEntry(
     if (stored.state === 'done' && stored.answer) return { answer: stored.answer, message: stored.answer };
     return runDevice(ctx, stored, version);
   }
-  // Taken over from an earlier invocation of this request (a redelivery, or a stopped instance).
+  // Taken over from an earlier invocation of this request (a redelivery, a stopped instance, or a retry of a
+  // request answered with a transient failure: that device runs again).
   const rerun = claimed && stored.state === 'done' && transient(stored.answer);
   if (answered(stored) && !rerun) {
-    // Answered before; that invocation may have stopped before its messages went out: send it again.
+    // Answered before. A retry replays it; after a stopped invocation, whose messages may not have gone out,
+    // it is sent again as it was.
     const answer = stored.answer!;
-    return { answer, message: answer };
+    return { answer, message: ctx.answeredBefore ? { ...answer, replayed: true } : answer };
   }
   if (claimable(stored, now) || rerun) {
     const mine = await claimRecord(ctx, version);
@@ -1047,6 +1054,7 @@ export async function resumeRelease(
     redelivered: false,
     canRedeliver: false,
     cap: deps.clock.now() + BULK_CAP_MS.serviceBus,
+    answeredBefore: false,
     inMemoryOwners: new Map(),
     handBack: [],
   };

@@ -129,8 +129,11 @@ export interface IdempotencyRecord {
   keyHash: string;
   /** SHA-256 of the request body, so a key reused with another body is recognised. */
   fingerprint: string;
-  /** `pending`: a request is running under this key; `done`: it has been answered. */
-  state: 'pending' | 'done';
+  /**
+   * `pending`: a request is running under this key; `done`: it has been answered; `retry`: it has been
+   * answered, but a device failed transiently (or still runs elsewhere): a repeat takes the same request over.
+   */
+  state: 'pending' | 'retry' | 'done';
   /** When the key was claimed (ms since epoch); the idempotency window starts here. */
   claimedAt: number;
   /** A pending claim whose lease ran out was abandoned (its instance stopped) and may be taken over. */
@@ -166,8 +169,6 @@ export interface ReleaseStore extends LedgerStore {
   insertKey(record: IdempotencyRecord): Promise<string | undefined>;
   /** Replaces a claim if its ETag still matches: the new ETag, or undefined otherwise. */
   replaceKey(record: IdempotencyRecord, etag: string): Promise<string | undefined>;
-  /** Deletes a claim if its ETag still matches (no error when it is gone or changed). */
-  deleteKey(keyHash: string, etag: string): Promise<void>;
 
   /**
    * Records a request's device releases (all in one transaction) and when to delete them (and the request's

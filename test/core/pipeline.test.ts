@@ -363,6 +363,42 @@ describe('every device its own durable release', () => {
     ]);
   });
 
+  it('HTTP bulk: a retry with the same key after one transient failure releases only the failed device', async () => {
+    const defender = new FakeDefender();
+    const original = defender.unisolate.bind(defender);
+    let failing = true;
+    defender.unisolate = (id, comment, o) =>
+      id === ids[1] && failing
+        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
+        : original(id, comment, o);
+    const { deps } = withState(defender);
+    const http = input(bulkBody, { trigger: 'http', canRedeliver: false, key: 'k-retry' });
+    const first = await handleRequest(http, deps);
+    expect(first.outcomes.map((o) => [o.index, o.status])).toEqual([
+      [0, 'Accepted'],
+      [1, 'Failed'],
+      [2, 'Accepted'],
+    ]);
+    failing = false;
+    const calls = defender.unisolateCalls.length;
+    const retry = await handleRequest(http, deps);
+    expect(defender.unisolateCalls.slice(calls).map((c) => c.machineId)).toEqual([ids[1]]);
+    expect(retry.outcomes.map((o) => [o.index, o.status, o.machineAction?.id])).toEqual([
+      [0, 'Accepted', first.outcomes[0]!.machineAction!.id],
+      [1, 'Accepted', expect.any(String)],
+      [2, 'Accepted', first.outcomes[2]!.machineAction!.id],
+    ]);
+    expect(retry.messages.map((m) => [m.index, m.status, m.replayed ?? false])).toEqual([
+      [0, 'Accepted', true],
+      [1, 'Accepted', false],
+      [2, 'Accepted', true],
+    ]);
+    // Now every device has its answer: a third copy is a plain replay.
+    const third = await handleRequest(http, deps);
+    expect(third.replayed).toBe(true);
+    expect(defender.unisolateCalls).toHaveLength(calls + 1);
+  });
+
   it('replays a 100-device bulk by its key, every answer, marked replayed, with no second call', async () => {
     const { deps, defender } = withState();
     const devices = Array.from({ length: 100 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'e') }));
