@@ -519,7 +519,7 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     }
   }
 
-  // Record every device's release before anything is sent: one transaction for the whole request.
+  // Record every device's release before anything is sent, each with its lease in the due index.
   const requestId = claim?.requestId ?? randomUUID().replace(/-/g, '');
   const records = entries.map((entry) => newRecord(entry, shared, input, deps, requestId, receivedAt));
   let versions: (Versioned<ReleaseRecord> | undefined)[] = records.map(() => undefined);
@@ -530,20 +530,21 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
         receivedAt +
         Math.max(state.idempotencyWindowMs, state.trackMaxMs, state.queueMaxMs) +
         RECORD_MARGIN_MS;
-      const fresh = await store.createReleases(records, {
+      // Records found already: this request is taken over from an earlier invocation (redelivery, stopped
+      // instance, retry). One not written (the store failed partway) runs unrecorded, as without durable state.
+      const recorded = await store.createReleases(records, {
         expiresAt,
         ...(input.key !== undefined ? { keyHash: keyHashOf(input.trigger, input.key) } : {}),
       });
-      // Already recorded: this request is taken over from an earlier invocation (redelivery, stopped instance).
-      const stored = fresh ?? (await store.readReleases(shared.correlationId, requestId));
-      if (stored.length === records.length) {
-        versions = stored;
-        if (fresh) stored.forEach((_, i) => created.add(i));
-      } else {
-        deps.log.warn('The recorded releases of this request do not match it; continuing without them', {
-          correlationId: shared.correlationId,
+      versions = recorded;
+      recorded.forEach((r, i) => {
+        if (r?.created) created.add(i);
+      });
+      if (recorded.includes(undefined)) {
+        const correlationId = shared.correlationId;
+        deps.log.warn('The store failed while recording the releases; those not recorded run without it', {
+          correlationId,
         });
-        store = undefined;
       }
     } catch (error) {
       storeUnavailable(deps, 'recording the releases', error);
@@ -587,9 +588,10 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
   }
 
   const outcomes = runs.map((r) => r.answer);
-  const failedTransiently = outcomes.some((o) => transient(o));
-  // A transient failure is kept retryable: a retry with the same key runs that device again, replays the rest.
-  await claim?.finish(failedTransiently ? 'retry' : 'done');
+  // Kept retryable while a device failed transiently (a retry with the same key runs it again, replays the
+  // rest) or is still running elsewhere (its own invocation, or the resume timer once its lease ends, answers).
+  const unfinished = outcomes.some((o) => transient(o)) || runs.some((r) => r.elsewhere);
+  await claim?.finish(unfinished ? 'retry' : 'done');
   const messages = runs.flatMap((r) => (r.message ? [r.message] : []));
   for (const message of messages) {
     if (!message.replayed) deps.telemetry.trackOutcome(message, deps.clock.now() - receivedAt);
@@ -606,7 +608,11 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
   };
 }
 
-/** A new record for an entry: running (leased to this invocation), or done (an invalid entry). */
+/**
+ * A new record for an entry: running (leased to this invocation), or done (an invalid entry). The lease
+ * covers the run, and in a bulk the time until the last device starts (the bulk cap): this invocation does
+ * not take its own records again.
+ */
 function newRecord(
   entry: Entry,
   shared: Shared,
@@ -628,7 +634,8 @@ function newRecord(
     },
     machineId: entry.target?.machineId ?? entry.machineId ?? null,
     state: 'running',
-    dueAt: receivedAt + runLeaseMs(deps, input.trigger),
+    dueAt:
+      receivedAt + (entry.index === null ? 0 : BULK_CAP_MS[input.trigger]) + runLeaseMs(deps, input.trigger),
     runs: 0,
     failures: 0,
     queuedAt: null,
@@ -662,6 +669,8 @@ interface DeviceRun {
   retryAfterSeconds?: number;
   /** Without durable state: hand the Service Bus message back for this transient failure. */
   redeliver?: UnisolateError;
+  /** Another invocation holds the release (it answers for it). */
+  elsewhere?: boolean;
 }
 
 interface RunContext {
@@ -714,7 +723,7 @@ async function runEntry(
     if (mine) return runDevice(ctx, mine.value, mine);
   }
   // Another invocation is running it (or just took it): it answers for it.
-  return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now) };
+  return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now), elsewhere: true };
 }
 
 /** Takes a record for this invocation (running, with a fresh lease): the new version, or undefined if lost. */
@@ -749,7 +758,9 @@ async function runDevice(
   record: ReleaseRecord,
   version: Versioned<ReleaseRecord> | undefined,
 ): Promise<DeviceRun> {
-  const { deps, state } = ctx;
+  const { deps } = ctx;
+  // Only a recorded release can be parked; one the store could not record runs as without durable state.
+  const state = version ? ctx.state : undefined;
   const started = deps.clock.now();
   const current: ReleaseRecord = { ...record, runs: record.runs + 1 };
   const parking = state !== undefined;

@@ -143,6 +143,12 @@ export interface IdempotencyRecord {
   requestId: string;
 }
 
+/** A release as recorded by {@link ReleaseStore.createReleases}: its stored version, and whether that call created it. */
+export interface RecordedRelease extends Versioned<ReleaseRecord> {
+  /** False when an earlier invocation of the same request had recorded it (the stored record is returned). */
+  created: boolean;
+}
+
 /** What the tracker reads about an accepted release (kept beside the record, so listing is cheap). */
 export interface TrackedRelease {
   ref: ReleaseRef;
@@ -171,23 +177,29 @@ export interface ReleaseStore extends LedgerStore {
   replaceKey(record: IdempotencyRecord, etag: string): Promise<string | undefined>;
 
   /**
-   * Records a request's device releases (all in one transaction) and when to delete them (and the request's
-   * idempotency claim, `keyHash`). Returns them with their ETags, or undefined when they exist already.
+   * Records a request's device releases (each with its index entries, so a running one is due again when its
+   * lease ends) and when to delete them (and the request's idempotency claim, `keyHash`). Records an earlier
+   * invocation of the request made are kept as stored, and the ones it did not get to are created. Returns
+   * each, in order, as stored; undefined for a record not written because the store failed partway (throws
+   * when it wrote nothing).
    */
   createReleases(
     records: readonly ReleaseRecord[],
     expiry: { expiresAt: number; keyHash?: string },
-  ): Promise<Versioned<ReleaseRecord>[] | undefined>;
+  ): Promise<(RecordedRelease | undefined)[]>;
   /** The releases under a correlation id (of one request, with `requestId`), in request and index order. */
   readReleases(correlationId: string, requestId?: string): Promise<Versioned<ReleaseRecord>[]>;
   readRelease(ref: ReleaseRef): Promise<Versioned<ReleaseRecord> | undefined>;
   /**
    * Replaces a record if it is unchanged since `previous` was read, moving its index entries with it in the
-   * same transaction (parked → due index; accepted → tracked index). The new ETag, or undefined when another
+   * same transaction (parked or running → due index; accepted → tracked index). The new ETag, or undefined when another
    * invocation changed it first.
    */
   updateRelease(record: ReleaseRecord, previous: Versioned<ReleaseRecord>): Promise<string | undefined>;
-  /** Parked releases due by `until`, earliest first, at most `limit`. */
+  /**
+   * Releases due by `until`, earliest first, at most `limit`: parked ones, and running ones whose lease ends
+   * by then.
+   */
   listDue(until: number, limit: number): Promise<Versioned<ReleaseRecord>[]>;
   /** Accepted releases being tracked, at most `limit`. */
   listTracked(limit: number): Promise<TrackedRelease[]>;

@@ -455,6 +455,28 @@ describe('every device its own durable release', () => {
     expect(defender.unisolateCalls).toHaveLength(8);
   });
 
+  it("a long bulk's devices not started yet are not handed back by the timer while it runs", async () => {
+    const defender = new FakeDefender();
+    const { deps, clock, store } = withState(defender);
+    const devices = Array.from({ length: 8 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'd') }));
+    const body = { comment: 'x', correlationId: 'INC-SLOW', devices };
+    const original = defender.unisolate.bind(defender);
+    const messages: Outcome[] = [];
+    defender.unisolate = async (id, comment, o) => {
+      // Each release takes 40 s: the later devices start after a single run's lease would have ended.
+      clock.time += 40_000;
+      if (defender.unisolateCalls.length === 6) messages.push(...(await resumeDue(deps, store)));
+      return original(id, comment, o);
+    };
+    const answer = await handleRequest(input(body, { key: 'k-slow' }), deps);
+    messages.push(...answer.messages);
+    clock.time += 20 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    const accepted = messages.filter((m) => m.phase === 'accepted');
+    expect(accepted.map((m) => m.index).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(defender.unisolateCalls.map((c) => c.machineId).sort()).toEqual(devices.map((d) => d.machineId));
+  });
+
   it('keeps the core contract when the store is down: released, without idempotency or parking', async () => {
     const { deps, table, defender } = withState();
     table.down = true;
@@ -586,5 +608,103 @@ describe('a store failure ends with the entry it hit', () => {
       [0, 'Accepted', 'accepted', null],
       [1, 'Throttled', 'accepted', 'MdeThrottled'],
     ]);
+  });
+});
+
+describe('a release whose instance stopped', () => {
+  it('is handed back once its lease ends: one answer, one POST, though its redelivery came inside the lease', async () => {
+    const defender = new FakeDefender();
+    const state = withState(defender);
+    const { store, clock, table } = state;
+    const deps: PipelineDeps = { ...state.deps, safety: { checkIsolationState: true, releasePolicy: null } };
+    // The first run stops after taking the release: its isolation check never answers (the instance is gone).
+    const history = defender.listMachineActions.bind(defender);
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    let first = true;
+    defender.listMachineActions = (filter: string) => {
+      if (!first) return history(filter);
+      first = false;
+      reached();
+      return new Promise(() => {});
+    };
+    void handleRequest(input(single, { key: 'msg-stop' }), deps);
+    await stopped;
+    const messages: Outcome[] = [];
+
+    // Service Bus redelivers the message while the stopped run's lease still holds the release.
+    clock.time += 125_000;
+    const redelivered = await handleRequest(input(single, { key: 'msg-stop', deliveryCount: 2 }), deps);
+    messages.push(...redelivered.messages);
+    expect(messages).toEqual([]);
+    // Not answered: the key must not replay an answer that never came.
+    expect((await store.readKey(keyHashOf('serviceBus', 'msg-stop')))?.value.state).not.toBe('done');
+
+    // Once the lease has ended, the resume timer hands the release back, and it runs to its answer.
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    expect(messages.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(table.entities().filter((e) => e.rowKey.startsWith('q|'))).toEqual([]);
+  });
+});
+
+describe('a bulk recorded in several transactions', () => {
+  const devices = Array.from({ length: 60 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'e') }));
+  const body = { comment: 'mass release', correlationId: 'INC-60', devices };
+
+  /** The table's `n`-th transaction (from 1) does `fail` instead; the others go through. */
+  function failingTransaction(
+    table: ReturnType<typeof memoryStore>['table'],
+    n: number,
+    fail: () => Promise<never>,
+  ) {
+    const submit = table.client.submitTransaction.bind(table.client);
+    let count = 0;
+    table.client.submitTransaction = (actions, options) => {
+      count += 1;
+      return count === n ? fail() : submit(actions, options);
+    };
+  }
+
+  function answeredOnce(messages: Outcome[]) {
+    const accepted = messages.filter((m) => m.phase === 'accepted');
+    expect(accepted.map((m) => m.status)).toEqual(devices.map(() => 'Accepted'));
+    expect(accepted.map((m) => m.index).sort((a, b) => a! - b!)).toEqual(devices.map((_, i) => i));
+  }
+
+  it('stopped between them: the redelivery records and releases the rest, the timer the others; each once', async () => {
+    const { deps, store, table, clock, defender } = withState();
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    failingTransaction(table, 2, () => {
+      reached();
+      return new Promise<never>(() => {});
+    });
+    void handleRequest(input(body, { key: 'msg-60' }), deps);
+    await stopped;
+    const messages: Outcome[] = [];
+    const redelivered = await handleRequest(input(body, { key: 'msg-60', deliveryCount: 2 }), deps);
+    messages.push(...redelivered.messages);
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    answeredOnce(messages);
+    expect(new Set(defender.unisolateCalls.map((c) => c.machineId)).size).toBe(60);
+    expect(defender.unisolateCalls).toHaveLength(60);
+  });
+
+  it('the store failing between them: the recorded devices run recorded, the others unrecorded; none twice', async () => {
+    const { deps, store, table, clock, defender } = withState();
+    failingTransaction(table, 2, () => Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002')));
+    const answer = await handleRequest(input(body, { key: 'msg-60b' }), deps);
+    const messages = [...answer.messages];
+    clock.time += 20 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    answeredOnce(messages);
+    expect(defender.unisolateCalls).toHaveLength(60);
   });
 });
