@@ -561,7 +561,8 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     canRedeliver: input.canRedeliver,
     cap: receivedAt + BULK_CAP_MS[input.trigger],
     answeredBefore: claim?.answeredBefore ?? false,
-    inMemoryOwners: new Map(),
+    idOwners: ownersById(records),
+    nameOwners: new Map(),
     handBack: [],
   };
   const runs: DeviceRun[] = new Array<DeviceRun>(records.length);
@@ -686,8 +687,13 @@ interface RunContext {
   cap: number;
   /** A retry of a request answered before: the answers found recorded were sent then, and are replays now. */
   answeredBefore: boolean;
-  /** Without durable state: which entry of this request took which device. */
-  inMemoryOwners: Map<string, number>;
+  /**
+   * Devices named by id: the entry naming each (the parser refuses an id listed twice, so it owns it). For a
+   * resumed release, read from its request's records when first needed.
+   */
+  idOwners?: Map<string, number>;
+  /** Devices reached by name in this invocation: the entry that took each first. */
+  nameOwners: Map<string, number>;
   /** Resume messages of releases parked until soon: the trigger sends them to the request queue. */
   handBack: ResumeMessage[];
 }
@@ -804,8 +810,11 @@ async function runDevice(
         force: current.ask.force,
         forceIsolationCheck: !parking && ctx.redelivered && current.ref.index !== null,
         resolvedMachineId: current.machineId,
+        // An entry naming its device by id owns it; one naming it by name checks who else releases it.
         claimDevice:
-          current.ref.index === null ? undefined : (machineId) => claimDevice(ctx, current.ref, machineId),
+          current.ref.index === null || current.ask.target.machineId !== undefined
+            ? undefined
+            : (machineId) => claimDevice(ctx, current.ref, machineId),
         onResolved: (machineId) => {
           current.machineId = machineId;
         },
@@ -1014,23 +1023,28 @@ async function write(
   }
 }
 
-/** The duplicate check of a bulk entry: null, or the error naming the entry that releases the device. */
+/**
+ * The duplicate check of a bulk entry that named its device by name: null, or the error naming the entry
+ * that releases the device. A device another entry names by id is that entry's (known from the request, no
+ * table I/O); else the first entry to claim it owns it: a stored claim, so that a parked entry resumed on
+ * another instance agrees.
+ */
 async function claimDevice(
   ctx: RunContext,
   ref: ReleaseRef,
   machineId: string,
 ): Promise<UnisolateError | null> {
   const index = ref.index ?? 0;
-  let owner = ctx.inMemoryOwners.get(machineId);
+  let owner = (await idOwnersOf(ctx, ref))?.get(machineId) ?? ctx.nameOwners.get(machineId);
   if (owner === undefined) {
-    ctx.inMemoryOwners.set(machineId, index);
+    ctx.nameOwners.set(machineId, index);
     owner = index;
-  }
-  if (owner === index && ctx.state) {
-    try {
-      owner = await ctx.state.store.claimDevice(ref, machineId);
-    } catch (error) {
-      storeUnavailable(ctx.deps, 'checking for a duplicate device', error);
+    if (ctx.state) {
+      try {
+        owner = await ctx.state.store.claimDevice(ref, machineId);
+      } catch (error) {
+        storeUnavailable(ctx.deps, 'checking for a duplicate device', error);
+      }
     }
   }
   if (owner === index) return null;
@@ -1038,6 +1052,27 @@ async function claimDevice(
     'DuplicateDevice',
     `devices[${index}] is the same device (${machineId}) as devices[${owner}]; it is released once, under devices[${owner}].`,
   );
+}
+
+/** Which entry names each device by id. */
+function ownersById(records: readonly ReleaseRecord[]): Map<string, number> {
+  const owners = new Map<string, number>();
+  for (const { ref, ask } of records) {
+    if (ref.index !== null && ask.target.machineId !== undefined) owners.set(ask.target.machineId, ref.index);
+  }
+  return owners;
+}
+
+/** {@link RunContext.idOwners}, read from the request's records the first time a resumed release needs it. */
+async function idOwnersOf(ctx: RunContext, ref: ReleaseRef): Promise<Map<string, number> | undefined> {
+  if (ctx.idOwners || !ctx.state) return ctx.idOwners;
+  try {
+    const records = await ctx.state.store.readReleases(ref.correlationId, ref.requestId);
+    ctx.idOwners = ownersById(records.map((v) => v.value));
+  } catch (error) {
+    storeUnavailable(ctx.deps, 'reading the devices of the request', error);
+  }
+  return ctx.idOwners;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1066,7 +1101,7 @@ export async function resumeRelease(
     canRedeliver: false,
     cap: deps.clock.now() + BULK_CAP_MS.serviceBus,
     answeredBefore: false,
-    inMemoryOwners: new Map(),
+    nameOwners: new Map(),
     handBack: [],
   };
   const mine = await claimRecord(ctx, version);

@@ -204,8 +204,8 @@ export interface ReleaseStore extends LedgerStore {
   /** Accepted releases being tracked, at most `limit`. */
   listTracked(limit: number): Promise<TrackedRelease[]>;
   /**
-   * Claims a device for one index of a bulk request (insert that fails on conflict): the index that owns it,
-   * `index` itself when this call claimed it. Two entries naming one device are released once.
+   * Claims a device an index of a bulk request reached by name (insert that fails on conflict): the index that
+   * owns it, `index` itself when this call claimed it. Two entries naming one device are released once.
    */
   claimDevice(ref: ReleaseRef, machineId: string): Promise<number>;
   /** Deletes up to `limit` requests whose records expired by `now` (records, indexes and claims). */

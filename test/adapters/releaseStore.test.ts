@@ -214,3 +214,28 @@ describe.each(backends)('release store on %s', (_name, newTable) => {
     expect(await store.readTrackerPoll()).toBe(NOW);
   });
 });
+
+describe('release store I/O', () => {
+  it('reads the records of due releases in parallel, listed earliest first', async () => {
+    const { client } = new MemoryTable();
+    const get = client.getEntity.bind(client);
+    let reading = 0;
+    let most = 0;
+    client.getEntity = async (partitionKey: string, rowKey: string) => {
+      reading += 1;
+      most = Math.max(most, reading);
+      await new Promise((resolve) => setImmediate(resolve));
+      try {
+        return await get(partitionKey, rowKey);
+      } finally {
+        reading -= 1;
+      }
+    };
+    const store = new TableReleaseStore(client);
+    const records = bulk('INC-PAR', 20);
+    await store.createReleases(records, { expiresAt: NOW });
+    const due = await store.listDue(NOW + 120_000, 50);
+    expect(due.map((v) => v.value.ref.index)).toEqual(records.map((r) => r.ref.index));
+    expect(most).toBeGreaterThan(1);
+  });
+});

@@ -141,6 +141,47 @@ describe('bulk entries', () => {
   });
 });
 
+describe('duplicate devices in a bulk, with little table I/O', () => {
+  it('knows which entry owns a device named by id without a stored claim', async () => {
+    const defender = new FakeDefender();
+    const device = { id: ids[0], computerDnsName: 'ws-x.contoso.local' };
+    defender.machinesScript = [{ status: 200, body: { value: [device] } }];
+    const { deps, table } = withState(defender);
+    const body = {
+      ...bulkBody,
+      devices: [{ machineId: ids[0] }, { deviceName: 'ws-x' }, { machineId: ids[1] }],
+    };
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.outcomes.map((o) => [o.index, o.status, o.error?.code ?? null])).toEqual([
+      [0, 'Accepted', null],
+      [1, 'Invalid', 'DuplicateDevice'],
+      [2, 'Accepted', null],
+    ]);
+    expect(defender.unisolateCalls.map((c) => c.machineId).sort()).toEqual([ids[0], ids[1]]);
+    expect(table.entities().filter((e) => e.rowKey.startsWith('d|'))).toEqual([]);
+  });
+
+  it('a name resumed on its own defers to the entry naming the same device by id', async () => {
+    const defender = new FakeDefender();
+    const device = { id: ids[0], computerDnsName: 'ws-x.contoso.local' };
+    defender.machinesScript = [{ status: 200, body: { value: [device] } }];
+    const state = withState(defender);
+    const { deps, gate } = spentHour(state.deps);
+    const body = { ...bulkBody, devices: [{ deviceName: 'ws-x' }, { machineId: ids[0] }] };
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.outcomes.map((o) => o.status)).toEqual(['Queued', 'Queued']);
+    gate.closed = false;
+    state.clock.time = Date.parse(answer.outcomes[0]!.retryAt!);
+    const later = await resumeDue(deps, state.store);
+    expect(later.map((m) => [m.index, m.status, m.error?.code ?? null])).toEqual([
+      [0, 'Invalid', 'DuplicateDevice'],
+      [1, 'Accepted', null],
+    ]);
+    expect(later[0]!.error!.message).toMatch(/same device .* as devices\[1\]/);
+    expect(defender.unisolateCalls.map((c) => c.machineId)).toEqual([ids[0]]);
+  });
+});
+
 describe('without durable state', () => {
   it('one device failing transiently hands the whole message back: no outcome is reported', async () => {
     const resets = Array.from({ length: 30 }, () => new TransportError('network', 'ECONNRESET', 'reset'));
