@@ -23,6 +23,7 @@ import { decodeHttpBody, decodeMessage, MAX_BODY_BYTES, tooLarge, type Decoded }
 import { toUnisolateError, UnisolateError } from './errors';
 import {
   chooseIdempotencyKey,
+  CLAIM_DEFAULTS,
   claimKey,
   keyHashOf,
   requestFingerprint,
@@ -227,19 +228,12 @@ function lastResort(
     error: error instanceof Error ? error.name : 'unknown',
   });
   const failure = toUnisolateError(error);
-  const outcome = refusal(
-    { ...context, body: undefined, bodyError: failure, canRedeliver: false },
-    deps,
-    failure,
-  );
-  return {
-    kind: 'single',
-    outcomes: [outcome],
-    messages: [outcome],
-    replayed: false,
-    retryAfterSeconds: 30,
-    resume: [],
-  };
+  // Refused like a body that cannot be read: the outcome carries what the trigger knows of the request.
+  const request: RequestInput = { ...context, body: undefined, bodyError: failure, canRedeliver: false };
+  const readable = parse(request);
+  const device = readable.usable ? {} : { machineId: readable.machineId, deviceName: readable.deviceName };
+  const answer = refuse(request, deps, readable.shared, deps.clock.now(), failure, device);
+  return { ...answer, retryAfterSeconds: 30 };
 }
 
 /** A request, as a trigger hands it over after decoding it and checking the caller. */
@@ -329,7 +323,7 @@ function seconds(ms: number): number {
 }
 
 function retryAfterOf(error: UnisolateError): number {
-  return Math.max(1, Math.ceil((error.retryAfterMs ?? 30_000) / 1000));
+  return seconds(error.retryAfterMs ?? 30_000);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -358,24 +352,13 @@ interface Shared {
   force: boolean;
 }
 
-/** Parses the body once into the request's shared fields and its device entries. */
+/**
+ * Parses the body once into the request's shared fields and its device entries. A body that could not be
+ * decoded (`bodyError`) is read as empty, which never parses: its outcome has what the trigger knows (the
+ * fallback correlation id, the route's machine id) and that error.
+ */
 function parse(input: RequestInput): Parsed {
-  if (input.bodyError) {
-    const readable = parseReleaseRequest({}, input);
-    const correlationId = readable.ok ? readable.request.correlationId : readable.correlationId;
-    return {
-      usable: false,
-      shared: {
-        correlationId,
-        requestedBy: describeRequester(input.caller, null),
-        comment: '',
-        force: false,
-      },
-      error: input.bodyError,
-      machineId: readable.ok ? readable.request.machineId : readable.machineId,
-    };
-  }
-  const parsed = parseReleaseRequest(input.body, input);
+  const parsed = parseReleaseRequest(input.bodyError ? {} : input.body, input);
   const declared = parsed.ok ? parsed.request.requestedBy : parsed.requestedBy;
   const shared: Shared = {
     correlationId: parsed.ok ? parsed.request.correlationId : parsed.correlationId,
@@ -398,7 +381,9 @@ function parse(input: RequestInput): Parsed {
     return {
       usable: false,
       shared,
-      error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.problems.join('; ')}.`),
+      error:
+        input.bodyError ??
+        new UnisolateError('InvalidRequest', `Invalid request: ${parsed.problems.join('; ')}.`),
       machineId: parsed.machineId,
       ...(parsed.deviceName !== undefined ? { deviceName: parsed.deviceName } : {}),
     };
@@ -645,7 +630,6 @@ function newRecord(
     completion: null,
     machineActionId: null,
     trackUntil: receivedAt + (state?.trackMaxMs ?? 0),
-    expiresAt: receivedAt + RECORD_MARGIN_MS,
   };
   if (entry.target) return record;
   const error = new UnisolateError('InvalidRequest', `Invalid request: ${entry.problems.join('; ')}.`);
@@ -707,14 +691,14 @@ async function runEntry(
   claimed: boolean,
 ): Promise<DeviceRun> {
   const now = ctx.deps.clock.now();
-  if (record.state === 'done' && record.answer && !version)
-    return { answer: record.answer, message: record.answer };
-  if (!version) return runDevice(ctx, record, undefined);
-  const stored = version.value;
-  if (createdNow) {
-    if (stored.state === 'done' && stored.answer) return { answer: stored.answer, message: stored.answer };
-    return runDevice(ctx, stored, version);
+  if (createdNow || !version) {
+    // Recorded just now (or not recorded): an invalid entry has its answer, the others run.
+    const current = version?.value ?? record;
+    if (current.state === 'done' && current.answer)
+      return { answer: current.answer, message: current.answer };
+    return runDevice(ctx, current, version);
   }
+  const stored = version.value;
   // Taken over from an earlier invocation of this request (a redelivery, a stopped instance, or a retry of a
   // request answered with a transient failure: that device runs again).
   const rerun = claimed && stored.state === 'done' && transient(stored.answer);
@@ -895,7 +879,6 @@ async function finish(
     dueAt: now,
     answer,
     machineActionId: result.machineAction?.id ?? null,
-    trackUntil: record.ask.receivedAt + (ctx.state?.trackMaxMs ?? 0),
   };
   const written = await write(ctx, next, version);
   return {
@@ -966,7 +949,7 @@ async function park(
   return {
     answer,
     ...(first ? { message: answer } : {}),
-    retryAfterSeconds: Math.max(1, Math.ceil((retryAt - now) / 1000)),
+    retryAfterSeconds: seconds(retryAt - now),
   };
 }
 
@@ -1154,17 +1137,6 @@ function refuse(
   };
 }
 
-/**
- * The one outcome of a request that failed before (or outside) the pipeline, e.g. in a trigger's last-resort
- * guard: what can be read of the request, the error's status, to telemetry.
- */
-export function refusal(input: RequestInput, deps: PipelineDeps, error: UnisolateError): Outcome {
-  const receivedAt = deps.clock.now();
-  const readable = parse({ ...input, bodyError: error });
-  const device = readable.usable ? {} : { machineId: readable.machineId, deviceName: readable.deviceName };
-  return refuse(input, deps, readable.shared, receivedAt, error, device).outcomes[0]!;
-}
-
 function keyReused(): UnisolateError {
   return new UnisolateError(
     'IdempotencyKeyReused',
@@ -1180,7 +1152,7 @@ function duplicateInFlight(
   receivedAt: number,
   state: StateDeps,
 ): RequestAnswer {
-  const waitSeconds = Math.max(1, Math.ceil((state.duplicateWaitMs ?? 5_000) / 1000));
+  const waitSeconds = seconds(state.duplicateWaitMs ?? CLAIM_DEFAULTS.duplicateWaitMs);
   const error = new UnisolateError(
     'IdempotencyKeyInUse',
     `A request with this idempotency key is still being processed. Retry after ${waitSeconds} s to get its outcome; the device is released only once.`,

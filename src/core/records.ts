@@ -65,8 +65,6 @@ export interface ReleaseRecord {
   machineActionId: string | null;
   /** Tracking gives up (`TrackingExpired`) at this time. */
   trackUntil: number;
-  /** The record is deleted after this time (the longest window that needs it, plus a margin). */
-  expiresAt: number;
 }
 
 /** How long records are kept beyond the longest window that reads them. */

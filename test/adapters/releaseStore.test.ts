@@ -40,7 +40,6 @@ function record(ref: ReleaseRef, patch: Partial<ReleaseRecord> = {}): ReleaseRec
     completion: null,
     machineActionId: null,
     trackUntil: NOW + 24 * 3_600_000,
-    expiresAt: NOW + 25 * 3_600_000,
     ...patch,
   };
 }
