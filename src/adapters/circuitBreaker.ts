@@ -49,7 +49,6 @@ export function withCircuitBreaker(store: ReleaseStore, options: BreakerOptions)
     readKey: (...a) => guard(() => store.readKey(...a)),
     insertKey: (...a) => guard(() => store.insertKey(...a)),
     replaceKey: (...a) => guard(() => store.replaceKey(...a)),
-    deleteKey: (...a) => guard(() => store.deleteKey(...a)),
     createReleases: (...a) => guard(() => store.createReleases(...a)),
     readReleases: (...a) => guard(() => store.readReleases(...a)),
     readRelease: (...a) => guard(() => store.readRelease(...a)),

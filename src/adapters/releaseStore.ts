@@ -8,9 +8,9 @@
  * |---|---|---|
  * | `key\|<sha256>` | `` | the claim of one idempotency key (one partition per key: claims never contend) |
  * | `release` | `r\|<corr>\|<request>\|<index>` | one device release (`<corr>`: the encoded correlation id) |
- * | `release` | `q\|<dueAt>\|<record>` | a parked release, by the time it is due (the resume timer's range) |
+ * | `release` | `q\|<dueAt>\|<record>` | a parked release by when it is due, a running one by when its lease ends (the resume timer's range) |
  * | `release` | `o\|<record>` | an accepted release being tracked (what the tracker lists) |
- * | `release` | `d\|<corr>\|<request>\|<machineId>` | which index of a bulk request owns a device |
+ * | `release` | `d\|<corr>\|<request>\|<machineId>` | which index of a bulk request owns a device it reached by name |
  * | `release` | `x\|<expiresAt>\|<corr>\|<request>` | when a request's records (and claim) are deleted |
  * | `release` | `t\|tracker` | when the tracker last polled |
  * | `budget` | `<pool>` | the Defender API budget ledger of one pool (see core/budget.ts) |
@@ -18,7 +18,9 @@
  * Releases share one partition so that a record and its index entries change together in one entity group
  * transaction (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions):
  * every state change is "update the record If-Match its ETag + move its entries", atomic, so exactly one
- * invocation wins each change. One partition serves ~2000 entities/s, far above what MDE's 100 calls/minute
+ * invocation wins each change, and no record is ever without its due entry while it is unfinished (a release
+ * whose instance stopped is found when its lease ends). A large request is created in several transactions,
+ * each holding whole records with their entries. One partition serves ~2000 entities/s, far above what MDE's 100 calls/minute
  * per API can produce. Time-ordered row keys make the due and expiry ranges cheap to list.
  */
 import {
@@ -29,7 +31,13 @@ import {
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
 import { EMPTY_LEDGER, isLedger, type Ledger } from '../core/budget';
-import type { IdempotencyRecord, ReleaseStore, TrackedRelease, Versioned } from '../core/ports';
+import type {
+  IdempotencyRecord,
+  RecordedRelease,
+  ReleaseStore,
+  TrackedRelease,
+  Versioned,
+} from '../core/ports';
 import { isReleaseRecord, type ReleaseRecord, type ReleaseRef } from '../core/records';
 import { isLoopbackUrl } from './loopback';
 
@@ -67,6 +75,8 @@ type Entity = { partitionKey: string; rowKey: string } & Record<string, unknown>
 
 /** Most operations in one entity group transaction. */
 const BATCH_LIMIT = 100;
+/** Point reads in flight at once when one listing needs many (well within a partition's 2000 entities/s). */
+const READ_CONCURRENCY = 16;
 /** Table Storage caps a string property at 64 KiB (32K UTF-16 characters); JSON is split into parts below it. */
 const PART_CHARS = 30_000;
 
@@ -197,14 +207,39 @@ export class TableReleaseStore implements ReleaseStore {
 
   /** Submits one transaction: its response, or undefined when a condition failed (nothing was written). */
   private async transact(actions: TransactionAction[]): Promise<TableTransactionResponse | undefined> {
+    const result = await this.submit(actions);
+    return typeof result === 'number' ? undefined : result;
+  }
+
+  /** Submits one transaction: its response, or the status of the condition that failed (nothing was written). */
+  private async submit(actions: TransactionAction[]): Promise<TableTransactionResponse | number> {
     await this.ensureTable();
     try {
       return await this.client.submitTransaction(actions, this.options());
     } catch (error) {
       const status = statusOf(error);
-      if (status === 412 || status === 404 || status === 409) return undefined;
+      if (status === 412 || status === 404 || status === 409) return status;
       throw error;
     }
+  }
+
+  /**
+   * Like {@link transact}, where an index entry to delete may be gone already (written by an earlier layout, or
+   * deleted meanwhile): that is no conflict. On 404 the deletes of entries that are gone are left out and the
+   * rest is submitted again, once.
+   */
+  private async transactMoving(actions: TransactionAction[]): Promise<TableTransactionResponse | undefined> {
+    const result = await this.submit(actions);
+    if (result !== 404) return typeof result === 'number' ? undefined : result;
+    const present = await Promise.all(
+      actions.map(
+        async ([kind, entity]) =>
+          kind !== 'delete' || (await this.get(entity.partitionKey, entity.rowKey)) !== undefined,
+      ),
+    );
+    const kept = actions.filter((_, i) => present[i]);
+    if (kept.length === actions.length || kept.length === 0) return undefined;
+    return this.transact(kept);
   }
 
   /** The new ETag of the entity written by a transaction's first action. */
@@ -255,15 +290,6 @@ export class TableReleaseStore implements ReleaseStore {
     }
   }
 
-  async deleteKey(keyHash: string, etag: string): Promise<void> {
-    await this.ensureTable();
-    try {
-      await this.client.deleteEntity(`key|${keyHash}`, '', { ...this.options(), etag });
-    } catch (error) {
-      if (statusOf(error) !== 412 && statusOf(error) !== 404) throw error;
-    }
-  }
-
   // --- device releases --------------------------------------------------------------------------------------
 
   private recordEntity(record: ReleaseRecord): Entity {
@@ -281,7 +307,7 @@ export class TableReleaseStore implements ReleaseStore {
   private indexEntries(record: ReleaseRecord): Map<string, Entity> {
     const entries = new Map<string, Entity>();
     const key = recordKey(record.ref);
-    if (record.state === 'queued') {
+    if (record.state === 'queued' || record.state === 'running') {
       const rowKey = `q|${timeKey(record.dueAt)}|${key}`;
       entries.set(rowKey, { partitionKey: RELEASES, rowKey, record: key });
     }
@@ -307,38 +333,75 @@ export class TableReleaseStore implements ReleaseStore {
   async createReleases(
     records: readonly ReleaseRecord[],
     expiry: { expiresAt: number; keyHash?: string },
-  ): Promise<Versioned<ReleaseRecord>[] | undefined> {
+  ): Promise<(RecordedRelease | undefined)[]> {
     if (records.length === 0) return [];
     if (records.length > BATCH_LIMIT) throw new Error(`At most ${BATCH_LIMIT} releases per request`);
     const first = records[0]!.ref;
-    await this.ensureTable();
-    // The expiry entry first: if the records then fail, it only points at nothing.
-    await this.client.upsertEntity(
-      {
-        partitionKey: RELEASES,
-        rowKey: `x|${timeKey(expiry.expiresAt)}|${requestKey(first)}`,
-        correlationId: first.correlationId,
-        requestId: first.requestId,
-        keyHash: expiry.keyHash ?? '',
-      },
-      'Replace',
-      this.options(),
-    );
-    const actions: TransactionAction[] = [];
+    const expiryEntry: Entity = {
+      partitionKey: RELEASES,
+      rowKey: `x|${timeKey(expiry.expiresAt)}|${requestKey(first)}`,
+      correlationId: first.correlationId,
+      requestId: first.requestId,
+      keyHash: expiry.keyHash ?? '',
+    };
+    const recorded = new Map<string, RecordedRelease>();
+    let missing = records;
+    // The expiry entry goes with the first records: if any record of the request exists, so does it.
+    let withExpiry = true;
+    try {
+      for (let pass = 0; pass < 3 && missing.length > 0; pass += 1) {
+        if (await this.createBatches(missing, withExpiry ? expiryEntry : undefined, recorded)) break;
+        // Recorded already, whole or in part (an earlier invocation of this request stopped between
+        // transactions): take the stored records as they are, and record the rest.
+        for (const version of await this.readReleases(first.correlationId, first.requestId)) {
+          const key = recordKey(version.value.ref);
+          if (!recorded.has(key)) recorded.set(key, { ...version, created: false });
+        }
+        missing = records.filter((r) => !recorded.has(recordKey(r.ref)));
+        withExpiry = false;
+      }
+    } catch (error) {
+      // Nothing written: the store is unavailable. Written in part: the caller goes on with what is recorded.
+      if (recorded.size === 0) throw error;
+    }
+    return records.map((r) => recorded.get(recordKey(r.ref)));
+  }
+
+  /**
+   * Creates records in as few transactions as fit (each record with its index entries, the expiry entry in
+   * the first), adding each to `recorded`. False when a record existed already (that transaction wrote nothing).
+   */
+  private async createBatches(
+    records: readonly ReleaseRecord[],
+    expiryEntry: Entity | undefined,
+    recorded: Map<string, RecordedRelease>,
+  ): Promise<boolean> {
+    const batches: { actions: TransactionAction[]; records: ReleaseRecord[] }[] = [];
+    let batch = { actions: [] as TransactionAction[], records: [] as ReleaseRecord[] };
+    if (expiryEntry) batch.actions.push(['upsert', expiryEntry, 'Replace']);
     for (const record of records) {
-      actions.push(['create', this.recordEntity(record)]);
+      const actions: TransactionAction[] = [['create', this.recordEntity(record)]];
       for (const entry of this.indexEntries(record).values()) actions.push(['upsert', entry, 'Replace']);
+      if (batch.actions.length + actions.length > BATCH_LIMIT) {
+        batches.push(batch);
+        batch = { actions: [], records: [] };
+      }
+      batch.actions.push(...actions);
+      batch.records.push(record);
     }
-    if (actions.length > BATCH_LIMIT) throw new Error('A new request must not have parked releases');
-    const response = await this.transact(actions);
-    if (!response) return undefined;
-    const versions: Versioned<ReleaseRecord>[] = [];
-    for (const record of records) {
-      const etag = response.subResponses.find((r) => r.rowKey === `r|${recordKey(record.ref)}`)?.etag;
-      if (etag === undefined) return this.readReleases(first.correlationId, first.requestId);
-      versions.push({ value: record, etag });
+    batches.push(batch);
+    for (const { actions, records: written } of batches) {
+      const response = await this.transact(actions);
+      if (!response) return false;
+      for (const record of written) {
+        const rowKey = `r|${recordKey(record.ref)}`;
+        const etag =
+          response.subResponses.find((r) => r.rowKey === rowKey)?.etag ??
+          (await this.get(RELEASES, rowKey))?.etag;
+        if (etag !== undefined) recorded.set(recordKey(record.ref), { value: record, etag, created: true });
+      }
     }
-    return versions;
+    return true;
   }
 
   async readReleases(correlationId: string, requestId?: string): Promise<Versioned<ReleaseRecord>[]> {
@@ -365,18 +428,22 @@ export class TableReleaseStore implements ReleaseStore {
       if (!after.has(rowKey)) actions.push(['delete', entity]);
     }
     for (const entity of after.values()) actions.push(['upsert', entity, 'Replace']);
-    const response = await this.transact(actions);
+    const response = await this.transactMoving(actions);
     return response && this.etagAfter(response, `r|${recordKey(record.ref)}`);
   }
 
   async listDue(until: number, limit: number): Promise<Versioned<ReleaseRecord>[]> {
     const entries = await this.range(RELEASES, 'q|', `q|${timeKey(until)}~`, limit);
-    const due: Versioned<ReleaseRecord>[] = [];
-    for (const entry of entries) {
-      const record = await this.get(RELEASES, `r|${String(entry.record)}`);
-      if (record) due.push({ value: recordOf(record), etag: record.etag });
-    }
-    return due;
+    // The records are point reads of their own, independent of each other: read them a few at a time.
+    const records = new Array<TableEntityResult<Entity> | undefined>(entries.length);
+    let next = 0;
+    const reader = async (): Promise<void> => {
+      for (let i = next++; i < entries.length; i = next++) {
+        records[i] = await this.get(RELEASES, `r|${String(entries[i]!.record)}`);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, entries.length) }, reader));
+    return records.flatMap((record) => (record ? [{ value: recordOf(record), etag: record.etag }] : []));
   }
 
   async listTracked(limit: number): Promise<TrackedRelease[]> {
@@ -414,7 +481,7 @@ export class TableReleaseStore implements ReleaseStore {
         const actions = doomed
           .slice(i, i + BATCH_LIMIT)
           .map((e): TransactionAction => ['delete', { partitionKey: e.partitionKey, rowKey: e.rowKey }]);
-        await this.transact(actions);
+        await this.transactMoving(actions);
       }
       if (typeof entry.keyHash === 'string' && entry.keyHash) {
         await this.client.deleteEntity(`key|${entry.keyHash}`, '', this.options()).catch((error: unknown) => {

@@ -2,7 +2,8 @@
  * Idempotent requests: a request carrying an idempotency key (HTTP `Idempotency-Key` header or
  * `idempotencyKey` body field; a Service Bus message's `messageId` by default) runs at most once per key
  * within `IDEMPOTENCY_WINDOW_HOURS`; repeats get the answers of its device releases (replayed) and never call
- * MDE again.
+ * MDE again, except for a device that failed transiently: a repeat of such a request (a claim left `retry`)
+ * takes the same request over and runs only those devices again.
  *
  * The key is claimed with an insert that fails on conflict (Table Storage `Insert Entity` answers 409,
  * https://learn.microsoft.com/rest/api/storageservices/insert-entity), so of concurrent duplicates on any
@@ -165,7 +166,7 @@ export const CLAIM_DEFAULTS = { duplicateWaitMs: 5_000, duplicatePollMs: 250, le
 
 /** What claiming a key gave. */
 export type ClaimResult =
-  /** This request holds the key: a new request (`fresh`), or one taken over from a stopped instance. */
+  /** This request holds the key: a new request (`fresh`), or one taken over (stopped instance, retry). */
   | { kind: 'held'; claim: HeldClaim; fresh: boolean }
   /** The key's request was answered: replay its answers. */
   | { kind: 'replay'; record: IdempotencyRecord }
@@ -183,6 +184,11 @@ export class HeldClaim {
     private record: IdempotencyRecord,
     private etag: string,
     private readonly leaseMs: number,
+    /**
+     * The request was answered before (a repeat of one left `retry`): the answers it finds recorded were sent
+     * then, and are replays now.
+     */
+    readonly answeredBefore = false,
   ) {}
 
   get requestId(): string {
@@ -208,20 +214,16 @@ export class HeldClaim {
   }
 
   /**
-   * Ends the claim: `done` (repeats replay the answers), or released (a transient failure: a retry with the
-   * same key must be able to run again).
+   * Ends the claim once the request is answered: `done` (repeats replay the answers), or `retry` (a device
+   * failed transiently, or still runs elsewhere: a repeat with the same key takes this request over, runs
+   * those devices again and replays the others), or `abandoned` (not answered: the message is handed back for
+   * redelivery, which takes the request over as after a stopped instance).
    */
-  async finish(done: boolean): Promise<void> {
+  async finish(how: 'done' | 'retry' | 'abandoned'): Promise<void> {
     try {
-      if (!done) {
-        await this.store.deleteKey(this.record.keyHash, this.etag);
-        return;
-      }
       const now = this.clock.now();
-      const saved = await this.store.replaceKey(
-        { ...this.record, state: 'done', leaseUntil: now },
-        this.etag,
-      );
+      const state = how === 'abandoned' ? 'pending' : how;
+      const saved = await this.store.replaceKey({ ...this.record, state, leaseUntil: now }, this.etag);
       if (!saved) this.log.warn('The idempotency claim was taken over before its request was answered');
     } catch (error) {
       this.log.warn('Durable state unavailable (finishing the idempotency claim)', {
@@ -239,7 +241,8 @@ function newRequestId(keyHash: string, claimedAt: number): string {
 /**
  * Claims `keyHash` for a request, or says why not. Waits (bounded) for a duplicate still running elsewhere.
  * A Service Bus redelivery (`redelivered`) takes a pending claim over at once: Service Bus redelivers only when
- * the earlier delivery ended (its lock is renewed while it runs). Throws when the store fails.
+ * the earlier delivery ended (its lock is renewed while it runs). A claim left `retry` is taken over at once.
+ * Throws when the store fails.
  */
 export async function claimKey(
   store: ReleaseStore,
@@ -252,9 +255,9 @@ export async function claimKey(
   const pollMs = options.duplicatePollMs ?? CLAIM_DEFAULTS.duplicatePollMs;
   const leaseMs = options.leaseMs ?? CLAIM_DEFAULTS.leaseMs;
   const started = clock.now();
-  const held = (record: IdempotencyRecord, etag: string, fresh: boolean): ClaimResult => ({
+  const held = (record: IdempotencyRecord, etag: string, fresh: boolean, answered = false): ClaimResult => ({
     kind: 'held',
-    claim: new HeldClaim(store, clock, log, record, etag, leaseMs),
+    claim: new HeldClaim(store, clock, log, record, etag, leaseMs, answered),
     fresh,
   });
   // Bounded: each pass either returns or sleeps pollMs, until waitMs; plus a few passes for lost races.
@@ -283,10 +286,10 @@ export async function claimKey(
     }
     if (record.fingerprint !== request.fingerprint) return { kind: 'reused' };
     if (record.state === 'done') return { kind: 'replay', record };
-    if (record.leaseUntil <= now || request.redelivered) {
-      const resumed = { ...record, leaseUntil: now + leaseMs };
+    if (record.state === 'retry' || record.leaseUntil <= now || request.redelivered) {
+      const resumed: IdempotencyRecord = { ...record, state: 'pending', leaseUntil: now + leaseMs };
       const replaced = await store.replaceKey(resumed, existing.etag);
-      if (replaced) return held(resumed, replaced, false);
+      if (replaced) return held(resumed, replaced, false, record.state === 'retry');
       continue;
     }
     if (now - started >= waitMs) return { kind: 'busy' };

@@ -23,6 +23,7 @@ import { decodeHttpBody, decodeMessage, MAX_BODY_BYTES, tooLarge, type Decoded }
 import { toUnisolateError, UnisolateError } from './errors';
 import {
   chooseIdempotencyKey,
+  CLAIM_DEFAULTS,
   claimKey,
   keyHashOf,
   requestFingerprint,
@@ -227,19 +228,12 @@ function lastResort(
     error: error instanceof Error ? error.name : 'unknown',
   });
   const failure = toUnisolateError(error);
-  const outcome = refusal(
-    { ...context, body: undefined, bodyError: failure, canRedeliver: false },
-    deps,
-    failure,
-  );
-  return {
-    kind: 'single',
-    outcomes: [outcome],
-    messages: [outcome],
-    replayed: false,
-    retryAfterSeconds: 30,
-    resume: [],
-  };
+  // Refused like a body that cannot be read: the outcome carries what the trigger knows of the request.
+  const request: RequestInput = { ...context, body: undefined, bodyError: failure, canRedeliver: false };
+  const readable = parse(request);
+  const device = readable.usable ? {} : { machineId: readable.machineId, deviceName: readable.deviceName };
+  const answer = refuse(request, deps, readable.shared, deps.clock.now(), failure, device);
+  return { ...answer, retryAfterSeconds: 30 };
 }
 
 /** A request, as a trigger hands it over after decoding it and checking the caller. */
@@ -323,8 +317,13 @@ function transient(outcome: Outcome | null | undefined): boolean {
   return Boolean(outcome?.error && ERROR_TABLE[outcome.error.code].transient);
 }
 
+/** A wait as whole seconds, for `Retry-After` and messages: rounded up, at least 1. */
+function seconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
 function retryAfterOf(error: UnisolateError): number {
-  return Math.max(1, Math.ceil((error.retryAfterMs ?? 30_000) / 1000));
+  return seconds(error.retryAfterMs ?? 30_000);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -353,24 +352,13 @@ interface Shared {
   force: boolean;
 }
 
-/** Parses the body once into the request's shared fields and its device entries. */
+/**
+ * Parses the body once into the request's shared fields and its device entries. A body that could not be
+ * decoded (`bodyError`) is read as empty, which never parses: its outcome has what the trigger knows (the
+ * fallback correlation id, the route's machine id) and that error.
+ */
 function parse(input: RequestInput): Parsed {
-  if (input.bodyError) {
-    const readable = parseReleaseRequest({}, input);
-    const correlationId = readable.ok ? readable.request.correlationId : readable.correlationId;
-    return {
-      usable: false,
-      shared: {
-        correlationId,
-        requestedBy: describeRequester(input.caller, null),
-        comment: '',
-        force: false,
-      },
-      error: input.bodyError,
-      machineId: readable.ok ? readable.request.machineId : readable.machineId,
-    };
-  }
-  const parsed = parseReleaseRequest(input.body, input);
+  const parsed = parseReleaseRequest(input.bodyError ? {} : input.body, input);
   const declared = parsed.ok ? parsed.request.requestedBy : parsed.requestedBy;
   const shared: Shared = {
     correlationId: parsed.ok ? parsed.request.correlationId : parsed.correlationId,
@@ -393,7 +381,9 @@ function parse(input: RequestInput): Parsed {
     return {
       usable: false,
       shared,
-      error: new UnisolateError('InvalidRequest', `Invalid request: ${parsed.problems.join('; ')}.`),
+      error:
+        input.bodyError ??
+        new UnisolateError('InvalidRequest', `Invalid request: ${parsed.problems.join('; ')}.`),
       machineId: parsed.machineId,
       ...(parsed.deviceName !== undefined ? { deviceName: parsed.deviceName } : {}),
     };
@@ -514,7 +504,7 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     }
   }
 
-  // Record every device's release before anything is sent: one transaction for the whole request.
+  // Record every device's release before anything is sent, each with its lease in the due index.
   const requestId = claim?.requestId ?? randomUUID().replace(/-/g, '');
   const records = entries.map((entry) => newRecord(entry, shared, input, deps, requestId, receivedAt));
   let versions: (Versioned<ReleaseRecord> | undefined)[] = records.map(() => undefined);
@@ -525,20 +515,21 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
         receivedAt +
         Math.max(state.idempotencyWindowMs, state.trackMaxMs, state.queueMaxMs) +
         RECORD_MARGIN_MS;
-      const fresh = await store.createReleases(records, {
+      // Records found already: this request is taken over from an earlier invocation (redelivery, stopped
+      // instance, retry). One not written (the store failed partway) runs unrecorded, as without durable state.
+      const recorded = await store.createReleases(records, {
         expiresAt,
         ...(input.key !== undefined ? { keyHash: keyHashOf(input.trigger, input.key) } : {}),
       });
-      // Already recorded: this request is taken over from an earlier invocation (redelivery, stopped instance).
-      const stored = fresh ?? (await store.readReleases(shared.correlationId, requestId));
-      if (stored.length === records.length) {
-        versions = stored;
-        if (fresh) stored.forEach((_, i) => created.add(i));
-      } else {
-        deps.log.warn('The recorded releases of this request do not match it; continuing without them', {
-          correlationId: shared.correlationId,
+      versions = recorded;
+      recorded.forEach((r, i) => {
+        if (r?.created) created.add(i);
+      });
+      if (recorded.includes(undefined)) {
+        const correlationId = shared.correlationId;
+        deps.log.warn('The store failed while recording the releases; those not recorded run without it', {
+          correlationId,
         });
-        store = undefined;
       }
     } catch (error) {
       storeUnavailable(deps, 'recording the releases', error);
@@ -554,7 +545,9 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     redelivered: (input.deliveryCount ?? 1) > 1,
     canRedeliver: input.canRedeliver,
     cap: receivedAt + BULK_CAP_MS[input.trigger],
-    inMemoryOwners: new Map(),
+    answeredBefore: claim?.answeredBefore ?? false,
+    idOwners: ownersById(records),
+    nameOwners: new Map(),
     handBack: [],
   };
   const runs: DeviceRun[] = new Array<DeviceRun>(records.length);
@@ -576,16 +569,19 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
       errorCode: handBack.redeliver.code,
       deliveryCount: input.deliveryCount,
     });
-    await claim?.finish(false);
+    await claim?.finish('abandoned');
     throw new RedeliveryRequested(handBack.answer, handBack.redeliver);
   }
 
   const outcomes = runs.map((r) => r.answer);
-  const failedTransiently = outcomes.some((o) => transient(o));
-  // A transient failure is not kept: a retry with the same key must be able to run it again.
-  await claim?.finish(!failedTransiently);
+  // Kept retryable while a device failed transiently (a retry with the same key runs it again, replays the
+  // rest) or is still running elsewhere (its own invocation, or the resume timer once its lease ends, answers).
+  const unfinished = outcomes.some((o) => transient(o)) || runs.some((r) => r.elsewhere);
+  await claim?.finish(unfinished ? 'retry' : 'done');
   const messages = runs.flatMap((r) => (r.message ? [r.message] : []));
-  for (const message of messages) deps.telemetry.trackOutcome(message, deps.clock.now() - receivedAt);
+  for (const message of messages) {
+    if (!message.replayed) deps.telemetry.trackOutcome(message, deps.clock.now() - receivedAt);
+  }
   logAnswers(deps, shared.correlationId, outcomes);
   const waits = runs.flatMap((r) => (r.retryAfterSeconds !== undefined ? [r.retryAfterSeconds] : []));
   return {
@@ -598,7 +594,11 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
   };
 }
 
-/** A new record for an entry: running (leased to this invocation), or done (an invalid entry). */
+/**
+ * A new record for an entry: running (leased to this invocation), or done (an invalid entry). The lease
+ * covers the run, and in a bulk the time until the last device starts (the bulk cap): this invocation does
+ * not take its own records again.
+ */
 function newRecord(
   entry: Entry,
   shared: Shared,
@@ -620,7 +620,8 @@ function newRecord(
     },
     machineId: entry.target?.machineId ?? entry.machineId ?? null,
     state: 'running',
-    dueAt: receivedAt + runLeaseMs(deps, input.trigger),
+    dueAt:
+      receivedAt + (entry.index === null ? 0 : BULK_CAP_MS[input.trigger]) + runLeaseMs(deps, input.trigger),
     runs: 0,
     failures: 0,
     queuedAt: null,
@@ -629,7 +630,6 @@ function newRecord(
     completion: null,
     machineActionId: null,
     trackUntil: receivedAt + (state?.trackMaxMs ?? 0),
-    expiresAt: receivedAt + RECORD_MARGIN_MS,
   };
   if (entry.target) return record;
   const error = new UnisolateError('InvalidRequest', `Invalid request: ${entry.problems.join('; ')}.`);
@@ -654,11 +654,13 @@ interface DeviceRun {
   retryAfterSeconds?: number;
   /** Without durable state: hand the Service Bus message back for this transient failure. */
   redeliver?: UnisolateError;
+  /** Another invocation holds the release (it answers for it). */
+  elsewhere?: boolean;
 }
 
 interface RunContext {
   deps: PipelineDeps;
-  /** Durable state, while reachable; absent: nothing is recorded or parked. */
+  /** Durable state; absent: nothing is recorded or parked. A failed store call degrades only its release. */
   state: StateDeps | undefined;
   /** The trigger this run is on (a resumed release runs on Service Bus whatever its request came by). */
   trigger: Trigger;
@@ -667,8 +669,15 @@ interface RunContext {
   canRedeliver: boolean;
   /** Devices not started by this time are parked (bulk cap). */
   cap: number;
-  /** Without durable state: which entry of this request took which device. */
-  inMemoryOwners: Map<string, number>;
+  /** A retry of a request answered before: the answers found recorded were sent then, and are replays now. */
+  answeredBefore: boolean;
+  /**
+   * Devices named by id: the entry naming each (the parser refuses an id listed twice, so it owns it). For a
+   * resumed release, read from its request's records when first needed.
+   */
+  idOwners?: Map<string, number>;
+  /** Devices reached by name in this invocation: the entry that took each first. */
+  nameOwners: Map<string, number>;
   /** Resume messages of releases parked until soon: the trigger sends them to the request queue. */
   handBack: ResumeMessage[];
 }
@@ -682,27 +691,29 @@ async function runEntry(
   claimed: boolean,
 ): Promise<DeviceRun> {
   const now = ctx.deps.clock.now();
-  if (record.state === 'done' && record.answer && !version)
-    return { answer: record.answer, message: record.answer };
-  if (!version) return runDevice(ctx, record, undefined);
-  const stored = version.value;
-  if (createdNow) {
-    if (stored.state === 'done' && stored.answer) return { answer: stored.answer, message: stored.answer };
-    return runDevice(ctx, stored, version);
+  if (createdNow || !version) {
+    // Recorded just now (or not recorded): an invalid entry has its answer, the others run.
+    const current = version?.value ?? record;
+    if (current.state === 'done' && current.answer)
+      return { answer: current.answer, message: current.answer };
+    return runDevice(ctx, current, version);
   }
-  // Taken over from an earlier invocation of this request (a redelivery, or a stopped instance).
+  const stored = version.value;
+  // Taken over from an earlier invocation of this request (a redelivery, a stopped instance, or a retry of a
+  // request answered with a transient failure: that device runs again).
   const rerun = claimed && stored.state === 'done' && transient(stored.answer);
   if (answered(stored) && !rerun) {
-    // Answered before; that invocation may have stopped before its messages went out: send it again.
+    // Answered before. A retry replays it; after a stopped invocation, whose messages may not have gone out,
+    // it is sent again as it was.
     const answer = stored.answer!;
-    return { answer, message: answer };
+    return { answer, message: ctx.answeredBefore ? { ...answer, replayed: true } : answer };
   }
   if (claimable(stored, now) || rerun) {
     const mine = await claimRecord(ctx, version);
     if (mine) return runDevice(ctx, mine.value, mine);
   }
   // Another invocation is running it (or just took it): it answers for it.
-  return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now) };
+  return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now), elsewhere: true };
 }
 
 /** Takes a record for this invocation (running, with a fresh lease): the new version, or undefined if lost. */
@@ -722,8 +733,8 @@ async function claimRecord(
     const etag = await state.store.updateRelease(mine, version);
     return etag ? { value: mine, etag } : undefined;
   } catch (error) {
+    // This release goes on unrecorded (its stored version is unchanged); other releases keep the store.
     storeUnavailable(ctx.deps, 'taking a release', error);
-    ctx.state = undefined;
     return { value: mine, etag: version.etag };
   }
 }
@@ -738,11 +749,13 @@ async function runDevice(
   version: Versioned<ReleaseRecord> | undefined,
 ): Promise<DeviceRun> {
   const { deps } = ctx;
+  // Only a recorded release can be parked; one the store could not record runs as without durable state.
+  const state = version ? ctx.state : undefined;
   const started = deps.clock.now();
   const current: ReleaseRecord = { ...record, runs: record.runs + 1 };
-  const parking = ctx.state !== undefined;
+  const parking = state !== undefined;
   // A bulk that ran out of time: the devices not started yet wait for their turn, parked.
-  if (parking && started >= ctx.cap) return park(ctx, current, version, started);
+  if (parking && started >= ctx.cap) return park(ctx, state, current, version, started);
 
   // Reserve every call the release needs before it starts, so it never stops halfway for want of budget.
   const reserved = new Map<MdeApi, Slot>();
@@ -766,7 +779,7 @@ async function runDevice(
       await deps.clock.sleep(answer.waitMs);
       continue;
     }
-    if (parking) return park(ctx, current, version, now + answer.waitMs);
+    if (parking) return park(ctx, state, current, version, now + answer.waitMs);
     break; // Nothing can be parked: the calls wait within the deadline, or end Throttled.
   }
 
@@ -781,8 +794,11 @@ async function runDevice(
         force: current.ask.force,
         forceIsolationCheck: !parking && ctx.redelivered && current.ref.index !== null,
         resolvedMachineId: current.machineId,
+        // An entry naming its device by id owns it; one naming it by name checks who else releases it.
         claimDevice:
-          current.ref.index === null ? undefined : (machineId) => claimDevice(ctx, current.ref, machineId),
+          current.ref.index === null || current.ask.target.machineId !== undefined
+            ? undefined
+            : (machineId) => claimDevice(ctx, current.ref, machineId),
         onResolved: (machineId) => {
           current.machineId = machineId;
         },
@@ -799,15 +815,11 @@ async function runDevice(
 
   if (error && parking) {
     if (error.code === 'MdeThrottled')
-      return park(ctx, current, version, now + (error.retryAfterMs ?? 60_000));
+      return park(ctx, state, current, version, now + (error.retryAfterMs ?? 60_000), result);
     // On Service Bus a transient failure waits (parked, with backoff) instead of being redelivered at once.
-    if (
-      error.transient &&
-      ctx.trigger === 'serviceBus' &&
-      current.failures + 1 < (ctx.state?.maxFailures ?? 1)
-    ) {
+    if (error.transient && ctx.trigger === 'serviceBus' && current.failures + 1 < state.maxFailures) {
       const failed = { ...current, failures: current.failures + 1 };
-      return park(ctx, failed, version, now + retryDelayMs(failed.failures, deps.random()));
+      return park(ctx, state, failed, version, now + retryDelayMs(failed.failures, deps.random()), result);
     }
   }
   if (error?.transient && !parking && ctx.canRedeliver && ctx.trigger === 'serviceBus') {
@@ -867,27 +879,29 @@ async function finish(
     dueAt: now,
     answer,
     machineActionId: result.machineAction?.id ?? null,
-    trackUntil: record.ask.receivedAt + (ctx.state?.trackMaxMs ?? 0),
   };
   const written = await write(ctx, next, version);
   return {
     answer,
-    ...(written ? { message: answer } : {}),
+    ...(written !== 'lost' ? { message: answer } : {}),
     ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
   };
 }
 
 /**
  * Parks a release until `retryAt`: recorded `queued` (the resume timer hands it back then) with one `queued`
- * message, the first time. A release parked longer than `QUEUE_MAX_HOURS` ends `Throttled` instead.
+ * message, the first time. A release parked longer than `QUEUE_MAX_HOURS` ends `Throttled` instead, and one
+ * that cannot be recorded `queued` (the store failed) ends as it would without durable state: `unparked` (the
+ * failure that made it wait), else `Throttled`.
  */
 async function park(
   ctx: RunContext,
+  state: StateDeps,
   record: ReleaseRecord,
   version: Versioned<ReleaseRecord> | undefined,
   retryAt: number,
+  unparked?: DeviceResult,
 ): Promise<DeviceRun> {
-  const state = ctx.state!;
   const now = ctx.deps.clock.now();
   const queuedAt = record.queuedAt ?? now;
   if (retryAt - queuedAt > state.queueMaxMs) {
@@ -912,8 +926,21 @@ async function park(
     answer,
   };
   const written = await write(ctx, next, version);
-  if (written && soon) ctx.handBack.push(resumeMessage(record.ref));
-  const first = written && !record.queuedSent;
+  if (written === 'unrecorded') {
+    const fallback =
+      unparked ??
+      resultOf(
+        record,
+        new UnisolateError(
+          'MdeThrottled',
+          `The Defender API budget cannot take the release before ${iso(retryAt)} and it could not be parked (durable state unavailable); it was not sent. Retry after ${seconds(retryAt - now)} s.`,
+          { retryAfterMs: Math.max(1000, retryAt - now) },
+        ),
+      );
+    return finish(ctx, record, version, fallback, now);
+  }
+  if (written === 'written' && soon) ctx.handBack.push(resumeMessage(record.ref));
+  const first = written === 'written' && !record.queuedSent;
   ctx.deps.log.info('Release parked until its budget frees', {
     correlationId: record.ref.correlationId,
     index: record.ref.index,
@@ -922,7 +949,7 @@ async function park(
   return {
     answer,
     ...(first ? { message: answer } : {}),
-    retryAfterSeconds: Math.max(1, Math.ceil((retryAt - now) / 1000)),
+    retryAfterSeconds: seconds(retryAt - now),
   };
 }
 
@@ -948,49 +975,59 @@ function queuedAnswer(record: ReleaseRecord, trigger: Trigger, retryAt: number, 
 }
 
 /**
- * Writes a record's new state if this invocation still holds it. True when written, or when the store
- * failed (the answer is then sent anyway: at least once beats never); false when another invocation took the
- * record first (it answers for it).
+ * What became of a record's new state: `written`; `lost` when another invocation took the record first (it
+ * answers for it); `unrecorded` without durable state or when the store failed (an answer is then sent anyway:
+ * at least once beats never).
+ */
+type Written = 'written' | 'lost' | 'unrecorded';
+
+/**
+ * Writes a record's new state if this invocation still holds it. A store failure concerns this release only:
+ * the others of the request keep their durable state.
  */
 async function write(
   ctx: RunContext,
   next: ReleaseRecord,
   version: Versioned<ReleaseRecord> | undefined,
-): Promise<boolean> {
+): Promise<Written> {
   const state = ctx.state;
-  if (!state || !version) return true;
+  if (!state || !version) return 'unrecorded';
   try {
     const etag = await state.store.updateRelease(next, version);
-    if (etag) return true;
+    if (etag) return 'written';
     ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
       correlationId: next.ref.correlationId,
       index: next.ref.index,
     });
-    return false;
+    return 'lost';
   } catch (error) {
     storeUnavailable(ctx.deps, 'recording a release', error);
-    ctx.state = undefined;
-    return true;
+    return 'unrecorded';
   }
 }
 
-/** The duplicate check of a bulk entry: null, or the error naming the entry that releases the device. */
+/**
+ * The duplicate check of a bulk entry that named its device by name: null, or the error naming the entry
+ * that releases the device. A device another entry names by id is that entry's (known from the request, no
+ * table I/O); else the first entry to claim it owns it: a stored claim, so that a parked entry resumed on
+ * another instance agrees.
+ */
 async function claimDevice(
   ctx: RunContext,
   ref: ReleaseRef,
   machineId: string,
 ): Promise<UnisolateError | null> {
   const index = ref.index ?? 0;
-  let owner = ctx.inMemoryOwners.get(machineId);
+  let owner = (await idOwnersOf(ctx, ref))?.get(machineId) ?? ctx.nameOwners.get(machineId);
   if (owner === undefined) {
-    ctx.inMemoryOwners.set(machineId, index);
+    ctx.nameOwners.set(machineId, index);
     owner = index;
-  }
-  if (owner === index && ctx.state) {
-    try {
-      owner = await ctx.state.store.claimDevice(ref, machineId);
-    } catch (error) {
-      storeUnavailable(ctx.deps, 'checking for a duplicate device', error);
+    if (ctx.state) {
+      try {
+        owner = await ctx.state.store.claimDevice(ref, machineId);
+      } catch (error) {
+        storeUnavailable(ctx.deps, 'checking for a duplicate device', error);
+      }
     }
   }
   if (owner === index) return null;
@@ -998,6 +1035,27 @@ async function claimDevice(
     'DuplicateDevice',
     `devices[${index}] is the same device (${machineId}) as devices[${owner}]; it is released once, under devices[${owner}].`,
   );
+}
+
+/** Which entry names each device by id. */
+function ownersById(records: readonly ReleaseRecord[]): Map<string, number> {
+  const owners = new Map<string, number>();
+  for (const { ref, ask } of records) {
+    if (ref.index !== null && ask.target.machineId !== undefined) owners.set(ask.target.machineId, ref.index);
+  }
+  return owners;
+}
+
+/** {@link RunContext.idOwners}, read from the request's records the first time a resumed release needs it. */
+async function idOwnersOf(ctx: RunContext, ref: ReleaseRef): Promise<Map<string, number> | undefined> {
+  if (ctx.idOwners || !ctx.state) return ctx.idOwners;
+  try {
+    const records = await ctx.state.store.readReleases(ref.correlationId, ref.requestId);
+    ctx.idOwners = ownersById(records.map((v) => v.value));
+  } catch (error) {
+    storeUnavailable(ctx.deps, 'reading the devices of the request', error);
+  }
+  return ctx.idOwners;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1025,7 +1083,8 @@ export async function resumeRelease(
     redelivered: false,
     canRedeliver: false,
     cap: deps.clock.now() + BULK_CAP_MS.serviceBus,
-    inMemoryOwners: new Map(),
+    answeredBefore: false,
+    nameOwners: new Map(),
     handBack: [],
   };
   const mine = await claimRecord(ctx, version);
@@ -1078,17 +1137,6 @@ function refuse(
   };
 }
 
-/**
- * The one outcome of a request that failed before (or outside) the pipeline, e.g. in a trigger's last-resort
- * guard: what can be read of the request, the error's status, to telemetry.
- */
-export function refusal(input: RequestInput, deps: PipelineDeps, error: UnisolateError): Outcome {
-  const receivedAt = deps.clock.now();
-  const readable = parse({ ...input, bodyError: error });
-  const device = readable.usable ? {} : { machineId: readable.machineId, deviceName: readable.deviceName };
-  return refuse(input, deps, readable.shared, receivedAt, error, device).outcomes[0]!;
-}
-
 function keyReused(): UnisolateError {
   return new UnisolateError(
     'IdempotencyKeyReused',
@@ -1104,7 +1152,7 @@ function duplicateInFlight(
   receivedAt: number,
   state: StateDeps,
 ): RequestAnswer {
-  const waitSeconds = Math.max(1, Math.ceil((state.duplicateWaitMs ?? 5_000) / 1000));
+  const waitSeconds = seconds(state.duplicateWaitMs ?? CLAIM_DEFAULTS.duplicateWaitMs);
   const error = new UnisolateError(
     'IdempotencyKeyInUse',
     `A request with this idempotency key is still being processed. Retry after ${waitSeconds} s to get its outcome; the device is released only once.`,

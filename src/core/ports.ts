@@ -138,8 +138,11 @@ export interface IdempotencyRecord {
   keyHash: string;
   /** SHA-256 of the request body, so a key reused with another body is recognised. */
   fingerprint: string;
-  /** `pending`: a request is running under this key; `done`: it has been answered. */
-  state: 'pending' | 'done';
+  /**
+   * `pending`: a request is running under this key; `done`: it has been answered; `retry`: it has been
+   * answered, but a device failed transiently (or still runs elsewhere): a repeat takes the same request over.
+   */
+  state: 'pending' | 'retry' | 'done';
   /** When the key was claimed (ms since epoch); the idempotency window starts here. */
   claimedAt: number;
   /** A pending claim whose lease ran out was abandoned (its instance stopped) and may be taken over. */
@@ -147,6 +150,12 @@ export interface IdempotencyRecord {
   /** Where the request's device releases are recorded. */
   correlationId: string;
   requestId: string;
+}
+
+/** A release as recorded by {@link ReleaseStore.createReleases}: its stored version, and whether that call created it. */
+export interface RecordedRelease extends Versioned<ReleaseRecord> {
+  /** False when an earlier invocation of the same request had recorded it (the stored record is returned). */
+  created: boolean;
 }
 
 /** What the tracker reads about an accepted release (kept beside the record, so listing is cheap). */
@@ -175,33 +184,37 @@ export interface ReleaseStore extends LedgerStore {
   insertKey(record: IdempotencyRecord): Promise<string | undefined>;
   /** Replaces a claim if its ETag still matches: the new ETag, or undefined otherwise. */
   replaceKey(record: IdempotencyRecord, etag: string): Promise<string | undefined>;
-  /** Deletes a claim if its ETag still matches (no error when it is gone or changed). */
-  deleteKey(keyHash: string, etag: string): Promise<void>;
 
   /**
-   * Records a request's device releases (all in one transaction) and when to delete them (and the request's
-   * idempotency claim, `keyHash`). Returns them with their ETags, or undefined when they exist already.
+   * Records a request's device releases (each with its index entries, so a running one is due again when its
+   * lease ends) and when to delete them (and the request's idempotency claim, `keyHash`). Records an earlier
+   * invocation of the request made are kept as stored, and the ones it did not get to are created. Returns
+   * each, in order, as stored; undefined for a record not written because the store failed partway (throws
+   * when it wrote nothing).
    */
   createReleases(
     records: readonly ReleaseRecord[],
     expiry: { expiresAt: number; keyHash?: string },
-  ): Promise<Versioned<ReleaseRecord>[] | undefined>;
+  ): Promise<(RecordedRelease | undefined)[]>;
   /** The releases under a correlation id (of one request, with `requestId`), in request and index order. */
   readReleases(correlationId: string, requestId?: string): Promise<Versioned<ReleaseRecord>[]>;
   readRelease(ref: ReleaseRef): Promise<Versioned<ReleaseRecord> | undefined>;
   /**
    * Replaces a record if it is unchanged since `previous` was read, moving its index entries with it in the
-   * same transaction (parked → due index; accepted → tracked index). The new ETag, or undefined when another
+   * same transaction (parked or running → due index; accepted → tracked index). The new ETag, or undefined when another
    * invocation changed it first.
    */
   updateRelease(record: ReleaseRecord, previous: Versioned<ReleaseRecord>): Promise<string | undefined>;
-  /** Parked releases due by `until`, earliest first, at most `limit`. */
+  /**
+   * Releases due by `until`, earliest first, at most `limit`: parked ones, and running ones whose lease ends
+   * by then.
+   */
   listDue(until: number, limit: number): Promise<Versioned<ReleaseRecord>[]>;
   /** Accepted releases being tracked, at most `limit`. */
   listTracked(limit: number): Promise<TrackedRelease[]>;
   /**
-   * Claims a device for one index of a bulk request (insert that fails on conflict): the index that owns it,
-   * `index` itself when this call claimed it. Two entries naming one device are released once.
+   * Claims a device an index of a bulk request reached by name (insert that fails on conflict): the index that
+   * owns it, `index` itself when this call claimed it. Two entries naming one device are released once.
    */
   claimDevice(ref: ReleaseRef, machineId: string): Promise<number>;
   /** Deletes up to `limit` requests whose records expired by `now` (records, indexes and claims). */

@@ -5,7 +5,8 @@
  * outcome whatever is redelivered, and is tracked to its end.
  *
  * States:
- * - `running`: an invocation is releasing it, until `dueAt` (its lease; after that anyone may take it over);
+ * - `running`: an invocation is releasing it, until `dueAt` (its lease; after that anyone may take it over,
+ *   and the resume timer hands it back then, so a release whose instance stopped still gets its answer);
  * - `queued`: parked until `dueAt` (when its budget frees, or after a transient failure's backoff); the
  *   resume timer hands it back to the request queue then;
  * - `accepted`: MDE accepted the release (or one was already running); tracked until its action ends;
@@ -64,8 +65,6 @@ export interface ReleaseRecord {
   machineActionId: string | null;
   /** Tracking gives up (`TrackingExpired`) at this time. */
   trackUntil: number;
-  /** The record is deleted after this time (the longest window that needs it, plus a margin). */
-  expiresAt: number;
 }
 
 /** How long records are kept beyond the longest window that reads them. */

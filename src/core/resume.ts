@@ -1,12 +1,14 @@
 /**
- * Handing parked releases back. A timer lists the releases whose time has come (the due index of the state
- * table, earliest first) and puts a resume message for each on the request queue, where any instance's Service
- * Bus trigger runs it again (`resumeRelease` in the pipeline). Handing back is itself leased: the record's due
- * time moves a few minutes ahead, so a message that is lost is handed back again, and a release handed back
- * twice still runs once (taking it is an ETag-checked write). The same timer deletes expired records.
+ * Handing releases back. A timer lists the releases whose time has come (the due index of the state table,
+ * earliest first): parked ones that are due, and running ones whose lease ended (their instance stopped, or
+ * they were recorded and never run). It puts a resume message for each on the request queue, where any
+ * instance's Service Bus trigger runs it again (`resumeRelease` in the pipeline). Handing back is itself
+ * leased: the record is parked again a few minutes ahead, so a message that is lost is handed back again, and
+ * a release handed back twice still runs once (taking it is an ETag-checked write). The same timer deletes
+ * expired records.
  */
 import type { Clock, Logger, ReleaseStore } from './ports';
-import { resumeMessage, type ResumeMessage } from './records';
+import { claimable, resumeMessage, type ResumeMessage } from './records';
 
 /** What handing back needs. */
 export interface ResumeDeps {
@@ -39,11 +41,15 @@ export async function handBackDue(deps: ResumeDeps): Promise<ResumeMessage[]> {
   const messages: ResumeMessage[] = [];
   for (const version of due) {
     const record = version.value;
-    if (record.state !== 'queued') continue;
-    const handedOff = await deps.store.updateRelease({ ...record, dueAt: now + HAND_OFF_MS }, version);
+    // Parked (due within the look-ahead), or running with its lease run out; a lease still running is left.
+    if (!claimable(record, now)) continue;
+    const handedOff = await deps.store.updateRelease(
+      { ...record, state: 'queued', dueAt: now + HAND_OFF_MS },
+      version,
+    );
     if (handedOff) messages.push(resumeMessage(record.ref));
   }
   if (messages.length > 0)
-    deps.log.info('Parked releases handed back to the request queue', { count: messages.length });
+    deps.log.info('Releases handed back to the request queue', { count: messages.length });
   return messages;
 }

@@ -4,7 +4,7 @@
  */
 import { TableClient } from '@azure/data-tables';
 import { randomUUID } from 'node:crypto';
-import { TableReleaseStore } from '../../src/adapters/releaseStore';
+import { TableReleaseStore, type TableLike } from '../../src/adapters/releaseStore';
 import type { ReleaseStore } from '../../src/core/ports';
 import type { ReleaseRecord, ReleaseRef } from '../../src/core/records';
 import { startAzuriteTables, type AzuriteTables } from '../../dev/azurite';
@@ -40,7 +40,6 @@ function record(ref: ReleaseRef, patch: Partial<ReleaseRecord> = {}): ReleaseRec
     completion: null,
     machineActionId: null,
     trackUntil: NOW + 24 * 3_600_000,
-    expiresAt: NOW + 25 * 3_600_000,
     ...patch,
   };
 }
@@ -50,35 +49,58 @@ function bulk(correlationId: string, devices: number): ReleaseRecord[] {
   return Array.from({ length: devices }, (_, index) => record({ correlationId, requestId, index }));
 }
 
-const backends: [string, () => ReleaseStore][] = [
+const backends: [string, () => TableLike][] = [
   [
     'Azurite',
     () =>
-      new TableReleaseStore(
-        TableClient.fromConnectionString(
-          azurite.connectionString,
-          `t${randomUUID().replace(/-/g, '').slice(0, 16)}`,
-          { allowInsecureConnection: true },
-        ),
+      TableClient.fromConnectionString(
+        azurite.connectionString,
+        `t${randomUUID().replace(/-/g, '').slice(0, 16)}`,
+        { allowInsecureConnection: true },
       ),
   ],
-  ['memory table', () => new TableReleaseStore(new MemoryTable().client)],
+  ['memory table', () => new MemoryTable().client],
 ];
 
-describe.each(backends)('release store on %s', (_name, newStore) => {
+describe.each(backends)('release store on %s', (_name, newTable) => {
+  let table: TableLike;
   let store: ReleaseStore;
   beforeEach(() => {
-    store = newStore();
+    table = newTable();
+    store = new TableReleaseStore(table);
   });
 
-  it('records a 100-device request in one transaction, once', async () => {
+  it('records a 100-device request once, each running release due when its lease ends', async () => {
     const records = bulk('INC-BULK', 100);
     const created = await store.createReleases(records, { expiresAt: NOW + 1000 });
-    expect(created).toHaveLength(100);
-    expect(created!.every((v) => typeof v.etag === 'string' && v.etag.length > 0)).toBe(true);
-    expect(await store.createReleases(records, { expiresAt: NOW + 1000 })).toBeUndefined();
+    expect(created.map((v) => v?.created)).toEqual(records.map(() => true));
+    expect(created.every((v) => typeof v?.etag === 'string' && v.etag.length > 0)).toBe(true);
+    // A second call (a redelivery) finds every record as stored.
+    const again = await store.createReleases(records, { expiresAt: NOW + 1000 });
+    expect(again.map((v) => [v?.created, v?.etag])).toEqual(created.map((v) => [false, v!.etag]));
     const read = await store.readReleases('INC-BULK');
     expect(read.map((v) => v.value.ref.index)).toEqual(records.map((r) => r.ref.index));
+    expect(await store.listDue(NOW + 119_999, 200)).toEqual([]);
+    expect(await store.listDue(NOW + 120_000, 200)).toHaveLength(100);
+  });
+
+  it('completes a request an earlier invocation recorded in part (it stopped between transactions)', async () => {
+    const records = bulk('INC-PART', 60);
+    await store.createReleases(records.slice(0, 10), { expiresAt: NOW });
+    const recorded = await store.createReleases(records, { expiresAt: NOW });
+    expect(recorded.map((v) => v?.created)).toEqual(records.map((_, i) => i >= 10));
+    expect(await store.readReleases('INC-PART')).toHaveLength(60);
+  });
+
+  it('moves a running release whose due entry is missing (recorded before running releases had one)', async () => {
+    const [version] = await store.createReleases(bulk('INC-LAYOUT', 1), { expiresAt: NOW });
+    const key = `${version!.value.ref.correlationId}|${version!.value.ref.requestId}|000`;
+    await table.deleteEntity('release', `q|${String(NOW + 120_000).padStart(15, '0')}|${key}`);
+    const done = { ...version!.value, state: 'done' as const };
+    expect(await store.updateRelease(done, version!)).toBeDefined();
+    expect((await store.readRelease(done.ref))?.value.state).toBe('done');
+    // Still one writer: the old version loses.
+    expect(await store.updateRelease({ ...done, state: 'queued' }, version!)).toBeUndefined();
   });
 
   it('lists by correlation id exactly: INC4 is not INC42, and odd characters are fine', async () => {
@@ -93,7 +115,7 @@ describe.each(backends)('release store on %s', (_name, newStore) => {
   });
 
   it('moves a release between the due and tracked indexes with its state, atomically, one writer wins', async () => {
-    const [first] = (await store.createReleases(bulk('INC-MOVE', 1), { expiresAt: NOW }))!;
+    const [first] = await store.createReleases(bulk('INC-MOVE', 1), { expiresAt: NOW });
     const queued = { ...first!.value, state: 'queued' as const, dueAt: NOW + 60_000, queuedAt: NOW };
     const etag = await store.updateRelease(queued, first!);
     expect(etag).toBeDefined();
@@ -119,10 +141,10 @@ describe.each(backends)('release store on %s', (_name, newStore) => {
 
   it('lists due releases earliest first, up to the limit', async () => {
     const records = bulk('INC-DUE', 3);
-    const created = (await store.createReleases(records, { expiresAt: NOW }))!;
+    const created = await store.createReleases(records, { expiresAt: NOW });
     const dueTimes = [NOW + 3000, NOW + 1000, NOW + 2000];
     for (const [i, version] of created.entries()) {
-      await store.updateRelease({ ...version.value, state: 'queued', dueAt: dueTimes[i]! }, version);
+      await store.updateRelease({ ...version!.value, state: 'queued', dueAt: dueTimes[i]! }, version!);
     }
     const due = await store.listDue(NOW + 5000, 2);
     expect(due.map((v) => v.value.ref.index)).toEqual([1, 2]);
@@ -156,7 +178,7 @@ describe.each(backends)('release store on %s', (_name, newStore) => {
       requestId: 'old',
     });
     const old = [record({ correlationId: 'INC-OLD', requestId: 'old', index: 0 })];
-    const [version] = (await store.createReleases(old, { expiresAt: NOW - 1, keyHash }))!;
+    const [version] = await store.createReleases(old, { expiresAt: NOW - 1, keyHash });
     await store.updateRelease({ ...version!.value, state: 'accepted' }, version!);
     await store.claimDevice(old[0]!.ref, 'a'.repeat(40));
     const kept = [record({ correlationId: 'INC-NEW', requestId: 'new', index: null })];
@@ -189,5 +211,30 @@ describe.each(backends)('release store on %s', (_name, newStore) => {
     expect(await store.readTrackerPoll()).toBe(0);
     await store.writeTrackerPoll(NOW);
     expect(await store.readTrackerPoll()).toBe(NOW);
+  });
+});
+
+describe('release store I/O', () => {
+  it('reads the records of due releases in parallel, listed earliest first', async () => {
+    const { client } = new MemoryTable();
+    const get = client.getEntity.bind(client);
+    let reading = 0;
+    let most = 0;
+    client.getEntity = async (partitionKey: string, rowKey: string) => {
+      reading += 1;
+      most = Math.max(most, reading);
+      await new Promise((resolve) => setImmediate(resolve));
+      try {
+        return await get(partitionKey, rowKey);
+      } finally {
+        reading -= 1;
+      }
+    };
+    const store = new TableReleaseStore(client);
+    const records = bulk('INC-PAR', 20);
+    await store.createReleases(records, { expiresAt: NOW });
+    const due = await store.listDue(NOW + 120_000, 50);
+    expect(due.map((v) => v.value.ref.index)).toEqual(records.map((r) => r.ref.index));
+    expect(most).toBeGreaterThan(1);
   });
 });

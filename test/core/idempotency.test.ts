@@ -181,7 +181,7 @@ describe('idempotent requests', () => {
     expect((await store.readKey(hash))?.value.state).toBe('done');
   });
 
-  it('does not store a transient failure, so a retry with the same key runs again', async () => {
+  it('keeps a transient failure retryable: a retry with the same key runs the release again', async () => {
     const defender = new FakeDefender([
       { status: 503, body: {} },
       { status: 503, body: {} },

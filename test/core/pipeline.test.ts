@@ -13,7 +13,7 @@ import {
 import { keyHashOf } from '../../src/core/idempotency';
 import type { Outcome } from '../../src/core/outcome';
 import { handBackDue } from '../../src/core/resume';
-import { resumedRelease } from '../../src/core/records';
+import { resumedRelease, type ReleaseRecord } from '../../src/core/records';
 import type { ReleaseStore } from '../../src/core/ports';
 import type { Budget } from '../../src/core/budget';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps, TransportError } from '../support/fakes';
@@ -137,6 +137,47 @@ describe('bulk entries', () => {
       [2, 'Invalid', 'DuplicateDevice'],
     ]);
     expect(answer.outcomes[1]!.error!.message).toMatch(/same device .* as devices\[0\]/);
+  });
+});
+
+describe('duplicate devices in a bulk, with little table I/O', () => {
+  it('knows which entry owns a device named by id without a stored claim', async () => {
+    const defender = new FakeDefender();
+    const device = { id: ids[0], computerDnsName: 'ws-x.contoso.local' };
+    defender.machinesScript = [{ status: 200, body: { value: [device] } }];
+    const { deps, table } = withState(defender);
+    const body = {
+      ...bulkBody,
+      devices: [{ machineId: ids[0] }, { deviceName: 'ws-x' }, { machineId: ids[1] }],
+    };
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.outcomes.map((o) => [o.index, o.status, o.error?.code ?? null])).toEqual([
+      [0, 'Accepted', null],
+      [1, 'Invalid', 'DuplicateDevice'],
+      [2, 'Accepted', null],
+    ]);
+    expect(defender.unisolateCalls.map((c) => c.machineId).sort()).toEqual([ids[0], ids[1]]);
+    expect(table.entities().filter((e) => e.rowKey.startsWith('d|'))).toEqual([]);
+  });
+
+  it('a name resumed on its own defers to the entry naming the same device by id', async () => {
+    const defender = new FakeDefender();
+    const device = { id: ids[0], computerDnsName: 'ws-x.contoso.local' };
+    defender.machinesScript = [{ status: 200, body: { value: [device] } }];
+    const state = withState(defender);
+    const { deps, gate } = spentHour(state.deps);
+    const body = { ...bulkBody, devices: [{ deviceName: 'ws-x' }, { machineId: ids[0] }] };
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.outcomes.map((o) => o.status)).toEqual(['Queued', 'Queued']);
+    gate.closed = false;
+    state.clock.time = Date.parse(answer.outcomes[0]!.retryAt!);
+    const later = await resumeDue(deps, state.store);
+    expect(later.map((m) => [m.index, m.status, m.error?.code ?? null])).toEqual([
+      [0, 'Invalid', 'DuplicateDevice'],
+      [1, 'Accepted', null],
+    ]);
+    expect(later[0]!.error!.message).toMatch(/same device .* as devices\[1\]/);
+    expect(defender.unisolateCalls.map((c) => c.machineId)).toEqual([ids[0]]);
   });
 });
 
@@ -354,6 +395,48 @@ describe('every device its own durable release', () => {
     ]);
     // Only the device that had not finished was released again.
     expect(defender.unisolateCalls.slice(calls).map((c) => c.machineId)).toEqual([ids[2]]);
+    // Every device's answer goes out (the stopped delivery may not have sent its messages), none marked replayed.
+    expect(redelivered.messages.map((m) => [m.index, m.status, m.replayed ?? false])).toEqual([
+      [0, 'Accepted', false],
+      [1, 'Accepted', false],
+      [2, 'Accepted', false],
+    ]);
+  });
+
+  it('HTTP bulk: a retry with the same key after one transient failure releases only the failed device', async () => {
+    const defender = new FakeDefender();
+    const original = defender.unisolate.bind(defender);
+    let failing = true;
+    defender.unisolate = (id, comment, o) =>
+      id === ids[1] && failing
+        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
+        : original(id, comment, o);
+    const { deps } = withState(defender);
+    const http = input(bulkBody, { trigger: 'http', canRedeliver: false, key: 'k-retry' });
+    const first = await handleRequest(http, deps);
+    expect(first.outcomes.map((o) => [o.index, o.status])).toEqual([
+      [0, 'Accepted'],
+      [1, 'Failed'],
+      [2, 'Accepted'],
+    ]);
+    failing = false;
+    const calls = defender.unisolateCalls.length;
+    const retry = await handleRequest(http, deps);
+    expect(defender.unisolateCalls.slice(calls).map((c) => c.machineId)).toEqual([ids[1]]);
+    expect(retry.outcomes.map((o) => [o.index, o.status, o.machineAction?.id])).toEqual([
+      [0, 'Accepted', first.outcomes[0]!.machineAction!.id],
+      [1, 'Accepted', expect.any(String)],
+      [2, 'Accepted', first.outcomes[2]!.machineAction!.id],
+    ]);
+    expect(retry.messages.map((m) => [m.index, m.status, m.replayed ?? false])).toEqual([
+      [0, 'Accepted', true],
+      [1, 'Accepted', false],
+      [2, 'Accepted', true],
+    ]);
+    // Now every device has its answer: a third copy is a plain replay.
+    const third = await handleRequest(http, deps);
+    expect(third.replayed).toBe(true);
+    expect(defender.unisolateCalls).toHaveLength(calls + 1);
   });
 
   it('replays a 100-device bulk by its key, every answer, marked replayed, with no second call', async () => {
@@ -412,6 +495,28 @@ describe('every device its own durable release', () => {
     expect(defender.unisolateCalls).toHaveLength(8);
   });
 
+  it("a long bulk's devices not started yet are not handed back by the timer while it runs", async () => {
+    const defender = new FakeDefender();
+    const { deps, clock, store } = withState(defender);
+    const devices = Array.from({ length: 8 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'd') }));
+    const body = { comment: 'x', correlationId: 'INC-SLOW', devices };
+    const original = defender.unisolate.bind(defender);
+    const messages: Outcome[] = [];
+    defender.unisolate = async (id, comment, o) => {
+      // Each release takes 40 s: the later devices start after a single run's lease would have ended.
+      clock.time += 40_000;
+      if (defender.unisolateCalls.length === 6) messages.push(...(await resumeDue(deps, store)));
+      return original(id, comment, o);
+    };
+    const answer = await handleRequest(input(body, { key: 'k-slow' }), deps);
+    messages.push(...answer.messages);
+    clock.time += 20 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    const accepted = messages.filter((m) => m.phase === 'accepted');
+    expect(accepted.map((m) => m.index).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(defender.unisolateCalls.map((c) => c.machineId).sort()).toEqual(devices.map((d) => d.machineId));
+  });
+
   it('keeps the core contract when the store is down: released, without idempotency or parking', async () => {
     const { deps, table, defender } = withState();
     table.down = true;
@@ -421,5 +526,224 @@ describe('every device its own durable release', () => {
     );
     expect(answer.outcomes[0]).toMatchObject({ status: 'Accepted', phase: 'accepted' });
     expect(defender.unisolateCalls).toHaveLength(1);
+  });
+});
+
+describe('exactly once under concurrency', () => {
+  /** Parks one device (the hour's release budget spent), hands it back, and opens the budget again. */
+  async function parkedAndHandedBack() {
+    const state = withState();
+    const { deps, gate } = spentHour(state.deps);
+    const answer = await handleRequest(input(single), deps);
+    expect(answer.messages.map((m) => m.phase)).toEqual(['queued']);
+    state.clock.time = Date.parse(answer.outcomes[0]!.retryAt!);
+    const handed = await handBackDue({
+      store: state.store,
+      clock: deps.clock,
+      log: deps.log,
+      perRun: 10,
+      lookAheadMs: 30_000,
+    });
+    expect(handed).toHaveLength(1);
+    gate.closed = false;
+    return { ...state, deps, ref: resumedRelease(handed[0])! };
+  }
+
+  it('a resume message delivered twice at once releases the device once, with one answer', async () => {
+    const { deps, defender, ref } = await parkedAndHandedBack();
+    const [a, b] = await Promise.all([resumeRelease(ref, deps), resumeRelease(ref, deps)]);
+    expect([...a.messages, ...b.messages].map((m) => [m.phase, m.status])).toEqual([
+      ['accepted', 'Accepted'],
+    ]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
+
+  it('a run that outlives its lease does not answer: the invocation that took the release over does', async () => {
+    const { deps, defender, clock, ref } = await parkedAndHandedBack();
+    const original = defender.unisolate.bind(defender);
+    let reached!: () => void;
+    const posting = new Promise<void>((resolve) => (reached = resolve));
+    let answerLate!: () => void;
+    const late = new Promise<void>((resolve) => (answerLate = resolve));
+    let first = true;
+    defender.unisolate = async (id, comment, o) => {
+      if (first) {
+        // The first run's POST hangs until its lease has run out and another invocation took over.
+        first = false;
+        reached();
+        await late;
+      }
+      return original(id, comment, o);
+    };
+    const slow = resumeRelease(ref, deps);
+    await posting;
+    clock.time += 10 * 60_000;
+    const takeover = await resumeRelease(ref, deps);
+    expect(takeover.messages.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+    answerLate();
+    // Its write loses (the record changed since it claimed it): it sends nothing.
+    expect((await slow).messages).toEqual([]);
+    const stored = (await deps.state!.store.readRelease(ref))!.value;
+    expect(stored.answer?.machineAction?.id).toBe(takeover.messages[0]!.machineAction!.id);
+  });
+});
+
+describe('a store failure ends with the entry it hit', () => {
+  /**
+   * A bulk of two on Service Bus whose store fails the first write `failWrite` picks: entry 0 gets the release
+   * budget, entry 1 is told the hour is spent (so it parks), with `parkAfterFailure` only once that write failed.
+   */
+  function twoEntries(failWrite: (record: ReleaseRecord) => boolean, parkAfterFailure: boolean) {
+    const state = withState();
+    const { store } = state;
+    let failedNow!: () => void;
+    const failed = new Promise<void>((resolve) => (failedNow = resolve));
+    const flaky = Object.create(store) as ReleaseStore;
+    let failures = 0;
+    flaky.updateRelease = (record, previous) => {
+      if (failures === 0 && failWrite(record)) {
+        failures += 1;
+        failedNow();
+        return Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'));
+      }
+      return store.updateRelease(record, previous);
+    };
+    const inner = state.deps.budget;
+    let releases = 0;
+    const budget: Budget = {
+      acquire: async (api, spender) => {
+        if (api !== 'unisolate') return inner.acquire(api, spender);
+        releases += 1;
+        if (releases === 1) return inner.acquire(api, spender);
+        if (parkAfterFailure) await failed;
+        return { granted: false, waitMs: 40 * 60_000 };
+      },
+      pause: (api, until) => inner.pause(api, until),
+    };
+    const deps: PipelineDeps = { ...state.deps, budget, state: { ...state.state, store: flaky } };
+    const body = { ...bulkBody, devices: [{ machineId: ids[0] }, { machineId: ids[1] }] };
+    return { ...state, deps, body };
+  }
+
+  it("one entry's failed write leaves the other entries their durable state: it still parks", async () => {
+    const { deps, body, store, defender } = twoEntries(
+      (r) => r.ref.index === 0 && r.state === 'accepted',
+      true,
+    );
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.messages.map((m) => [m.index, m.status, m.phase])).toEqual([
+      [0, 'Accepted', 'accepted'],
+      [1, 'Queued', 'queued'],
+    ]);
+    const parked = (await store.readReleases('INC9')).map((v) => v.value.state);
+    expect(parked[1]).toBe('queued');
+    expect(defender.unisolateCalls.map((c) => c.machineId)).toEqual([ids[0]]);
+  });
+
+  it('a release that cannot be parked (the store fails) ends Throttled instead of waiting unrecorded', async () => {
+    const { deps, body } = twoEntries((r) => r.ref.index === 1 && r.state === 'queued', false);
+    const answer = await handleRequest(input(body), deps);
+    expect(answer.messages.map((m) => [m.index, m.status, m.phase, m.error?.code ?? null])).toEqual([
+      [0, 'Accepted', 'accepted', null],
+      [1, 'Throttled', 'accepted', 'MdeThrottled'],
+    ]);
+  });
+});
+
+describe('a release whose instance stopped', () => {
+  it('is handed back once its lease ends: one answer, one POST, though its redelivery came inside the lease', async () => {
+    const defender = new FakeDefender();
+    const state = withState(defender);
+    const { store, clock, table } = state;
+    const deps: PipelineDeps = { ...state.deps, safety: { checkIsolationState: true, releasePolicy: null } };
+    // The first run stops after taking the release: its isolation check never answers (the instance is gone).
+    const history = defender.listMachineActions.bind(defender);
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    let first = true;
+    defender.listMachineActions = (filter: string) => {
+      if (!first) return history(filter);
+      first = false;
+      reached();
+      return new Promise(() => {});
+    };
+    void handleRequest(input(single, { key: 'msg-stop' }), deps);
+    await stopped;
+    const messages: Outcome[] = [];
+
+    // Service Bus redelivers the message while the stopped run's lease still holds the release.
+    clock.time += 125_000;
+    const redelivered = await handleRequest(input(single, { key: 'msg-stop', deliveryCount: 2 }), deps);
+    messages.push(...redelivered.messages);
+    expect(messages).toEqual([]);
+    // Not answered: the key must not replay an answer that never came.
+    expect((await store.readKey(keyHashOf('serviceBus', 'msg-stop')))?.value.state).not.toBe('done');
+
+    // Once the lease has ended, the resume timer hands the release back, and it runs to its answer.
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    expect(messages.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(table.entities().filter((e) => e.rowKey.startsWith('q|'))).toEqual([]);
+  });
+});
+
+describe('a bulk recorded in several transactions', () => {
+  const devices = Array.from({ length: 60 }, (_, i) => ({ machineId: i.toString(16).padStart(40, 'e') }));
+  const body = { comment: 'mass release', correlationId: 'INC-60', devices };
+
+  /** The table's `n`-th transaction (from 1) does `fail` instead; the others go through. */
+  function failingTransaction(
+    table: ReturnType<typeof memoryStore>['table'],
+    n: number,
+    fail: () => Promise<never>,
+  ) {
+    const submit = table.client.submitTransaction.bind(table.client);
+    let count = 0;
+    table.client.submitTransaction = (actions, options) => {
+      count += 1;
+      return count === n ? fail() : submit(actions, options);
+    };
+  }
+
+  function answeredOnce(messages: Outcome[]) {
+    const accepted = messages.filter((m) => m.phase === 'accepted');
+    expect(accepted.map((m) => m.status)).toEqual(devices.map(() => 'Accepted'));
+    expect(accepted.map((m) => m.index).sort((a, b) => a! - b!)).toEqual(devices.map((_, i) => i));
+  }
+
+  it('stopped between them: the redelivery records and releases the rest, the timer the others; each once', async () => {
+    const { deps, store, table, clock, defender } = withState();
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    failingTransaction(table, 2, () => {
+      reached();
+      return new Promise<never>(() => {});
+    });
+    void handleRequest(input(body, { key: 'msg-60' }), deps);
+    await stopped;
+    const messages: Outcome[] = [];
+    const redelivered = await handleRequest(input(body, { key: 'msg-60', deliveryCount: 2 }), deps);
+    messages.push(...redelivered.messages);
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    answeredOnce(messages);
+    expect(new Set(defender.unisolateCalls.map((c) => c.machineId)).size).toBe(60);
+    expect(defender.unisolateCalls).toHaveLength(60);
+  });
+
+  it('the store failing between them: the recorded devices run recorded, the others unrecorded; none twice', async () => {
+    const { deps, store, table, clock, defender } = withState();
+    failingTransaction(table, 2, () => Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002')));
+    const answer = await handleRequest(input(body, { key: 'msg-60b' }), deps);
+    const messages = [...answer.messages];
+    clock.time += 20 * 60_000;
+    messages.push(...(await resumeDue(deps, store)));
+    answeredOnce(messages);
+    expect(defender.unisolateCalls).toHaveLength(60);
   });
 });
