@@ -20,7 +20,8 @@ import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
 import { appIdentity, identitySpec, prefetchVaultToken, vaultTokenScope } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
-import { WebhookSecret } from './adapters/webhookSecret';
+import { WebhookSecret, webhookSecretItem } from './adapters/webhookSecret';
+import { VaultReader } from './adapters/vaultReader';
 import { SignatureVerifier } from './core/signature';
 import { runSelfTest, type SelfTestProbes, type SelfTestReport, type SelfTestSetup } from './core/selfTest';
 import { deadlineIn, within } from './adapters/sharedFlight';
@@ -131,7 +132,7 @@ export function buildDependencies(
     const callerProblems = callerCheckProblems(parsed);
     const callers: CallerChecks =
       callerProblems.length === 0
-        ? callerChecksOf(config, getSecretClient, clock)
+        ? callerChecksOf(config, () => new VaultReader({ client: getSecretClient() }), clock)
         : {
             misconfigured: callerProblems,
             policy: config.callers,
@@ -157,9 +158,11 @@ export function buildDependencies(
   }
 
   const { credential } = config;
+  // One reader for everything read from Key Vault: the MDE app credentials and the webhook signing key.
+  const vault = new VaultReader({ client: getSecretClient() });
   const credentials = new MdeCredentials({
     mode: credential.mode,
-    secretClient: getSecretClient(),
+    vault,
     secretNames: config.secretNames,
     certificateName: credential.certificateName,
     ids: { tenantId: credential.tenantId, clientId: credential.clientId },
@@ -194,10 +197,7 @@ export function buildDependencies(
   const webhookSecretName = config.callers.webhookSigningSecretName;
   const selfTestProbes: SelfTestProbes = {
     vault: (remainingMs) =>
-      credentials.inspectVault(
-        webhookSecretName ? [{ name: webhookSecretName, what: 'webhook signing key' }] : [],
-        remainingMs,
-      ),
+      credentials.inspectVault(webhookSecretName ? [webhookSecretItem(webhookSecretName)] : [], remainingMs),
     token: (remainingMs) => credentials.getToken({ remainingMs }),
     stateTable: state
       ? async (remainingMs) => {
@@ -233,24 +233,22 @@ export function buildDependencies(
     credentials,
     defenderClient,
     state,
-    callers: callerChecksOf(config, getSecretClient, clock),
+    callers: callerChecksOf(config, () => vault, clock),
   };
 }
 
-/** The caller checks from valid caller-check settings (the signing key is read from Key Vault, cached). */
-function callerChecksOf(
-  config: Config,
-  secretClient: () => SecretClient | undefined,
-  clock: Clock,
-): CallerChecks {
+/**
+ * The caller checks from valid caller-check settings (the signing key is read from Key Vault, cached); `vault`
+ * is asked for only when webhooks are signed.
+ */
+function callerChecksOf(config: Config, vault: () => VaultReader, clock: Clock): CallerChecks {
   const name = config.callers.webhookSigningSecretName;
-  const client = name ? secretClient() : undefined;
   return {
     policy: config.callers,
     webhookSecret:
-      name && client
+      name !== undefined
         ? new WebhookSecret({
-            secretClient: client,
+            vault: vault(),
             name,
             ttlMs: config.secretCacheTtlMs,
             now: clock.now,

@@ -8,7 +8,7 @@
  *   exchange audience is the client assertion (`ClientAssertionCredential`); the MDE app registration holds
  *   that identity as a federated identity credential. Tenant and client id from Key Vault or the settings.
  * Tenant and client id come from the settings instead of Key Vault when given there (not secrets).
- * What is read is cached per instance with a TTL:
+ * What is read is cached per instance with a TTL (`vaultReader.ts`, shared with the webhook signing key):
  *
  * - One Key Vault read serves every concurrent cold request (single flight, no thundering herd).
  * - After the TTL the secrets are re-read; if Key Vault is down then, the cached ones keep working.
@@ -25,7 +25,6 @@ import {
   ClientCertificateCredential,
   ClientSecretCredential,
 } from '@azure/identity';
-import type { KeyVaultSecret, SecretClient } from '@azure/keyvault-secrets';
 import { UnisolateError } from '../core/errors';
 import type { AttemptOptions, Logger } from '../core/ports';
 import { isLoopbackUrl } from './loopback';
@@ -33,11 +32,13 @@ import { pkcs12ToPem } from './pkcs12';
 import {
   abortable,
   deadlineIn,
+  isAbortError,
   SharedFlight,
   within,
   type Deadline,
   type FlightContext,
 } from './sharedFlight';
+import { VaultCache, vaultOutOfTime, type VaultItem, type VaultReader } from './vaultReader';
 
 /** How the function authenticates as the MDE app (the setting `MDE_CREDENTIAL`). */
 export type MdeCredentialMode = 'secret' | 'certificate' | 'federated';
@@ -68,8 +69,8 @@ export interface CredentialContext {
 /** Options of {@link MdeCredentials}. */
 export interface MdeCredentialsOptions {
   mode: MdeCredentialMode;
-  /** Absent when nothing is read from Key Vault (federated with both ids in the settings). */
-  secretClient?: Pick<SecretClient, 'getSecret'>;
+  /** The Key Vault reader (shared with the webhook signing key); without a vault when nothing is read. */
+  vault: VaultReader;
   secretNames: { tenantId: string; clientId: string; clientSecret: string };
   /** Key Vault certificate of the `certificate` mode. */
   certificateName?: string;
@@ -185,11 +186,6 @@ function identifyingClaims(jwt: string): { iss?: string; sub?: string; aud?: str
   }
 }
 
-/** Whether an SDK call ended because its abort signal fired (our deadline), not because of the service. */
-function aborted(error: unknown): boolean {
-  return error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name);
-}
-
 function errorName(error: unknown): string {
   return error instanceof Error ? error.name : typeof error;
 }
@@ -202,8 +198,10 @@ function aadstsCode(error: unknown): string | undefined {
 
 /** Key Vault secrets + Entra token cache for the MDE app. */
 export class MdeCredentials {
-  private secrets?: { value: MdeAppCredential; readAt: number; credential: TokenCredential };
-  private readonly secretsFlight = new SharedFlight<MdeAppCredential>();
+  /** The credential as read from Key Vault and the settings (TTL, single flight, stale on outage). */
+  private readonly secrets: VaultCache<MdeAppCredential>;
+  /** The SDK credential built from the latest read (kept while the read credential does not change). */
+  private client?: { value: MdeAppCredential; credential: TokenCredential };
   private token?: { value: string; renewAt: number };
   private readonly tokenFlight = new SharedFlight<string>();
   /** What the token flight is waiting for, to name it when a waiter's time is up. */
@@ -214,11 +212,48 @@ export class MdeCredentials {
   ) => TokenCredential;
   /** The latest federated assertion's identifying claims, and why the managed identity could not issue one. */
   private assertion: { claims?: ReturnType<typeof identifyingClaims>; failure?: unknown } = {};
+  /** The Key Vault items of this mode: the ids not given in the settings, and the secret or certificate. */
+  private readonly items: { tenantId?: VaultItem; clientId?: VaultItem; material?: VaultItem };
   /** Counters for diagnostics and benchmarks. */
   readonly stats = { secretReads: 0, tokenRequests: 0 };
 
   constructor(private readonly options: MdeCredentialsOptions) {
     this.createCredential = options.createCredential ?? defaultCredential;
+    const { secretNames, ids, mode } = options;
+    const secret = (name: string, what: string, setting: string): VaultItem => ({
+      name,
+      kind: 'secret',
+      what,
+      setting,
+    });
+    this.items = {
+      tenantId:
+        ids?.tenantId === undefined
+          ? secret(secretNames.tenantId, 'MDE app tenant id', 'KV_SECRET_TENANT_ID')
+          : undefined,
+      clientId:
+        ids?.clientId === undefined
+          ? secret(secretNames.clientId, 'MDE app client id', 'KV_SECRET_CLIENT_ID')
+          : undefined,
+      material:
+        mode === 'secret'
+          ? secret(secretNames.clientSecret, 'MDE app client secret', 'KV_SECRET_CLIENT_SECRET')
+          : mode === 'certificate'
+            ? {
+                name: this.certificateName,
+                kind: 'certificate',
+                what: 'MDE app certificate',
+                setting: 'KV_CERTIFICATE_NAME',
+              }
+            : undefined,
+    };
+    this.secrets = new VaultCache({
+      ttlMs: options.ttlMs,
+      now: options.now,
+      log: options.log,
+      what: 'MDE app credentials',
+      outOfTime: () => this.outOfTime('secrets'),
+    });
   }
 
   /** The mode (`MDE_CREDENTIAL`). */
@@ -226,15 +261,10 @@ export class MdeCredentials {
     return this.options.mode;
   }
 
-  /** What this mode reads from Key Vault (names only), for the self-test; empty when nothing. */
-  vaultItems(): { name: string; what: string }[] {
-    const { secretNames, ids, mode } = this.options;
-    const items: { name: string; what: string }[] = [];
-    if (ids?.tenantId === undefined) items.push({ name: secretNames.tenantId, what: 'MDE app tenant id' });
-    if (ids?.clientId === undefined) items.push({ name: secretNames.clientId, what: 'MDE app client id' });
-    if (mode === 'secret') items.push({ name: secretNames.clientSecret, what: 'MDE app client secret' });
-    if (mode === 'certificate') items.push({ name: this.certificateName, what: 'MDE app certificate' });
-    return items;
+  /** What this mode reads from Key Vault, for the self-test; empty when nothing. */
+  vaultItems(): VaultItem[] {
+    const { tenantId, clientId, material } = this.items;
+    return [tenantId, clientId, material].filter((item) => item !== undefined);
   }
 
   /**
@@ -242,16 +272,15 @@ export class MdeCredentials {
    * self-test: names and versions only, nothing cached or changed. Errors as for a release.
    */
   async inspectVault(
-    extra: { name: string; what: string }[],
+    extra: VaultItem[],
     remainingMs: number,
   ): Promise<{ name: string; what: string; version: string }[]> {
     const items = [...this.vaultItems(), ...extra];
     const signal = AbortSignal.timeout(Math.max(1, remainingMs));
     return Promise.all(
       items.map(async (item) => {
-        const kind = item.what === 'MDE app certificate' ? 'certificate' : 'secret';
-        const bundle = await this.readSecretBundle(item.name, signal, kind);
-        return { ...item, version: bundle.properties.version ?? 'unknown' };
+        const bundle = await this.options.vault.read(item, signal, () => this.outOfTime('secrets'));
+        return { name: item.name, what: item.what, version: bundle.properties.version ?? 'unknown' };
       }),
     );
   }
@@ -262,13 +291,7 @@ export class MdeCredentials {
 
   /** A bearer token for the Defender API, waiting at most `remainingMs` for Key Vault and Entra ID. */
   async getToken(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<string> {
-    const now = this.options.now();
-    if (
-      this.token &&
-      now < this.token.renewAt &&
-      this.secrets &&
-      now - this.secrets.readAt < this.options.ttlMs
-    ) {
+    if (this.token && this.options.now() < this.token.renewAt && this.secrets.fresh() !== undefined) {
       return this.token.value;
     }
     const deadline = deadlineIn(options.remainingMs);
@@ -283,17 +306,13 @@ export class MdeCredentials {
   async refresh(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
     this.token = undefined;
     const deadline = deadlineIn(options.remainingMs);
-    await within(this.loadSecrets(true, deadline), deadline, () => this.outOfTime('secrets'));
+    await within(this.loadSecrets(deadline, true), deadline, () => this.outOfTime('secrets'));
   }
 
   /** The transient error of a wait cut short by the caller's budget. */
   private outOfTime(phase: 'secrets' | 'token'): UnisolateError {
     return phase === 'secrets'
-      ? new UnisolateError(
-          'SecretUnavailable',
-          'Key Vault (or the managed identity endpoint) did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); the MDE app credentials were not read. Retry later.',
-          { retryAfterMs: 30_000 },
-        )
+      ? vaultOutOfTime('the MDE app credentials were not read')
       : new UnisolateError(
           'TokenUnavailable',
           'Entra ID did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); no token for the Defender API. Retry later.',
@@ -303,7 +322,7 @@ export class MdeCredentials {
 
   private async fetchToken(flight: FlightContext): Promise<string> {
     this.phase = 'secrets';
-    await abortable(this.loadSecrets(false, this.secretsDeadline(flight)), flight.signal, () =>
+    await abortable(this.loadSecrets(this.secretsDeadline(flight)), flight.signal, () =>
       this.outOfTime('secrets'),
     );
     // Re-reading unchanged secrets (TTL) keeps the token; changed secrets cleared it.
@@ -316,7 +335,7 @@ export class MdeCredentials {
       if (!(error instanceof UnisolateError) || error.code !== 'CredentialsRejected') throw error;
       // The secret may have been rotated in Key Vault since we read it: read once more, then give up.
       this.phase = 'secrets';
-      await abortable(this.loadSecrets(true, flight.deadline), flight.signal, () =>
+      await abortable(this.loadSecrets(flight.deadline, true), flight.signal, () =>
         this.outOfTime('secrets'),
       );
       this.phase = 'token';
@@ -335,7 +354,7 @@ export class MdeCredentials {
    * half of the time left: if Key Vault does not answer, the cached ones are used with the other half.
    */
   private secretsDeadline(flight: FlightContext): Deadline {
-    if (!this.secrets) return flight.deadline;
+    if (!this.secrets.loaded) return flight.deadline;
     const now = Date.now();
     const until = flight.deadline();
     const half = until === Infinity ? Infinity : now + (until - now) / 2;
@@ -383,7 +402,7 @@ export class MdeCredentials {
   }
 
   private async requestToken(signal: AbortSignal): Promise<AccessToken> {
-    const current = this.secrets;
+    const current = this.client;
     if (!current) throw new UnisolateError('SecretUnavailable', 'The MDE app credentials were not loaded.');
     this.stats.tokenRequests += 1;
     this.assertion = {};
@@ -397,7 +416,7 @@ export class MdeCredentials {
       return access;
     } catch (error) {
       if (error instanceof UnisolateError) throw error;
-      if (aborted(error)) throw this.outOfTime('token');
+      if (isAbortError(error)) throw this.outOfTime('token');
       const code = aadstsCode(error);
       // MSAL reports a refused client secret as AuthenticationRequiredError or AuthenticationError depending on
       // the path; what identifies it is the OAuth error / AADSTS code, not the class.
@@ -425,60 +444,46 @@ export class MdeCredentials {
     }
   }
 
-  private async loadSecrets(force: boolean, deadline: Deadline): Promise<MdeAppCredential> {
-    const cached = this.secrets;
-    if (!force && cached && this.options.now() - cached.readAt < this.options.ttlMs) return cached.value;
-    return this.secretsFlight.join((flight) => this.readSecrets(cached?.value, flight.signal), deadline);
+  private loadSecrets(deadline: Deadline, force = false): Promise<MdeAppCredential> {
+    return this.secrets.load((signal) => this.readSecrets(signal), deadline, force);
   }
 
-  private async readSecrets(
-    stale: MdeAppCredential | undefined,
-    signal: AbortSignal,
-  ): Promise<MdeAppCredential> {
-    const { secretNames: names, ids, mode } = this.options;
+  /** Reads the credential (ids, secret or certificate) and builds its SDK credential when it changed. */
+  private async readSecrets(signal: AbortSignal): Promise<MdeAppCredential> {
+    const { ids, mode } = this.options;
+    const items = this.items;
+    if (this.vaultItems().length > 0) this.stats.secretReads += 1;
+    const [tenantId, clientId, material] = await Promise.all([
+      ids?.tenantId ?? this.readSecret(items.tenantId!, signal),
+      ids?.clientId ?? this.readSecret(items.clientId!, signal),
+      mode === 'secret'
+        ? this.readSecret(items.material!, signal)
+        : mode === 'certificate'
+          ? this.readCertificate(items.material!, signal)
+          : undefined,
+    ]);
     let value: MdeAppCredential;
-    try {
-      if (this.options.secretClient) this.stats.secretReads += 1;
-      const [tenantId, clientId, material] = await Promise.all([
-        ids?.tenantId ?? this.readSecret(names.tenantId, signal),
-        ids?.clientId ?? this.readSecret(names.clientId, signal),
-        mode === 'secret'
-          ? this.readSecret(names.clientSecret, signal)
-          : mode === 'certificate'
-            ? this.readCertificate(signal)
-            : undefined,
-      ]);
-      if (mode === 'secret') value = { kind: 'secret', tenantId, clientId, clientSecret: material as string };
-      else if (mode === 'certificate') {
-        value = {
-          kind: 'certificate',
-          tenantId,
-          clientId,
-          ...(material as { certificate: string; version: string; thumbprint: string }),
-        };
-      } else value = { kind: 'federated', tenantId, clientId };
-    } catch (error) {
-      if (stale && error instanceof UnisolateError && error.code === 'SecretUnavailable') {
-        // Key Vault is down after the TTL: the cached credentials are still the best we have.
-        this.options.log.warn('Key Vault unavailable; keeping the cached MDE app credentials', {
-          errorCode: error.code,
-        });
-        this.secrets = { ...this.secrets!, readAt: this.options.now() };
-        return stale;
-      }
-      throw error;
-    }
-    const previous = this.secrets;
-    const unchanged = previous !== undefined && sameCredential(previous.value, value);
-    const credential = unchanged
-      ? previous.credential
-      : this.createCredential(value, {
+    if (mode === 'secret') value = { kind: 'secret', tenantId, clientId, clientSecret: material as string };
+    else if (mode === 'certificate') {
+      value = {
+        kind: 'certificate',
+        tenantId,
+        clientId,
+        ...(material as { certificate: string; version: string; thumbprint: string }),
+      };
+    } else value = { kind: 'federated', tenantId, clientId };
+    const previous = this.client;
+    if (previous === undefined || !sameCredential(previous.value, value)) {
+      this.client = {
+        value,
+        credential: this.createCredential(value, {
           authorityHost: this.options.authorityHost,
           sendCertificateChain: this.options.sendCertificateChain ?? false,
           getAssertion: () => this.getAssertion(),
-        });
-    if (!unchanged) this.token = undefined;
-    this.secrets = { value, readAt: this.options.now(), credential };
+        }),
+      };
+      this.token = undefined;
+    }
     return value;
   }
 
@@ -488,10 +493,11 @@ export class MdeCredentials {
    * content type says. https://learn.microsoft.com/azure/key-vault/certificates/about-certificates
    */
   private async readCertificate(
+    item: VaultItem,
     signal: AbortSignal,
   ): Promise<{ certificate: string; version: string; thumbprint: string }> {
-    const name = this.certificateName;
-    const secret = await this.readSecretBundle(name, signal, 'certificate');
+    const { name } = item;
+    const secret = await this.options.vault.read(item, signal, () => this.outOfTime('secrets'));
     const contentType = secret.properties.contentType ?? '';
     const version = secret.properties.version ?? 'unknown';
     const raw = secret.value ?? '';
@@ -514,62 +520,15 @@ export class MdeCredentials {
     }
   }
 
-  private async readSecret(name: string, signal: AbortSignal): Promise<string> {
-    const value = (await this.readSecretBundle(name, signal, 'secret')).value?.trim();
+  private async readSecret(item: VaultItem, signal: AbortSignal): Promise<string> {
+    const secret = await this.options.vault.read(item, signal, () => this.outOfTime('secrets'));
+    const value = secret.value?.trim();
     if (!value) {
       throw new UnisolateError(
         'ConfigurationError',
-        `Key Vault secret ${name} is empty: set it with az keyvault secret set.`,
+        `Key Vault secret ${item.name} (${item.setting}) is empty: set it with az keyvault secret set.`,
       );
     }
     return value;
-  }
-
-  private async readSecretBundle(
-    name: string,
-    signal: AbortSignal,
-    kind: 'secret' | 'certificate',
-  ): Promise<KeyVaultSecret> {
-    const client = this.options.secretClient;
-    if (!client) {
-      throw new UnisolateError(
-        'ConfigurationError',
-        `Set KEY_VAULT_URL: the Key Vault ${kind} ${name} is needed.`,
-      );
-    }
-    try {
-      return await abortable(client.getSecret(name, { abortSignal: signal }), signal, () =>
-        this.outOfTime('secrets'),
-      );
-    } catch (error) {
-      if (error instanceof UnisolateError) throw error;
-      if (aborted(error)) throw this.outOfTime('secrets');
-      const status = (error as { statusCode?: number }).statusCode;
-      if (status === 404) {
-        throw new UnisolateError(
-          'ConfigurationError',
-          kind === 'certificate'
-            ? `Key Vault certificate ${name} does not exist. Create it (az keyvault certificate create --vault-name <vault> --name ${name} --policy @policy.json, docs/deploy.md) and upload its public part to the MDE app registration.`
-            : `Key Vault secret ${name} does not exist. Set it: az keyvault secret set --vault-name <vault> --name ${name} --value <value>.`,
-          { cause: error },
-        );
-      }
-      if (status === 401 || status === 403) {
-        throw new UnisolateError(
-          'SecretUnavailable',
-          `Key Vault refused to read secret ${name} (HTTP ${status}): give the function app's managed identity the Key Vault Secrets User role on the vault (role assignments can take a few minutes to apply).`,
-          { cause: error },
-        );
-      }
-      const cause = status ? `HTTP ${status}` : errorName(error);
-      const identity = /ManagedIdentity|CredentialUnavailable|AuthenticationRequired/i.test(errorName(error));
-      throw new UnisolateError(
-        'SecretUnavailable',
-        identity
-          ? `Could not get a managed identity token to read Key Vault (${cause}): check that the app has a managed identity (AZURE_CLIENT_ID for a user-assigned one) and that the identity endpoint is reachable. Retry later.`
-          : `Could not read Key Vault secret ${name} (${cause}): the vault may be unreachable or throttling. Retry later.`,
-        { cause: error },
-      );
-    }
   }
 }

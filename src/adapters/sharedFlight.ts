@@ -128,6 +128,14 @@ export function within<T>(promise: Promise<T>, deadline: Deadline, onTimeout: ()
 }
 
 /**
+ * Whether an SDK call ended because an abort signal fired (a deadline of ours, `AbortSignal.timeout`, or a
+ * shared read aborted with {@link DeadlineExceeded}), not because of the service.
+ */
+export function isAbortError(error: unknown): boolean {
+  return error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name);
+}
+
+/**
  * Waits for `promise` until `signal` aborts; then rejects with `onAbort()`. For SDK calls that accept an abort
  * signal but do not honour it on every path (e.g. MSAL's token requests), so that the shared read still ends.
  */

@@ -5,6 +5,7 @@
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { AuthenticationRequiredError } from '@azure/identity';
 import { MdeCredentials, type MdeAppCredential } from '../../src/adapters/mdeCredentials';
+import { VaultReader } from '../../src/adapters/vaultReader';
 import { recordingLogger } from '../support/fakes';
 
 function vault(values: Record<string, string>) {
@@ -45,7 +46,7 @@ function setup(options: { ttlMs?: number } = {}) {
   let rejectSecret: string | undefined;
   const credentials = new MdeCredentials({
     mode: 'secret',
-    secretClient: kv.client,
+    vault: new VaultReader({ client: kv.client }),
     secretNames: { tenantId: 'mde-tenant-id', clientId: 'mde-client-id', clientSecret: 'mde-client-secret' },
     authorityHost: 'https://login.microsoftonline.com',
     scope: 'https://api.securitycenter.microsoft.com/.default',
