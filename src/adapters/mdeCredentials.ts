@@ -267,24 +267,6 @@ export class MdeCredentials {
     return [tenantId, clientId, material].filter((item) => item !== undefined);
   }
 
-  /**
-   * Reads each Key Vault item this mode uses, plus `extra` ones (the webhook signing secret), for the
-   * self-test: names and versions only, nothing cached or changed. Errors as for a release.
-   */
-  async inspectVault(
-    extra: VaultItem[],
-    remainingMs: number,
-  ): Promise<{ name: string; what: string; version: string }[]> {
-    const items = [...this.vaultItems(), ...extra];
-    const signal = AbortSignal.timeout(Math.max(1, remainingMs));
-    return Promise.all(
-      items.map(async (item) => {
-        const bundle = await this.options.vault.read(item, signal, () => this.outOfTime('secrets'));
-        return { name: item.name, what: item.what, version: bundle.properties.version ?? 'unknown' };
-      }),
-    );
-  }
-
   private get certificateName(): string {
     return this.options.certificateName ?? 'mde-client-certificate';
   }

@@ -5,7 +5,9 @@
  * - {@link VaultReader.read} reads one item (a certificate through the secret Key Vault keeps for it), bounded
  *   by an abort signal, and maps every failure once to an `UnisolateError` that says what to do: missing item
  *   (`ConfigurationError`), refused, unreachable, managed identity unavailable, or out of time
- *   (`SecretUnavailable`). Messages name the item, never its value.
+ *   (`SecretUnavailable`). Messages name the item, never its value. It records the version of each item
+ *   read, so that the self-test ({@link VaultReader.inspect}) reports an item read within the TTL without
+ *   reading it again.
  * - {@link VaultCache} caches what is derived from such reads per instance, with a TTL: one read serves every
  *   concurrent caller (single flight), each caller waits at most its own `remainingMs` (`sharedFlight.ts`), and
  *   after the TTL a Key Vault outage keeps the cached value in use.
@@ -37,11 +39,15 @@ function errorName(error: unknown): string {
 /**
  * The transient error of a Key Vault wait cut short by the caller's budget.
  * @param what - what was not read, and what that means (`the MDE app credentials were not read`)
+ * @param budget - the time that ran out
  */
-export function vaultOutOfTime(what: string): UnisolateError {
+export function vaultOutOfTime(
+  what: string,
+  budget = 'the time this request had left (MDE_RETRY_BUDGET_MS)',
+): UnisolateError {
   return new UnisolateError(
     'SecretUnavailable',
-    `Key Vault (or the managed identity endpoint) did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); ${what}. Retry later.`,
+    `Key Vault (or the managed identity endpoint) did not answer within ${budget}; ${what}. Retry later.`,
     { retryAfterMs: 30_000 },
   );
 }
@@ -50,11 +56,43 @@ export function vaultOutOfTime(what: string): UnisolateError {
 export interface VaultReaderOptions {
   /** Absent when the settings name no vault (`KEY_VAULT_URL` unset: federated, ids in the settings). */
   client?: Pick<SecretClient, 'getSecret'>;
+  /** How long a read stays current for {@link VaultReader.inspect} (`SECRET_CACHE_TTL_SECONDS`). */
+  ttlMs: number;
+  now: () => number;
+}
+
+/** An item as the self-test reports it: its name, what it holds, and the version read. */
+export interface VaultItemVersion {
+  name: string;
+  what: string;
+  version: string;
 }
 
 /** Reads Key Vault items; see the module comment. */
 export class VaultReader {
+  /** The version of each item last read, and when. */
+  private readonly versions = new Map<string, { version: string; readAt: number }>();
+
   constructor(private readonly options: VaultReaderOptions) {}
+
+  /**
+   * The version of each of `items`: as last read when that was within the TTL (the same read the releases
+   * use), else read now, waiting at most `remainingMs`. Errors as for {@link read}.
+   */
+  inspect(items: readonly VaultItem[], remainingMs: number): Promise<VaultItemVersion[]> {
+    const signal = AbortSignal.timeout(Math.max(1, remainingMs));
+    const outOfTime = () => vaultOutOfTime('the items were not read', `${remainingMs} ms`);
+    return Promise.all(
+      items.map(async (item) => {
+        const known = this.versions.get(item.name);
+        const current = known !== undefined && this.options.now() - known.readAt < this.options.ttlMs;
+        const version = current
+          ? known.version
+          : ((await this.read(item, signal, outOfTime)).properties.version ?? 'unknown');
+        return { name: item.name, what: item.what, version };
+      }),
+    );
+  }
 
   /**
    * Reads `item`. Throws `UnisolateError`: `ConfigurationError` (no vault configured, or no such item),
@@ -70,7 +108,12 @@ export class VaultReader {
       );
     }
     try {
-      return await abortable(client.getSecret(name, { abortSignal: signal }), signal, outOfTime);
+      const secret = await abortable(client.getSecret(name, { abortSignal: signal }), signal, outOfTime);
+      this.versions.set(name, {
+        version: secret.properties.version ?? 'unknown',
+        readAt: this.options.now(),
+      });
+      return secret;
     } catch (error) {
       if (error instanceof UnisolateError) throw error;
       if (isAbortError(error)) throw outOfTime();

@@ -8,7 +8,7 @@ import { getDependencies, selfTestOf } from '../composition';
 
 /** Handler of the self-test route. */
 export async function selfTestHttp(): Promise<HttpResponseInit> {
-  const report = await selfTestOf(getDependencies());
+  const report = await selfTestOf(getDependencies(), { readDefender: true });
   return {
     status: report.ok ? 200 : 503,
     jsonBody: report,

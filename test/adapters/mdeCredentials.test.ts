@@ -46,7 +46,7 @@ function setup(options: { ttlMs?: number } = {}) {
   let rejectSecret: string | undefined;
   const credentials = new MdeCredentials({
     mode: 'secret',
-    vault: new VaultReader({ client: kv.client }),
+    vault: new VaultReader({ client: kv.client, ttlMs: options.ttlMs ?? 900_000, now: () => now }),
     secretNames: { tenantId: 'mde-tenant-id', clientId: 'mde-client-id', clientSecret: 'mde-client-secret' },
     authorityHost: 'https://login.microsoftonline.com',
     scope: 'https://api.securitycenter.microsoft.com/.default',

@@ -8,7 +8,7 @@ import { recordingLogger } from '../support/fakes';
 const KEY = 'k'.repeat(64);
 const NEXT = 'n'.repeat(64);
 
-function reader(answers: (() => Promise<{ value?: string }>)[], ttlMs = 900_000) {
+function reader(answers: (() => Promise<{ value?: string; properties?: object }>)[], ttlMs = 900_000) {
   const clock = { ms: 0 };
   let calls = 0;
   const secretClient = {
@@ -21,7 +21,7 @@ function reader(answers: (() => Promise<{ value?: string }>)[], ttlMs = 900_000)
   };
   const log = recordingLogger();
   const secret = new WebhookSecret({
-    vault: new VaultReader({ client: secretClient as never }),
+    vault: new VaultReader({ client: secretClient as never, ttlMs, now: () => clock.ms }),
     name: 'webhook-key',
     ttlMs,
     now: () => clock.ms,
@@ -30,7 +30,7 @@ function reader(answers: (() => Promise<{ value?: string }>)[], ttlMs = 900_000)
   return { secret, clock, log, calls: () => calls };
 }
 
-const value = (v: string) => () => Promise.resolve({ value: v });
+const value = (v: string) => () => Promise.resolve({ value: v, properties: { version: 'v1' } });
 const failure = (statusCode?: number) => () =>
   Promise.reject(Object.assign(new Error(`boom ${KEY}`), { name: 'RestError', statusCode }));
 
@@ -100,6 +100,8 @@ describe('WebhookSecret', () => {
     const signals: AbortSignal[] = [];
     const secret = new WebhookSecret({
       vault: new VaultReader({
+        ttlMs: 900_000,
+        now: () => 0,
         client: {
           getSecret: (_name: string, options?: { abortSignal?: AbortSignal }) =>
             new Promise((_resolve, reject) => {

@@ -172,6 +172,28 @@ describe('GET /api/selftest', () => {
 });
 
 describe('cold-start self-test', () => {
+  it('reuses what the first release read: one Key Vault read per item in total, and no Defender call', async () => {
+    const deps: AppDependencies = env.install({});
+    const id = env.defender.addMachine({
+      id: machineIdFor('selftest-cold'),
+      computerDnsName: 'selftest-cold',
+      isolated: true,
+    }).id;
+    const release = await invokeHttp('unisolateMachine', {
+      params: { machineId: id },
+      body: JSON.stringify({ Comment: 'before the cold-start self-test' }),
+    });
+    expect(release.status).toBe(201);
+    const calls = { ...env.defender.counts };
+    // Tenant id, client id, client secret: each read once, by the release.
+    expect(env.keyVault.secretReads).toBe(3);
+    const log = recordingLogger();
+    await startupSelfTest(deps, log);
+    expect(env.keyVault.secretReads).toBe(3);
+    expect(env.defender.counts).toEqual(calls);
+    expect(log.lines.join('\n')).not.toMatch(/Self-test failed/);
+  });
+
   it('sends UnisolateSelfTest and logs a warning naming each failed check', async () => {
     env.entra.setRoles(MDE_APP.clientId, ['Machine.Isolate']);
     const deps: AppDependencies = env.install({});
