@@ -290,13 +290,13 @@ function buildState(config: Config, identity: () => TokenCredential, clock: Cloc
   };
 }
 
-/** What the settings ask of the deployment, for the self-test (from a ConfigError: its problems). */
+/** What the settings ask of the deployment, for the self-test (from a ConfigError: the invalid settings). */
 function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTestSetup {
   if (config instanceof ConfigError) {
     return {
       cloud: settings.cloud,
       credential: settings.credential.mode,
-      problems: [...config.problems],
+      invalidSettings: [...config.settings],
       tokenScope: '',
       needs: { isolationCheck: false, tracking: false, riskGate: false, alertGate: false },
       queues: { request: '', response: '' },
@@ -306,7 +306,7 @@ function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTest
   return {
     cloud: config.cloud,
     credential: config.credential.mode,
-    problems: [],
+    invalidSettings: [],
     tokenScope: config.mde.tokenScope,
     needs: {
       isolationCheck: config.checkIsolationState,
@@ -324,7 +324,7 @@ function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTest
  * Vault items read within the secret cache's TTL are reported as read, not read again.
  * @param readDefender - whether to make the Defender read (not at cold start: the first release proves it)
  */
-export function selfTestOf(
+function selfTestOf(
   deps: AppDependencies,
   { readDefender }: { readDefender: boolean },
 ): Promise<SelfTestReport> {
@@ -335,15 +335,44 @@ export function selfTestOf(
     readDefender
       ? {
           defender,
-          // Counted in the releases' budget of the API it reads, like any other call.
+          // Counted in the budget of the API it reads like every call, in the tracker's small share of it (a
+          // read of machine actions like the tracker's polls): never in what releases need.
           budget,
-          spender: 'release',
+          spender: 'tracker',
           clock,
           random,
           requestTimeoutMs,
         }
       : undefined,
   );
+}
+
+/** How long a report of `GET /api/selftest` is reused on an instance: a repeated GET reads nothing again. */
+export const SELF_TEST_REUSE_MS = 30_000;
+
+/** The latest `GET /api/selftest` run of each instance's dependencies (shared by concurrent GETs). */
+const requestedRuns = new WeakMap<AppDependencies, { startedAt: number; report: Promise<SelfTestReport> }>();
+
+/**
+ * The self-test for `GET /api/selftest`, with the Defender read: the report of a run started less than
+ * {@link SELF_TEST_REUSE_MS} ago (`ageMs`: how long ago), else a new run. The report names invalid settings
+ * only; their problems, with the values found, go to `log`.
+ */
+export async function requestedSelfTest(
+  deps: AppDependencies,
+  log: Logger,
+): Promise<{ report: SelfTestReport; ageMs: number }> {
+  if (deps.config instanceof ConfigError) {
+    log.error('Self-test: invalid app settings', { problems: deps.config.problems });
+  }
+  const now = deps.release.clock.now();
+  const last = requestedRuns.get(deps);
+  if (last && now - last.startedAt < SELF_TEST_REUSE_MS) {
+    return { report: await last.report, ageMs: now - last.startedAt };
+  }
+  const report = selfTestOf(deps, { readDefender: true });
+  requestedRuns.set(deps, { startedAt: now, report });
+  return { report: await report, ageMs: 0 };
 }
 
 /**

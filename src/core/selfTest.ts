@@ -5,7 +5,8 @@
  * Defender API read for this tenant (through `callMde`, so it counts in the rate budget like every call; not
  * at cold start, where the first release proves the same); the state table; the queue names; telemetry. Each
  * check says what it found and, when it failed, what to do.
- * Never a secret or a token: checks report names, versions, roles and error messages (which never hold one).
+ * Never a secret, a token or a setting's value: checks report names, versions, roles and error messages (which
+ * never hold one); invalid settings are named, their problems (with the values found) are for the log.
  */
 import { callMde, type CallContext } from './callMde';
 import { toUnisolateError, UnisolateError } from './errors';
@@ -31,8 +32,8 @@ export interface SelfTestReport {
 export interface SelfTestSetup {
   cloud: string;
   credential: string;
-  /** Every problem of the settings (empty: valid). */
-  problems: string[];
+  /** Names of the invalid settings, without their values (empty: valid). */
+  invalidSettings: string[];
   tokenScope: string;
   /** Which features need which read permission. */
   needs: { isolationCheck: boolean; tracking: boolean; riskGate: boolean; alertGate: boolean };
@@ -120,13 +121,13 @@ export async function runSelfTest(
   calls: Omit<CallContext, 'deadline'> | undefined,
 ): Promise<SelfTestReport> {
   const checks: SelfTestCheck[] = [];
-  const settingsOk = setup.problems.length === 0;
+  const settingsOk = setup.invalidSettings.length === 0;
   checks.push(
     settingsOk
       ? pass('settings', `valid: MDE_CREDENTIAL=${setup.credential}, MDE_CLOUD=${setup.cloud}`)
       : fail(
           'settings',
-          setup.problems.join('; '),
+          `invalid: ${setup.invalidSettings.join(', ')} (the function log lists each problem with the value found)`,
           'Fix the app settings listed (README, Settings), then restart the app.',
         ),
   );
