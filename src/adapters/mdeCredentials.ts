@@ -18,6 +18,7 @@
  *   read shared by concurrent requests is aborted only when the last of them gives up.
  * Errors are `UnisolateError`s whose messages never contain a secret or a token.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { X509Certificate } from 'node:crypto';
 import type { AccessToken, ClientSecretCredentialOptions, TokenCredential } from '@azure/identity';
 import {
@@ -190,6 +191,15 @@ function errorName(error: unknown): string {
   return error instanceof Error ? error.name : typeof error;
 }
 
+/** What a token flight is waiting for, to name it when a waiter's time is up. */
+type Phase = 'secrets' | 'token';
+
+/** What one token request learnt of its federated assertion: the identifying claims, or why there was none. */
+interface AssertionRecord {
+  claims?: ReturnType<typeof identifyingClaims>;
+  failure?: unknown;
+}
+
 /** Extracts `AADSTSnnnn` from an Entra error, the only part of its text we repeat. */
 function aadstsCode(error: unknown): string | undefined {
   const text = error instanceof Error ? error.message : '';
@@ -204,14 +214,20 @@ export class MdeCredentials {
   private client?: { value: MdeAppCredential; credential: TokenCredential };
   private token?: { value: string; renewAt: number };
   private readonly tokenFlight = new SharedFlight<string>();
-  /** What the token flight is waiting for, to name it when a waiter's time is up. */
-  private phase: 'secrets' | 'token' = 'secrets';
+  /**
+   * The phase of each running token flight, by its shared promise: flights run concurrently (a newcomer
+   * starts its own once one is older than the join window), so each waiter reads its own flight's.
+   */
+  private readonly phases = new WeakMap<Promise<string>, { phase: Phase }>();
+  /**
+   * The assertion record of the token request in progress: the SDK calls {@link getAssertion} from inside
+   * the request, so concurrent requests each record theirs.
+   */
+  private readonly assertions = new AsyncLocalStorage<AssertionRecord>();
   private readonly createCredential: (
     credential: MdeAppCredential,
     context: CredentialContext,
   ) => TokenCredential;
-  /** The latest federated assertion's identifying claims, and why the managed identity could not issue one. */
-  private assertion: { claims?: ReturnType<typeof identifyingClaims>; failure?: unknown } = {};
   /** The Key Vault items of this mode: the ids not given in the settings, and the secret or certificate. */
   private readonly items: { tenantId?: VaultItem; clientId?: VaultItem; material?: VaultItem };
   /** Counters for diagnostics and benchmarks. */
@@ -277,11 +293,12 @@ export class MdeCredentials {
       return this.token.value;
     }
     const deadline = deadlineIn(options.remainingMs);
-    return within(
-      this.tokenFlight.join((flight) => this.fetchToken(flight), deadline),
-      deadline,
-      () => this.outOfTime(this.phase),
-    );
+    const started = { phase: 'secrets' as Phase };
+    const shared = this.tokenFlight.join((flight) => this.fetchToken(flight, started), deadline);
+    // `started` is the phase of the flight this call started; a flight it joined has its own already.
+    const progress = this.phases.get(shared) ?? started;
+    this.phases.set(shared, progress);
+    return within(shared, deadline, () => this.outOfTime(progress.phase));
   }
 
   /** Forgets secrets and token: the next call re-reads Key Vault and asks Entra for a new token. */
@@ -292,7 +309,7 @@ export class MdeCredentials {
   }
 
   /** The transient error of a wait cut short by the caller's budget. */
-  private outOfTime(phase: 'secrets' | 'token'): UnisolateError {
+  private outOfTime(phase: Phase): UnisolateError {
     return phase === 'secrets'
       ? vaultOutOfTime('the MDE app credentials were not read')
       : new UnisolateError(
@@ -302,25 +319,25 @@ export class MdeCredentials {
         );
   }
 
-  private async fetchToken(flight: FlightContext): Promise<string> {
-    this.phase = 'secrets';
+  private async fetchToken(flight: FlightContext, progress: { phase: Phase }): Promise<string> {
+    progress.phase = 'secrets';
     await abortable(this.loadSecrets(this.secretsDeadline(flight)), flight.signal, () =>
       this.outOfTime('secrets'),
     );
     // Re-reading unchanged secrets (TTL) keeps the token; changed secrets cleared it.
     if (this.token && this.options.now() < this.token.renewAt) return this.token.value;
-    this.phase = 'token';
+    progress.phase = 'token';
     let access: AccessToken;
     try {
       access = await this.requestToken(flight.signal);
     } catch (error) {
       if (!(error instanceof UnisolateError) || error.code !== 'CredentialsRejected') throw error;
       // The secret may have been rotated in Key Vault since we read it: read once more, then give up.
-      this.phase = 'secrets';
+      progress.phase = 'secrets';
       await abortable(this.loadSecrets(flight.deadline, true), flight.signal, () =>
         this.outOfTime('secrets'),
       );
-      this.phase = 'token';
+      progress.phase = 'token';
       access = await this.requestToken(flight.signal);
     }
     const renewAt = Math.min(
@@ -344,7 +361,11 @@ export class MdeCredentials {
   }
 
   /** What to check when Entra ID rejects the credential: which credential, and where it is set. */
-  private rejection(credential: MdeAppCredential, code: string | undefined): string {
+  private rejection(
+    credential: MdeAppCredential,
+    code: string | undefined,
+    assertion: AssertionRecord,
+  ): string {
     const { secretNames, ids } = this.options;
     const where = (what: 'tenant' | 'client') =>
       what === 'tenant'
@@ -361,7 +382,7 @@ export class MdeCredentials {
       case 'certificate':
         return `Entra ID rejected the MDE app's certificate (${code}): Key Vault certificate ${this.certificateName}, version ${credential.version}, thumbprint ${credential.thumbprint}. Check that ${app} has this certificate's public part among its credentials (az ad app credential reset --id <app id> --cert @cert.pem --append), that it has not expired, that the host clock is right, and MDE_CLOUD.`;
       case 'federated': {
-        const { iss, sub, aud } = this.assertion.claims ?? {};
+        const { iss, sub, aud } = assertion.claims ?? {};
         const audience = aud ?? this.options.assertion?.audience ?? 'api://AzureADTokenExchange';
         return `Entra ID rejected the federated credential (${code}): ${app} needs a federated identity credential with issuer ${iss ?? '<issuer>'}, subject ${sub ?? '<principal id of AZURE_CLIENT_ID>'} (the user-assigned managed identity's principal id) and audience ${audience}. Create it: az ad app federated-credential create --id ${credential.clientId} --parameters '{"name":"mde-unisolate","issuer":"${iss ?? '<issuer>'}","subject":"${sub ?? '<principal id>'}","audiences":["${audience}"]}'. Check MDE_CLOUD (or MDE_TOKEN_EXCHANGE_AUDIENCE) too.`;
       }
@@ -372,13 +393,16 @@ export class MdeCredentials {
   private async getAssertion(): Promise<string> {
     const source = this.options.assertion;
     if (!source) throw new Error('no managed identity for the federated credential');
+    // The record of the token request this assertion is for (none when the SDK calls outside one).
+    const record = this.assertions.getStore() ?? {};
     try {
       const access = await source.identity.getToken(`${source.audience}/.default`);
       if (!access) throw new Error('empty token response');
-      this.assertion = { claims: identifyingClaims(access.token) };
+      record.claims = identifyingClaims(access.token);
+      delete record.failure;
       return access.token;
     } catch (error) {
-      this.assertion = { failure: error };
+      record.failure = error;
       throw error;
     }
   }
@@ -387,10 +411,12 @@ export class MdeCredentials {
     const current = this.client;
     if (!current) throw new UnisolateError('SecretUnavailable', 'The MDE app credentials were not loaded.');
     this.stats.tokenRequests += 1;
-    this.assertion = {};
+    const assertion: AssertionRecord = {};
     try {
       const access = await abortable(
-        current.credential.getToken(this.options.scope, { abortSignal: signal }),
+        this.assertions.run(assertion, () =>
+          current.credential.getToken(this.options.scope, { abortSignal: signal }),
+        ),
         signal,
         () => this.outOfTime('token'),
       );
@@ -407,14 +433,14 @@ export class MdeCredentials {
         /\b(invalid_client|unauthorized_client|invalid_tenant)\b/.test(text) ||
         (code !== undefined && REJECTED_CREDENTIALS.has(code));
       if (rejected) {
-        throw new UnisolateError('CredentialsRejected', this.rejection(current.value, code), {
+        throw new UnisolateError('CredentialsRejected', this.rejection(current.value, code, assertion), {
           cause: error,
         });
       }
-      if (this.assertion.failure !== undefined) {
+      if (assertion.failure !== undefined) {
         throw new UnisolateError(
           'TokenUnavailable',
-          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.assertion?.audience ?? 'the exchange audience'}, the assertion of the federated credential (${errorName(this.assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
+          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.assertion?.audience ?? 'the exchange audience'}, the assertion of the federated credential (${errorName(assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
           { cause: error },
         );
       }
