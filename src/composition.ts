@@ -24,7 +24,7 @@ import { WebhookSecret, webhookSecretItem } from './adapters/webhookSecret';
 import { VaultReader } from './adapters/vaultReader';
 import { SignatureVerifier } from './core/signature';
 import { runSelfTest, type SelfTestProbes, type SelfTestReport, type SelfTestSetup } from './core/selfTest';
-import { deadlineIn, within } from './adapters/sharedFlight';
+import { SDK_RETRY_OPTIONS } from './adapters/sharedFlight';
 
 /** Everything the handlers need, except the per-invocation logger. */
 export type { CallerChecks };
@@ -33,8 +33,6 @@ export interface AppDependencies {
   release: Omit<ReleaseDeps, 'log'>;
   /** Parsed settings, or the configuration problem (every request then fails with ConfigurationError). */
   config: Config | ConfigError;
-  /** The settings as parsed, invalid ones replaced by their defaults (what the self-test reports). */
-  settings?: Config;
   maxDeliveryCount: number;
   telemetry: Telemetry;
   /** Present when configured: counters for diagnostics and benchmarks. */
@@ -57,8 +55,6 @@ const consoleLogger: Logger = createLogger(console);
 
 /** Longest one state-table operation may take before the store counts as unavailable. */
 const STORE_OPERATION_TIMEOUT_MS = 2_000;
-
-export { appIdentity } from './adapters/identity';
 
 function unconfiguredDefender(error: ConfigError): DefenderApi {
   // Reached only by callers that passed the caller checks: the names of the invalid settings, no values.
@@ -117,14 +113,13 @@ export function buildDependencies(
       additionalPolicies: [
         { policy: prefetchVaultToken(getIdentity(), vaultTokenScope(vault, loopback)), position: 'perCall' },
       ],
-      // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the
-      // core retries whole attempts within it.
-      retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
+      // Each read is bounded by the request's budget (abort signal), and the core retries whole attempts.
+      retryOptions: SDK_RETRY_OPTIONS,
     }));
   };
 
   if (parsed.problems.length > 0) {
-    const error = new ConfigError(parsed.problems);
+    const error = new ConfigError(parsed.problems, config);
     consoleLogger.error('Invalid app settings; every release will fail until they are fixed', {
       problems: error.problems,
     });
@@ -146,7 +141,7 @@ export function buildDependencies(
     return {
       release: {
         defender: unconfiguredDefender(error),
-        budget: new LocalBudget({ perApi: config.rateLimit, tracker: config.trackerRateLimit }, clock.now),
+        budget: new LocalBudget(budgetLimits(config), clock.now),
         clock,
         random: Math.random,
         telemetry: noTelemetry,
@@ -155,7 +150,6 @@ export function buildDependencies(
         apiHost: 'unconfigured',
       },
       config: error,
-      settings: config,
       maxDeliveryCount: config.maxDeliveryCount,
       telemetry: noTelemetry,
       callers,
@@ -176,12 +170,10 @@ export function buildDependencies(
     certificateName: credential.certificateName,
     ids: { tenantId: credential.tenantId, clientId: credential.clientId },
     sendCertificateChain: credential.sendCertificateChain,
-    // The user-assigned identity (loadConfig insists on AZURE_CLIENT_ID in this mode) is the federated
+    // The user-assigned identity (parseSettings insists on AZURE_CLIENT_ID in this mode) is the federated
     // credential of the MDE app: its token for the exchange audience is the client assertion.
-    assertion:
-      credential.mode === 'federated'
-        ? { identity: getIdentity(), audience: credential.tokenExchangeAudience }
-        : undefined,
+    assertionIdentity: credential.mode === 'federated' ? getIdentity() : undefined,
+    tokenExchangeAudience: credential.tokenExchangeAudience,
     authorityHost: config.mde.authorityHost,
     scope: config.mde.tokenScope,
     ttlMs: config.secretCacheTtlMs,
@@ -198,10 +190,7 @@ export function buildDependencies(
       : undefined,
     log: consoleLogger,
   });
-  const limits: BudgetLimits = {
-    perApi: { perMinute: config.rateLimit.perMinute, perHour: config.rateLimit.perHour },
-    tracker: config.trackerRateLimit,
-  };
+  const limits = budgetLimits(config);
   const state = buildState(config, getIdentity, clock);
   const webhookSecretName = config.callers.webhookSigningSecretName;
   const selfTestProbes: SelfTestProbes = {
@@ -211,10 +200,10 @@ export function buildDependencies(
         remainingMs,
       ),
     token: (remainingMs) => credentials.getToken({ remainingMs }),
+    // Bounded by the store's own operation timeout (STORE_OPERATION_TIMEOUT_MS).
     stateTable: state
-      ? async (remainingMs) => {
-          const deadline = deadlineIn(remainingMs);
-          await within(state.store.readTrackerPoll(), deadline, () => new Error('no answer in time'));
+      ? async () => {
+          await state.store.readTrackerPoll();
         }
       : undefined,
   };
@@ -239,7 +228,6 @@ export function buildDependencies(
       apiHost: new URL(config.mde.apiBaseUrl).host,
     },
     config,
-    settings: config,
     maxDeliveryCount: config.maxDeliveryCount,
     telemetry,
     credentials,
@@ -271,6 +259,11 @@ function callerChecksOf(config: Config, vault: () => VaultReader, clock: Clock):
   };
 }
 
+/** The Defender API call budget the settings ask for: per API, and the tracker's share. */
+function budgetLimits(config: Config): BudgetLimits {
+  return { perApi: config.rateLimit, tracker: config.trackerRateLimit };
+}
+
 /** The release store, built once per instance, when `STATE_TABLE_URL` / `STATE_TABLE_CONNECTION_STRING` is set. */
 function buildState(config: Config, identity: () => TokenCredential, clock: Clock): StateDeps | undefined {
   const table = config.stateTable;
@@ -291,11 +284,11 @@ function buildState(config: Config, identity: () => TokenCredential, clock: Cloc
 }
 
 /** What the settings ask of the deployment, for the self-test (from a ConfigError: the invalid settings). */
-function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTestSetup {
+function selfTestSetup(config: Config | ConfigError): SelfTestSetup {
   if (config instanceof ConfigError) {
     return {
-      cloud: settings.cloud,
-      credential: settings.credential.mode,
+      cloud: config.parsed.cloud,
+      credential: config.parsed.credential.mode,
       invalidSettings: [...config.settings],
       tokenScope: '',
       needs: { isolationCheck: false, tracking: false, riskGate: false, alertGate: false },
@@ -330,7 +323,7 @@ function selfTestOf(
 ): Promise<SelfTestReport> {
   const { defender, budget, clock, random, requestTimeoutMs } = deps.release;
   return runSelfTest(
-    selfTestSetup(deps.config, deps.settings ?? parseSettings().config),
+    selfTestSetup(deps.config),
     deps.selfTestProbes,
     readDefender
       ? {

@@ -27,6 +27,7 @@ import {
   ClientSecretCredential,
 } from '@azure/identity';
 import { UnisolateError } from '../core/errors';
+import type { MdeCredentialMode } from '../config';
 import type { AttemptOptions, Logger } from '../core/ports';
 import { isLoopbackUrl } from './loopback';
 import { pkcs12ToPem } from './pkcs12';
@@ -34,15 +35,13 @@ import {
   abortable,
   deadlineIn,
   isAbortError,
+  SDK_RETRY_OPTIONS,
   SharedFlight,
   within,
   type Deadline,
   type FlightContext,
 } from './sharedFlight';
 import { VaultCache, vaultOutOfTime, type VaultItem, type VaultReader } from './vaultReader';
-
-/** How the function authenticates as the MDE app (the setting `MDE_CREDENTIAL`). */
-export type MdeCredentialMode = 'secret' | 'certificate' | 'federated';
 
 /** What the MDE app authenticates with, as read from Key Vault and the settings. */
 export type MdeAppCredential =
@@ -73,13 +72,15 @@ export interface MdeCredentialsOptions {
   /** The Key Vault reader (shared with the webhook signing key); without a vault when nothing is read. */
   vault: VaultReader;
   secretNames: { tenantId: string; clientId: string; clientSecret: string };
-  /** Key Vault certificate of the `certificate` mode. */
-  certificateName?: string;
+  /** Key Vault certificate of the `certificate` mode (`KV_CERTIFICATE_NAME`). */
+  certificateName: string;
   /** Tenant and client id from the settings; each one given is not read from Key Vault. */
   ids?: { tenantId?: string | undefined; clientId?: string | undefined };
   sendCertificateChain?: boolean;
-  /** `federated`: the user-assigned managed identity and the audience its token is requested for. */
-  assertion?: { identity: TokenCredential; audience: string };
+  /** `federated`: the user-assigned managed identity whose token is the client assertion. */
+  assertionIdentity?: TokenCredential;
+  /** The audience that token is requested for (`MDE_TOKEN_EXCHANGE_AUDIENCE`, or the cloud's). */
+  tokenExchangeAudience: string;
   authorityHost: string;
   scope: string;
   ttlMs: number;
@@ -119,15 +120,11 @@ const REJECTED_CREDENTIALS = new Set([
 const TOKEN_RENEW_MARGIN_MS = 5 * 60_000;
 
 /**
- * Entra ID calls: few, quick SDK retries (the core retries the whole attempt within its budget), and a hard
- * timeout per HTTP try, so that a token endpoint that never answers does not keep a socket open forever even
+ * Entra ID calls: few, quick SDK retries (`SDK_RETRY_OPTIONS`), and a hard timeout per HTTP try, so that a token endpoint that never answers does not keep a socket open forever even
  * where the SDK ignores the abort signal (MSAL's token requests).
  */
-export const ENTRA_CLIENT_OPTIONS: Pick<
-  ClientSecretCredentialOptions,
-  'retryOptions' | 'additionalPolicies'
-> = {
-  retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
+const ENTRA_CLIENT_OPTIONS: Pick<ClientSecretCredentialOptions, 'retryOptions' | 'additionalPolicies'> = {
+  retryOptions: SDK_RETRY_OPTIONS,
   additionalPolicies: [
     {
       position: 'perRetry',
@@ -256,7 +253,7 @@ export class MdeCredentials {
           ? secret(secretNames.clientSecret, 'MDE app client secret', 'KV_SECRET_CLIENT_SECRET')
           : mode === 'certificate'
             ? {
-                name: this.certificateName,
+                name: options.certificateName,
                 kind: 'certificate',
                 what: 'MDE app certificate',
                 setting: 'KV_CERTIFICATE_NAME',
@@ -272,19 +269,10 @@ export class MdeCredentials {
     });
   }
 
-  /** The mode (`MDE_CREDENTIAL`). */
-  get mode(): MdeCredentialMode {
-    return this.options.mode;
-  }
-
   /** What this mode reads from Key Vault, for the self-test; empty when nothing. */
   vaultItems(): VaultItem[] {
     const { tenantId, clientId, material } = this.items;
     return [tenantId, clientId, material].filter((item) => item !== undefined);
-  }
-
-  private get certificateName(): string {
-    return this.options.certificateName ?? 'mde-client-certificate';
   }
 
   /** A bearer token for the Defender API, waiting at most `remainingMs` for Key Vault and Entra ID. */
@@ -380,10 +368,10 @@ export class MdeCredentials {
       case 'secret':
         return `Entra ID rejected the MDE app's client secret (${code}). Check the Key Vault secrets ${secretNames.tenantId}, ${secretNames.clientId} and ${secretNames.clientSecret} (is the client secret expired or rotated?) and MDE_CLOUD.`;
       case 'certificate':
-        return `Entra ID rejected the MDE app's certificate (${code}): Key Vault certificate ${this.certificateName}, version ${credential.version}, thumbprint ${credential.thumbprint}. Check that ${app} has this certificate's public part among its credentials (az ad app credential reset --id <app id> --cert @cert.pem --append), that it has not expired, that the host clock is right, and MDE_CLOUD.`;
+        return `Entra ID rejected the MDE app's certificate (${code}): Key Vault certificate ${this.options.certificateName}, version ${credential.version}, thumbprint ${credential.thumbprint}. Check that ${app} has this certificate's public part among its credentials (az ad app credential reset --id <app id> --cert @cert.pem --append), that it has not expired, that the host clock is right, and MDE_CLOUD.`;
       case 'federated': {
         const { iss, sub, aud } = assertion.claims ?? {};
-        const audience = aud ?? this.options.assertion?.audience ?? 'api://AzureADTokenExchange';
+        const audience = aud ?? this.options.tokenExchangeAudience;
         return `Entra ID rejected the federated credential (${code}): ${app} needs a federated identity credential with issuer ${iss ?? '<issuer>'}, subject ${sub ?? '<principal id of AZURE_CLIENT_ID>'} (the user-assigned managed identity's principal id) and audience ${audience}. Create it: az ad app federated-credential create --id ${credential.clientId} --parameters '{"name":"mde-unisolate","issuer":"${iss ?? '<issuer>'}","subject":"${sub ?? '<principal id>'}","audiences":["${audience}"]}'. Check MDE_CLOUD (or MDE_TOKEN_EXCHANGE_AUDIENCE) too.`;
       }
     }
@@ -391,12 +379,12 @@ export class MdeCredentials {
 
   /** The federated mode's client assertion: the managed identity's token for the exchange audience. */
   private async getAssertion(): Promise<string> {
-    const source = this.options.assertion;
-    if (!source) throw new Error('no managed identity for the federated credential');
+    const { assertionIdentity: identity, tokenExchangeAudience: audience } = this.options;
+    if (!identity) throw new Error('no managed identity for the federated credential');
     // The record of the token request this assertion is for (none when the SDK calls outside one).
     const record = this.assertions.getStore() ?? {};
     try {
-      const access = await source.identity.getToken(`${source.audience}/.default`);
+      const access = await identity.getToken(`${audience}/.default`);
       if (!access) throw new Error('empty token response');
       record.claims = identifyingClaims(access.token);
       delete record.failure;
@@ -440,7 +428,7 @@ export class MdeCredentials {
       if (assertion.failure !== undefined) {
         throw new UnisolateError(
           'TokenUnavailable',
-          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.assertion?.audience ?? 'the exchange audience'}, the assertion of the federated credential (${errorName(assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
+          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.tokenExchangeAudience}, the assertion of the federated credential (${errorName(assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
           { cause: error },
         );
       }

@@ -18,8 +18,11 @@
 /** When a waiter gives up: a function, so that a nested read can follow its parent's deadline as it grows. */
 export type Deadline = () => number;
 
-/** No bound of our own. */
-export const UNBOUNDED: Deadline = () => Infinity;
+/**
+ * Retries of the Azure SDK clients these calls go through (Key Vault, Entra ID): few and quick, because each
+ * call is bounded by the request's budget and the core retries whole attempts within it.
+ */
+export const SDK_RETRY_OPTIONS = { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 } as const;
 
 /** A deadline `remainingMs` from now (unbounded when undefined). */
 export function deadlineIn(remainingMs: number | undefined): Deadline {

@@ -49,6 +49,8 @@ function setup(options: { ttlMs?: number } = {}) {
     mode: 'secret',
     vault: new VaultReader({ client: kv.client, ttlMs: options.ttlMs ?? 900_000, now: () => now }),
     secretNames: { tenantId: 'mde-tenant-id', clientId: 'mde-client-id', clientSecret: 'mde-client-secret' },
+    certificateName: 'mde-client-certificate',
+    tokenExchangeAudience: 'api://AzureADTokenExchange',
     authorityHost: 'https://login.microsoftonline.com',
     scope: 'https://api.securitycenter.microsoft.com/.default',
     ttlMs: options.ttlMs ?? 900_000,
@@ -244,15 +246,14 @@ describe('concurrent token flights (a newcomer starts its own after JOIN_WINDOW_
         tenantId: '72f988bf-0000-4000-8000-00000000c0de',
         clientId: '5a1e5a1e-0000-4000-8000-0000000a99c1',
       },
-      assertion: {
-        audience: 'api://AzureADTokenExchange',
-        identity: {
-          getToken: async () => {
-            identityCalls += 1;
-            if (identityCalls === 1)
-              throw Object.assign(new Error('no identity'), { name: 'CredentialUnavailableError' });
-            return { token: 'a.e30.s', expiresOnTimestamp: Date.now() + 3_600_000 };
-          },
+      certificateName: 'c',
+      tokenExchangeAudience: 'api://AzureADTokenExchange',
+      assertionIdentity: {
+        getToken: async () => {
+          identityCalls += 1;
+          if (identityCalls === 1)
+            throw Object.assign(new Error('no identity'), { name: 'CredentialUnavailableError' });
+          return { token: 'a.e30.s', expiresOnTimestamp: Date.now() + 3_600_000 };
         },
       },
       authorityHost: 'https://login.microsoftonline.com',

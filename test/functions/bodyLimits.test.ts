@@ -4,7 +4,7 @@
  * every Service Bus body form, and never reach the idempotency fingerprint (which once overflowed the stack).
  */
 import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import { MAX_JSON_DEPTH } from '../../src/core/json';
 import type { Outcome } from '../../src/core/outcome';
 import { FakeDefender, fakeDeps, MACHINE_ID, stateDeps } from '../support/fakes';
@@ -15,7 +15,7 @@ function install() {
   const { deps, telemetry } = fakeDeps(defender);
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount: 10,
     telemetry,
     state: stateDeps(),

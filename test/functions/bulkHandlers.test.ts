@@ -1,6 +1,6 @@
 /** Bulk requests through the registered handlers: HTTP 207 with an array, one queue message per device. */
 import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import { FakeDefender, fakeDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
 
@@ -10,7 +10,7 @@ function install(defender: FakeDefender, env: Record<string, string> = {}) {
   const { deps, telemetry } = fakeDeps(defender);
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/', ...env }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/', ...env }).config,
     maxDeliveryCount: 10,
     telemetry,
   };

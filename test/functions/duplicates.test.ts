@@ -4,7 +4,7 @@
  * the first request, with the same correlation id), so it is marked `"duplicate": true`.
  */
 import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import type { Outcome } from '../../src/core/outcome';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp } from '../../dev/host';
@@ -26,7 +26,7 @@ function install(defender: FakeDefender) {
   const { deps, telemetry } = fakeDeps(defender);
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount: 3,
     telemetry,
     state: stateDeps(memoryStore().store, { duplicateWaitMs: 1000 }),

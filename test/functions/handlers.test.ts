@@ -3,7 +3,7 @@
  * core dependencies: the mapping of outcomes to HTTP responses, queue messages and Service Bus semantics.
  */
 import { getDependencies, setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import { FakeDefender, fakeDeps, MACHINE_ID, TransportError } from '../support/fakes';
 import { invokeHttp, invokeServiceBus, loadApp, registrations } from '../../dev/host';
 
@@ -11,7 +11,7 @@ function install(defender: FakeDefender, maxDeliveryCount = 10) {
   const { deps, telemetry } = fakeDeps(defender);
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount,
     telemetry,
   };

@@ -3,7 +3,7 @@
  * correlation id (the request's rule: 1-128 printable ASCII characters); nothing else can name them.
  */
 import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import { FakeDefender, fakeDeps, stateDeps } from '../support/fakes';
 import { invokeHttp, loadApp } from '../../dev/host';
 
@@ -14,7 +14,7 @@ function install() {
   const { deps, telemetry } = fakeDeps(new FakeDefender());
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount: 10,
     telemetry,
     state: stateDeps(),

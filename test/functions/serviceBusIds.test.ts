@@ -6,7 +6,7 @@
  */
 import type { ReleaseStore } from '../../src/core/ports';
 import { setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import type { Outcome } from '../../src/core/outcome';
 import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 import { invokeServiceBus, loadApp } from '../../dev/host';
@@ -15,7 +15,7 @@ function install(defender = new FakeDefender(), store?: ReleaseStore) {
   const { deps, telemetry } = fakeDeps(defender);
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount: 10,
     telemetry,
     ...(store ? { state: stateDeps(store) } : {}),

@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { setDependencies, type AppDependencies, type CallerChecks } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import { ERROR_TABLE, SUCCESS_HTTP } from '../../src/core/outcome';
 import { computeSignature, SignatureVerifier } from '../../src/core/signature';
 import { FakeClock, FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
@@ -50,7 +50,7 @@ function install(callers?: CallerChecks) {
   const { deps, telemetry } = fakeDeps(defender, clock);
   const app: AppDependencies = {
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount: 10,
     telemetry,
     callers,

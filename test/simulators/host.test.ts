@@ -3,7 +3,7 @@
  * its router, its check of binding expressions, and what it reports of an invocation.
  */
 import { setDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import { invokeHttp, invokeServiceBus, loadApp, registrations, request, route } from '../../dev/host';
 import { FakeDefender, fakeDeps, MACHINE_ID } from '../support/fakes';
 
@@ -12,7 +12,7 @@ beforeEach(() => {
   const { deps, telemetry } = fakeDeps(new FakeDefender());
   setDependencies({
     release: deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/' }).config,
     maxDeliveryCount: 10,
     telemetry,
   });
