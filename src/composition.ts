@@ -20,10 +20,11 @@ import { isLoopbackUrl } from './adapters/loopback';
 import { MdeCredentials } from './adapters/mdeCredentials';
 import { appIdentity, identitySpec, prefetchVaultToken, vaultTokenScope } from './adapters/identity';
 import { createTelemetry, noTelemetry } from './adapters/telemetry';
-import { WebhookSecret } from './adapters/webhookSecret';
+import { WebhookSecret, webhookSecretItem } from './adapters/webhookSecret';
+import { VaultReader } from './adapters/vaultReader';
 import { SignatureVerifier } from './core/signature';
 import { runSelfTest, type SelfTestProbes, type SelfTestReport, type SelfTestSetup } from './core/selfTest';
-import { deadlineIn, within } from './adapters/sharedFlight';
+import { SDK_RETRY_OPTIONS } from './adapters/sharedFlight';
 
 /** Everything the handlers need, except the per-invocation logger. */
 export type { CallerChecks };
@@ -32,8 +33,6 @@ export interface AppDependencies {
   release: Omit<ReleaseDeps, 'log'>;
   /** Parsed settings, or the configuration problem (every request then fails with ConfigurationError). */
   config: Config | ConfigError;
-  /** The settings as parsed, invalid ones replaced by their defaults (what the self-test reports). */
-  settings?: Config;
   maxDeliveryCount: number;
   telemetry: Telemetry;
   /** Present when configured: counters for diagnostics and benchmarks. */
@@ -56,8 +55,6 @@ const consoleLogger: Logger = createLogger(console);
 
 /** Longest one state-table operation may take before the store counts as unavailable. */
 const STORE_OPERATION_TIMEOUT_MS = 2_000;
-
-export { appIdentity } from './adapters/identity';
 
 function unconfiguredDefender(error: ConfigError): DefenderApi {
   // Reached only by callers that passed the caller checks: the names of the invalid settings, no values.
@@ -116,14 +113,13 @@ export function buildDependencies(
       additionalPolicies: [
         { policy: prefetchVaultToken(getIdentity(), vaultTokenScope(vault, loopback)), position: 'perCall' },
       ],
-      // Few, quick SDK retries: each read is bounded by the request's budget (abort signal), and the
-      // core retries whole attempts within it.
-      retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
+      // Each read is bounded by the request's budget (abort signal), and the core retries whole attempts.
+      retryOptions: SDK_RETRY_OPTIONS,
     }));
   };
 
   if (parsed.problems.length > 0) {
-    const error = new ConfigError(parsed.problems);
+    const error = new ConfigError(parsed.problems, config);
     consoleLogger.error('Invalid app settings; every release will fail until they are fixed', {
       problems: error.problems,
     });
@@ -131,7 +127,12 @@ export function buildDependencies(
     const callerProblems = callerCheckProblems(parsed);
     const callers: CallerChecks =
       callerProblems.length === 0
-        ? callerChecksOf(config, getSecretClient, clock)
+        ? callerChecksOf(
+            config,
+            () =>
+              new VaultReader({ client: getSecretClient(), ttlMs: config.secretCacheTtlMs, now: clock.now }),
+            clock,
+          )
         : {
             misconfigured: callerProblems,
             policy: config.callers,
@@ -140,7 +141,7 @@ export function buildDependencies(
     return {
       release: {
         defender: unconfiguredDefender(error),
-        budget: new LocalBudget({ perApi: config.rateLimit, tracker: config.trackerRateLimit }, clock.now),
+        budget: new LocalBudget(budgetLimits(config), clock.now),
         clock,
         random: Math.random,
         telemetry: noTelemetry,
@@ -149,7 +150,6 @@ export function buildDependencies(
         apiHost: 'unconfigured',
       },
       config: error,
-      settings: config,
       maxDeliveryCount: config.maxDeliveryCount,
       telemetry: noTelemetry,
       callers,
@@ -157,19 +157,23 @@ export function buildDependencies(
   }
 
   const { credential } = config;
+  // One reader for everything read from Key Vault: the MDE app credentials and the webhook signing key.
+  const vault = new VaultReader({
+    client: getSecretClient(),
+    ttlMs: config.secretCacheTtlMs,
+    now: clock.now,
+  });
   const credentials = new MdeCredentials({
     mode: credential.mode,
-    secretClient: getSecretClient(),
+    vault,
     secretNames: config.secretNames,
     certificateName: credential.certificateName,
     ids: { tenantId: credential.tenantId, clientId: credential.clientId },
     sendCertificateChain: credential.sendCertificateChain,
-    // The user-assigned identity (loadConfig insists on AZURE_CLIENT_ID in this mode) is the federated
+    // The user-assigned identity (parseSettings insists on AZURE_CLIENT_ID in this mode) is the federated
     // credential of the MDE app: its token for the exchange audience is the client assertion.
-    assertion:
-      credential.mode === 'federated'
-        ? { identity: getIdentity(), audience: credential.tokenExchangeAudience }
-        : undefined,
+    assertionIdentity: credential.mode === 'federated' ? getIdentity() : undefined,
+    tokenExchangeAudience: credential.tokenExchangeAudience,
     authorityHost: config.mde.authorityHost,
     scope: config.mde.tokenScope,
     ttlMs: config.secretCacheTtlMs,
@@ -186,23 +190,20 @@ export function buildDependencies(
       : undefined,
     log: consoleLogger,
   });
-  const limits: BudgetLimits = {
-    perApi: { perMinute: config.rateLimit.perMinute, perHour: config.rateLimit.perHour },
-    tracker: config.trackerRateLimit,
-  };
+  const limits = budgetLimits(config);
   const state = buildState(config, getIdentity, clock);
   const webhookSecretName = config.callers.webhookSigningSecretName;
   const selfTestProbes: SelfTestProbes = {
     vault: (remainingMs) =>
-      credentials.inspectVault(
-        webhookSecretName ? [{ name: webhookSecretName, what: 'webhook signing key' }] : [],
+      vault.inspect(
+        [...credentials.vaultItems(), ...(webhookSecretName ? [webhookSecretItem(webhookSecretName)] : [])],
         remainingMs,
       ),
     token: (remainingMs) => credentials.getToken({ remainingMs }),
+    // Bounded by the store's own operation timeout (STORE_OPERATION_TIMEOUT_MS).
     stateTable: state
-      ? async (remainingMs) => {
-          const deadline = deadlineIn(remainingMs);
-          await within(state.store.readTrackerPoll(), deadline, () => new Error('no answer in time'));
+      ? async () => {
+          await state.store.readTrackerPoll();
         }
       : undefined,
   };
@@ -227,30 +228,27 @@ export function buildDependencies(
       apiHost: new URL(config.mde.apiBaseUrl).host,
     },
     config,
-    settings: config,
     maxDeliveryCount: config.maxDeliveryCount,
     telemetry,
     credentials,
     defenderClient,
     state,
-    callers: callerChecksOf(config, getSecretClient, clock),
+    callers: callerChecksOf(config, () => vault, clock),
   };
 }
 
-/** The caller checks from valid caller-check settings (the signing key is read from Key Vault, cached). */
-function callerChecksOf(
-  config: Config,
-  secretClient: () => SecretClient | undefined,
-  clock: Clock,
-): CallerChecks {
+/**
+ * The caller checks from valid caller-check settings (the signing key is read from Key Vault, cached); `vault`
+ * is asked for only when webhooks are signed.
+ */
+function callerChecksOf(config: Config, vault: () => VaultReader, clock: Clock): CallerChecks {
   const name = config.callers.webhookSigningSecretName;
-  const client = name ? secretClient() : undefined;
   return {
     policy: config.callers,
     webhookSecret:
-      name && client
+      name !== undefined
         ? new WebhookSecret({
-            secretClient: client,
+            vault: vault(),
             name,
             ttlMs: config.secretCacheTtlMs,
             now: clock.now,
@@ -259,6 +257,11 @@ function callerChecksOf(
         : undefined,
     signatures: new SignatureVerifier({ now: clock.now }),
   };
+}
+
+/** The Defender API call budget the settings ask for: per API, and the tracker's share. */
+function budgetLimits(config: Config): BudgetLimits {
+  return { perApi: config.rateLimit, tracker: config.trackerRateLimit };
 }
 
 /** The release store, built once per instance, when `STATE_TABLE_URL` / `STATE_TABLE_CONNECTION_STRING` is set. */
@@ -280,13 +283,13 @@ function buildState(config: Config, identity: () => TokenCredential, clock: Cloc
   };
 }
 
-/** What the settings ask of the deployment, for the self-test (from a ConfigError: its problems). */
-function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTestSetup {
+/** What the settings ask of the deployment, for the self-test (from a ConfigError: the invalid settings). */
+function selfTestSetup(config: Config | ConfigError): SelfTestSetup {
   if (config instanceof ConfigError) {
     return {
-      cloud: settings.cloud,
-      credential: settings.credential.mode,
-      problems: [...config.problems],
+      cloud: config.parsed.cloud,
+      credential: config.parsed.credential.mode,
+      invalidSettings: [...config.settings],
       tokenScope: '',
       needs: { isolationCheck: false, tracking: false, riskGate: false, alertGate: false },
       queues: { request: '', response: '' },
@@ -296,7 +299,7 @@ function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTest
   return {
     cloud: config.cloud,
     credential: config.credential.mode,
-    problems: [],
+    invalidSettings: [],
     tokenScope: config.mde.tokenScope,
     needs: {
       isolationCheck: config.checkIsolationState,
@@ -309,33 +312,72 @@ function selfTestSetup(config: Config | ConfigError, settings: Config): SelfTest
   };
 }
 
-/** Runs the self-test against this instance's dependencies (`GET /api/selftest`, and at cold start). */
-export function selfTestOf(deps: AppDependencies): Promise<SelfTestReport> {
+/**
+ * Runs the self-test against this instance's dependencies (`GET /api/selftest`, and at cold start). Key
+ * Vault items read within the secret cache's TTL are reported as read, not read again.
+ * @param readDefender - whether to make the Defender read (not at cold start: the first release proves it)
+ */
+function selfTestOf(
+  deps: AppDependencies,
+  { readDefender }: { readDefender: boolean },
+): Promise<SelfTestReport> {
   const { defender, budget, clock, random, requestTimeoutMs } = deps.release;
   return runSelfTest(
-    selfTestSetup(deps.config, deps.settings ?? parseSettings().config),
+    selfTestSetup(deps.config),
     deps.selfTestProbes,
-    {
-      defender,
-      // Counted in the releases' budget of the API it reads, like any other call.
-      budget,
-      spender: 'release',
-      clock,
-      random,
-      requestTimeoutMs,
-    },
+    readDefender
+      ? {
+          defender,
+          // Counted in the budget of the API it reads like every call, in the tracker's small share of it (a
+          // read of machine actions like the tracker's polls): never in what releases need.
+          budget,
+          spender: 'tracker',
+          clock,
+          random,
+          requestTimeoutMs,
+        }
+      : undefined,
   );
+}
+
+/** How long a report of `GET /api/selftest` is reused on an instance: a repeated GET reads nothing again. */
+export const SELF_TEST_REUSE_MS = 30_000;
+
+/** The latest `GET /api/selftest` run of each instance's dependencies (shared by concurrent GETs). */
+const requestedRuns = new WeakMap<AppDependencies, { startedAt: number; report: Promise<SelfTestReport> }>();
+
+/**
+ * The self-test for `GET /api/selftest`, with the Defender read: the report of a run started less than
+ * {@link SELF_TEST_REUSE_MS} ago (`ageMs`: how long ago), else a new run. The report names invalid settings
+ * only; their problems, with the values found, go to `log`.
+ */
+export async function requestedSelfTest(
+  deps: AppDependencies,
+  log: Logger,
+): Promise<{ report: SelfTestReport; ageMs: number }> {
+  if (deps.config instanceof ConfigError) {
+    log.error('Self-test: invalid app settings', { problems: deps.config.problems });
+  }
+  const now = deps.release.clock.now();
+  const last = requestedRuns.get(deps);
+  if (last && now - last.startedAt < SELF_TEST_REUSE_MS) {
+    return { report: await last.report, ageMs: now - last.startedAt };
+  }
+  const report = selfTestOf(deps, { readDefender: true });
+  requestedRuns.set(deps, { startedAt: now, report });
+  return { report: await report, ageMs: 0 };
 }
 
 /**
  * The self-test once per instance, in the background: a `UnisolateSelfTest` event, and a warning naming each
  * failed check. It never delays or fails a release (it starts after the first one had its turn) and never
- * throws.
+ * throws. It costs next to nothing: the Key Vault items the first invocation read are reported from that
+ * read, and there is no Defender read (the first release's calls prove the API, the token check the roles).
  */
 export async function startupSelfTest(deps: AppDependencies, log: Logger = consoleLogger): Promise<void> {
   const started = deps.release.clock.now();
   try {
-    const report = await selfTestOf(deps);
+    const report = await selfTestOf(deps, { readDefender: false });
     deps.telemetry.trackSelfTest(report, deps.release.clock.now() - started);
     if (!report.ok) {
       const failed = report.checks.filter((c) => !c.ok);

@@ -571,14 +571,18 @@ export function settingOf(problem: string): string {
 }
 
 /**
- * Thrown when settings are invalid. `problems` (and the message) list every problem with the values found:
- * for the function log only. `settings` names the invalid settings without values: what a caller may see.
+ * Invalid settings. `problems` (and the message) list every problem with the values found: for the function
+ * log only. `settings` names the invalid settings without values: what a caller may see. `parsed` is every
+ * setting as {@link parseSettings} read it, an invalid one replaced by its default.
  */
 export class ConfigError extends Error {
   /** Names of the invalid settings, without values. */
   readonly settings: readonly string[];
 
-  constructor(readonly problems: readonly string[]) {
+  constructor(
+    readonly problems: readonly string[],
+    readonly parsed: Config,
+  ) {
     super(`Invalid app settings: ${problems.join('; ')}`);
     this.name = 'ConfigError';
     this.settings = [...new Set(problems.map(settingOf))];
@@ -589,11 +593,11 @@ export class ConfigError extends Error {
  * The settings of the HTTP caller checks (docs/security.md). They are judged on their own
  * ({@link callerCheckProblems}), so that a mistake in an unrelated setting never switches the checks off.
  */
-export const CALLER_CHECK_SETTINGS: readonly string[] = [
+export const CALLER_CHECK_SETTINGS = [
   'WEBHOOK_SIGNING_SECRET_NAME',
   'ALLOWED_CALLER_ROLES',
   'WEBSITE_AUTH_ENABLED',
-];
+] as const satisfies readonly SettingName[];
 
 /**
  * The problems that concern the caller checks: their own settings, and `KEY_VAULT_URL` when signatures are
@@ -601,7 +605,7 @@ export const CALLER_CHECK_SETTINGS: readonly string[] = [
  * invalid. Any: the checks cannot be trusted, so every HTTP release must be refused (fail closed).
  */
 export function callerCheckProblems(parsed: { config: Config; problems: readonly string[] }): string[] {
-  const concerned = new Set(CALLER_CHECK_SETTINGS);
+  const concerned = new Set<string>(CALLER_CHECK_SETTINGS);
   if (parsed.config.callers.webhookSigningSecretName !== undefined) concerned.add('KEY_VAULT_URL');
   return parsed.problems.filter((problem) => concerned.has(settingOf(problem)));
 }
@@ -662,15 +666,10 @@ export function isNcrontab(expression: string): boolean {
 }
 
 /**
- * The tracker's timer schedule: `TRACK_SCHEDULE` when it is valid NCRONTAB, else the documented default (and
- * the problem). Resolved when the timer is registered, because a `%TRACK_SCHEDULE%` binding expression
- * without that app setting stops the host from indexing the function.
+ * A timer's schedule setting (`TRACK_SCHEDULE`, `RESUME_SCHEDULE`): the value when it is valid NCRONTAB, else
+ * the documented default (and the problem). Resolved when the timer is registered, because a
+ * `%TRACK_SCHEDULE%` binding expression without that app setting stops the host from indexing the function.
  */
-export function trackSchedule(env: Env = process.env): { schedule: string; problem?: string } {
-  return timerSchedule('TRACK_SCHEDULE', env);
-}
-
-/** A timer's schedule setting (`TRACK_SCHEDULE`, `RESUME_SCHEDULE`), resolved like {@link trackSchedule}. */
 export function timerSchedule(
   name: 'TRACK_SCHEDULE' | 'RESUME_SCHEDULE',
   env: Env = process.env,
@@ -701,16 +700,6 @@ function stateTable(env: Env, problems: string[]): Config['stateTable'] {
   }
   if (connectionString !== undefined) return { connectionString, tableName };
   return raw === undefined ? undefined : { tableUrl: raw.replace(/\/+$/, '') };
-}
-
-/**
- * Parses the settings. Throws one {@link ConfigError} listing every problem.
- * @param env - usually `process.env`
- */
-export function loadConfig(env: Env = process.env): Config {
-  const { config, problems } = parseSettings(env);
-  if (problems.length > 0) throw new ConfigError(problems);
-  return config;
 }
 
 /**

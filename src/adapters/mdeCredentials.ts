@@ -8,7 +8,7 @@
  *   exchange audience is the client assertion (`ClientAssertionCredential`); the MDE app registration holds
  *   that identity as a federated identity credential. Tenant and client id from Key Vault or the settings.
  * Tenant and client id come from the settings instead of Key Vault when given there (not secrets).
- * What is read is cached per instance with a TTL:
+ * What is read is cached per instance with a TTL (`vaultReader.ts`, shared with the webhook signing key):
  *
  * - One Key Vault read serves every concurrent cold request (single flight, no thundering herd).
  * - After the TTL the secrets are re-read; if Key Vault is down then, the cached ones keep working.
@@ -18,6 +18,7 @@
  *   read shared by concurrent requests is aborted only when the last of them gives up.
  * Errors are `UnisolateError`s whose messages never contain a secret or a token.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { X509Certificate } from 'node:crypto';
 import type { AccessToken, ClientSecretCredentialOptions, TokenCredential } from '@azure/identity';
 import {
@@ -25,22 +26,22 @@ import {
   ClientCertificateCredential,
   ClientSecretCredential,
 } from '@azure/identity';
-import type { KeyVaultSecret, SecretClient } from '@azure/keyvault-secrets';
 import { UnisolateError } from '../core/errors';
+import type { MdeCredentialMode } from '../config';
 import type { AttemptOptions, Logger } from '../core/ports';
 import { isLoopbackUrl } from './loopback';
 import { pkcs12ToPem } from './pkcs12';
 import {
   abortable,
   deadlineIn,
+  isAbortError,
+  SDK_RETRY_OPTIONS,
   SharedFlight,
   within,
   type Deadline,
   type FlightContext,
 } from './sharedFlight';
-
-/** How the function authenticates as the MDE app (the setting `MDE_CREDENTIAL`). */
-export type MdeCredentialMode = 'secret' | 'certificate' | 'federated';
+import { VaultCache, vaultOutOfTime, type VaultItem, type VaultReader } from './vaultReader';
 
 /** What the MDE app authenticates with, as read from Key Vault and the settings. */
 export type MdeAppCredential =
@@ -68,16 +69,18 @@ export interface CredentialContext {
 /** Options of {@link MdeCredentials}. */
 export interface MdeCredentialsOptions {
   mode: MdeCredentialMode;
-  /** Absent when nothing is read from Key Vault (federated with both ids in the settings). */
-  secretClient?: Pick<SecretClient, 'getSecret'>;
+  /** The Key Vault reader (shared with the webhook signing key); without a vault when nothing is read. */
+  vault: VaultReader;
   secretNames: { tenantId: string; clientId: string; clientSecret: string };
-  /** Key Vault certificate of the `certificate` mode. */
-  certificateName?: string;
+  /** Key Vault certificate of the `certificate` mode (`KV_CERTIFICATE_NAME`). */
+  certificateName: string;
   /** Tenant and client id from the settings; each one given is not read from Key Vault. */
   ids?: { tenantId?: string | undefined; clientId?: string | undefined };
   sendCertificateChain?: boolean;
-  /** `federated`: the user-assigned managed identity and the audience its token is requested for. */
-  assertion?: { identity: TokenCredential; audience: string };
+  /** `federated`: the user-assigned managed identity whose token is the client assertion. */
+  assertionIdentity?: TokenCredential;
+  /** The audience that token is requested for (`MDE_TOKEN_EXCHANGE_AUDIENCE`, or the cloud's). */
+  tokenExchangeAudience: string;
   authorityHost: string;
   scope: string;
   ttlMs: number;
@@ -117,15 +120,11 @@ const REJECTED_CREDENTIALS = new Set([
 const TOKEN_RENEW_MARGIN_MS = 5 * 60_000;
 
 /**
- * Entra ID calls: few, quick SDK retries (the core retries the whole attempt within its budget), and a hard
- * timeout per HTTP try, so that a token endpoint that never answers does not keep a socket open forever even
+ * Entra ID calls: few, quick SDK retries (`SDK_RETRY_OPTIONS`), and a hard timeout per HTTP try, so that a token endpoint that never answers does not keep a socket open forever even
  * where the SDK ignores the abort signal (MSAL's token requests).
  */
-export const ENTRA_CLIENT_OPTIONS: Pick<
-  ClientSecretCredentialOptions,
-  'retryOptions' | 'additionalPolicies'
-> = {
-  retryOptions: { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 },
+const ENTRA_CLIENT_OPTIONS: Pick<ClientSecretCredentialOptions, 'retryOptions' | 'additionalPolicies'> = {
+  retryOptions: SDK_RETRY_OPTIONS,
   additionalPolicies: [
     {
       position: 'perRetry',
@@ -185,13 +184,17 @@ function identifyingClaims(jwt: string): { iss?: string; sub?: string; aud?: str
   }
 }
 
-/** Whether an SDK call ended because its abort signal fired (our deadline), not because of the service. */
-function aborted(error: unknown): boolean {
-  return error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name);
-}
-
 function errorName(error: unknown): string {
   return error instanceof Error ? error.name : typeof error;
+}
+
+/** What a token flight is waiting for, to name it when a waiter's time is up. */
+type Phase = 'secrets' | 'token';
+
+/** What one token request learnt of its federated assertion: the identifying claims, or why there was none. */
+interface AssertionRecord {
+  claims?: ReturnType<typeof identifyingClaims>;
+  failure?: unknown;
 }
 
 /** Extracts `AADSTSnnnn` from an Entra error, the only part of its text we repeat. */
@@ -202,98 +205,101 @@ function aadstsCode(error: unknown): string | undefined {
 
 /** Key Vault secrets + Entra token cache for the MDE app. */
 export class MdeCredentials {
-  private secrets?: { value: MdeAppCredential; readAt: number; credential: TokenCredential };
-  private readonly secretsFlight = new SharedFlight<MdeAppCredential>();
+  /** The credential as read from Key Vault and the settings (TTL, single flight, stale on outage). */
+  private readonly secrets: VaultCache<MdeAppCredential>;
+  /** The SDK credential built from the latest read (kept while the read credential does not change). */
+  private client?: { value: MdeAppCredential; credential: TokenCredential };
   private token?: { value: string; renewAt: number };
   private readonly tokenFlight = new SharedFlight<string>();
-  /** What the token flight is waiting for, to name it when a waiter's time is up. */
-  private phase: 'secrets' | 'token' = 'secrets';
+  /**
+   * The phase of each running token flight, by its shared promise: flights run concurrently (a newcomer
+   * starts its own once one is older than the join window), so each waiter reads its own flight's.
+   */
+  private readonly phases = new WeakMap<Promise<string>, { phase: Phase }>();
+  /**
+   * The assertion record of the token request in progress: the SDK calls {@link getAssertion} from inside
+   * the request, so concurrent requests each record theirs.
+   */
+  private readonly assertions = new AsyncLocalStorage<AssertionRecord>();
   private readonly createCredential: (
     credential: MdeAppCredential,
     context: CredentialContext,
   ) => TokenCredential;
-  /** The latest federated assertion's identifying claims, and why the managed identity could not issue one. */
-  private assertion: { claims?: ReturnType<typeof identifyingClaims>; failure?: unknown } = {};
+  /** The Key Vault items of this mode: the ids not given in the settings, and the secret or certificate. */
+  private readonly items: { tenantId?: VaultItem; clientId?: VaultItem; material?: VaultItem };
   /** Counters for diagnostics and benchmarks. */
   readonly stats = { secretReads: 0, tokenRequests: 0 };
 
   constructor(private readonly options: MdeCredentialsOptions) {
     this.createCredential = options.createCredential ?? defaultCredential;
+    const { secretNames, ids, mode } = options;
+    const secret = (name: string, what: string, setting: string): VaultItem => ({
+      name,
+      kind: 'secret',
+      what,
+      setting,
+    });
+    this.items = {
+      tenantId:
+        ids?.tenantId === undefined
+          ? secret(secretNames.tenantId, 'MDE app tenant id', 'KV_SECRET_TENANT_ID')
+          : undefined,
+      clientId:
+        ids?.clientId === undefined
+          ? secret(secretNames.clientId, 'MDE app client id', 'KV_SECRET_CLIENT_ID')
+          : undefined,
+      material:
+        mode === 'secret'
+          ? secret(secretNames.clientSecret, 'MDE app client secret', 'KV_SECRET_CLIENT_SECRET')
+          : mode === 'certificate'
+            ? {
+                name: options.certificateName,
+                kind: 'certificate',
+                what: 'MDE app certificate',
+                setting: 'KV_CERTIFICATE_NAME',
+              }
+            : undefined,
+    };
+    this.secrets = new VaultCache({
+      ttlMs: options.ttlMs,
+      now: options.now,
+      log: options.log,
+      what: 'MDE app credentials',
+      outOfTime: () => this.outOfTime('secrets'),
+    });
   }
 
-  /** The mode (`MDE_CREDENTIAL`). */
-  get mode(): MdeCredentialMode {
-    return this.options.mode;
-  }
-
-  /** What this mode reads from Key Vault (names only), for the self-test; empty when nothing. */
-  vaultItems(): { name: string; what: string }[] {
-    const { secretNames, ids, mode } = this.options;
-    const items: { name: string; what: string }[] = [];
-    if (ids?.tenantId === undefined) items.push({ name: secretNames.tenantId, what: 'MDE app tenant id' });
-    if (ids?.clientId === undefined) items.push({ name: secretNames.clientId, what: 'MDE app client id' });
-    if (mode === 'secret') items.push({ name: secretNames.clientSecret, what: 'MDE app client secret' });
-    if (mode === 'certificate') items.push({ name: this.certificateName, what: 'MDE app certificate' });
-    return items;
-  }
-
-  /**
-   * Reads each Key Vault item this mode uses, plus `extra` ones (the webhook signing secret), for the
-   * self-test: names and versions only, nothing cached or changed. Errors as for a release.
-   */
-  async inspectVault(
-    extra: { name: string; what: string }[],
-    remainingMs: number,
-  ): Promise<{ name: string; what: string; version: string }[]> {
-    const items = [...this.vaultItems(), ...extra];
-    const signal = AbortSignal.timeout(Math.max(1, remainingMs));
-    return Promise.all(
-      items.map(async (item) => {
-        const kind = item.what === 'MDE app certificate' ? 'certificate' : 'secret';
-        const bundle = await this.readSecretBundle(item.name, signal, kind);
-        return { ...item, version: bundle.properties.version ?? 'unknown' };
-      }),
-    );
-  }
-
-  private get certificateName(): string {
-    return this.options.certificateName ?? 'mde-client-certificate';
+  /** What this mode reads from Key Vault, for the self-test; empty when nothing. */
+  vaultItems(): VaultItem[] {
+    const { tenantId, clientId, material } = this.items;
+    return [tenantId, clientId, material].filter((item) => item !== undefined);
   }
 
   /** A bearer token for the Defender API, waiting at most `remainingMs` for Key Vault and Entra ID. */
   async getToken(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<string> {
-    const now = this.options.now();
-    if (
-      this.token &&
-      now < this.token.renewAt &&
-      this.secrets &&
-      now - this.secrets.readAt < this.options.ttlMs
-    ) {
+    if (this.token && this.options.now() < this.token.renewAt && this.secrets.fresh() !== undefined) {
       return this.token.value;
     }
     const deadline = deadlineIn(options.remainingMs);
-    return within(
-      this.tokenFlight.join((flight) => this.fetchToken(flight), deadline),
-      deadline,
-      () => this.outOfTime(this.phase),
-    );
+    const started = { phase: 'secrets' as Phase };
+    const shared = this.tokenFlight.join((flight) => this.fetchToken(flight, started), deadline);
+    // `started` is the phase of the flight this call started; a flight it joined has its own already.
+    const progress = this.phases.get(shared) ?? started;
+    this.phases.set(shared, progress);
+    return within(shared, deadline, () => this.outOfTime(progress.phase));
   }
 
   /** Forgets secrets and token: the next call re-reads Key Vault and asks Entra for a new token. */
   async refresh(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<void> {
     this.token = undefined;
     const deadline = deadlineIn(options.remainingMs);
-    await within(this.loadSecrets(true, deadline), deadline, () => this.outOfTime('secrets'));
+    await within(this.loadSecrets(deadline, true), deadline, () => this.outOfTime('secrets'));
   }
 
   /** The transient error of a wait cut short by the caller's budget. */
-  private outOfTime(phase: 'secrets' | 'token'): UnisolateError {
+  private outOfTime(phase: Phase): UnisolateError {
     return phase === 'secrets'
-      ? new UnisolateError(
-          'SecretUnavailable',
-          'Key Vault (or the managed identity endpoint) did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); the MDE app credentials were not read. Retry later.',
-          { retryAfterMs: 30_000 },
-        )
+      ? vaultOutOfTime('the MDE app credentials were not read')
       : new UnisolateError(
           'TokenUnavailable',
           'Entra ID did not answer within the time this request had left (MDE_RETRY_BUDGET_MS); no token for the Defender API. Retry later.',
@@ -301,25 +307,25 @@ export class MdeCredentials {
         );
   }
 
-  private async fetchToken(flight: FlightContext): Promise<string> {
-    this.phase = 'secrets';
-    await abortable(this.loadSecrets(false, this.secretsDeadline(flight)), flight.signal, () =>
+  private async fetchToken(flight: FlightContext, progress: { phase: Phase }): Promise<string> {
+    progress.phase = 'secrets';
+    await abortable(this.loadSecrets(this.secretsDeadline(flight)), flight.signal, () =>
       this.outOfTime('secrets'),
     );
     // Re-reading unchanged secrets (TTL) keeps the token; changed secrets cleared it.
     if (this.token && this.options.now() < this.token.renewAt) return this.token.value;
-    this.phase = 'token';
+    progress.phase = 'token';
     let access: AccessToken;
     try {
       access = await this.requestToken(flight.signal);
     } catch (error) {
       if (!(error instanceof UnisolateError) || error.code !== 'CredentialsRejected') throw error;
       // The secret may have been rotated in Key Vault since we read it: read once more, then give up.
-      this.phase = 'secrets';
-      await abortable(this.loadSecrets(true, flight.deadline), flight.signal, () =>
+      progress.phase = 'secrets';
+      await abortable(this.loadSecrets(flight.deadline, true), flight.signal, () =>
         this.outOfTime('secrets'),
       );
-      this.phase = 'token';
+      progress.phase = 'token';
       access = await this.requestToken(flight.signal);
     }
     const renewAt = Math.min(
@@ -335,7 +341,7 @@ export class MdeCredentials {
    * half of the time left: if Key Vault does not answer, the cached ones are used with the other half.
    */
   private secretsDeadline(flight: FlightContext): Deadline {
-    if (!this.secrets) return flight.deadline;
+    if (!this.secrets.loaded) return flight.deadline;
     const now = Date.now();
     const until = flight.deadline();
     const half = until === Infinity ? Infinity : now + (until - now) / 2;
@@ -343,7 +349,11 @@ export class MdeCredentials {
   }
 
   /** What to check when Entra ID rejects the credential: which credential, and where it is set. */
-  private rejection(credential: MdeAppCredential, code: string | undefined): string {
+  private rejection(
+    credential: MdeAppCredential,
+    code: string | undefined,
+    assertion: AssertionRecord,
+  ): string {
     const { secretNames, ids } = this.options;
     const where = (what: 'tenant' | 'client') =>
       what === 'tenant'
@@ -358,10 +368,10 @@ export class MdeCredentials {
       case 'secret':
         return `Entra ID rejected the MDE app's client secret (${code}). Check the Key Vault secrets ${secretNames.tenantId}, ${secretNames.clientId} and ${secretNames.clientSecret} (is the client secret expired or rotated?) and MDE_CLOUD.`;
       case 'certificate':
-        return `Entra ID rejected the MDE app's certificate (${code}): Key Vault certificate ${this.certificateName}, version ${credential.version}, thumbprint ${credential.thumbprint}. Check that ${app} has this certificate's public part among its credentials (az ad app credential reset --id <app id> --cert @cert.pem --append), that it has not expired, that the host clock is right, and MDE_CLOUD.`;
+        return `Entra ID rejected the MDE app's certificate (${code}): Key Vault certificate ${this.options.certificateName}, version ${credential.version}, thumbprint ${credential.thumbprint}. Check that ${app} has this certificate's public part among its credentials (az ad app credential reset --id <app id> --cert @cert.pem --append), that it has not expired, that the host clock is right, and MDE_CLOUD.`;
       case 'federated': {
-        const { iss, sub, aud } = this.assertion.claims ?? {};
-        const audience = aud ?? this.options.assertion?.audience ?? 'api://AzureADTokenExchange';
+        const { iss, sub, aud } = assertion.claims ?? {};
+        const audience = aud ?? this.options.tokenExchangeAudience;
         return `Entra ID rejected the federated credential (${code}): ${app} needs a federated identity credential with issuer ${iss ?? '<issuer>'}, subject ${sub ?? '<principal id of AZURE_CLIENT_ID>'} (the user-assigned managed identity's principal id) and audience ${audience}. Create it: az ad app federated-credential create --id ${credential.clientId} --parameters '{"name":"mde-unisolate","issuer":"${iss ?? '<issuer>'}","subject":"${sub ?? '<principal id>'}","audiences":["${audience}"]}'. Check MDE_CLOUD (or MDE_TOKEN_EXCHANGE_AUDIENCE) too.`;
       }
     }
@@ -369,27 +379,32 @@ export class MdeCredentials {
 
   /** The federated mode's client assertion: the managed identity's token for the exchange audience. */
   private async getAssertion(): Promise<string> {
-    const source = this.options.assertion;
-    if (!source) throw new Error('no managed identity for the federated credential');
+    const { assertionIdentity: identity, tokenExchangeAudience: audience } = this.options;
+    if (!identity) throw new Error('no managed identity for the federated credential');
+    // The record of the token request this assertion is for (none when the SDK calls outside one).
+    const record = this.assertions.getStore() ?? {};
     try {
-      const access = await source.identity.getToken(`${source.audience}/.default`);
+      const access = await identity.getToken(`${audience}/.default`);
       if (!access) throw new Error('empty token response');
-      this.assertion = { claims: identifyingClaims(access.token) };
+      record.claims = identifyingClaims(access.token);
+      delete record.failure;
       return access.token;
     } catch (error) {
-      this.assertion = { failure: error };
+      record.failure = error;
       throw error;
     }
   }
 
   private async requestToken(signal: AbortSignal): Promise<AccessToken> {
-    const current = this.secrets;
+    const current = this.client;
     if (!current) throw new UnisolateError('SecretUnavailable', 'The MDE app credentials were not loaded.');
     this.stats.tokenRequests += 1;
-    this.assertion = {};
+    const assertion: AssertionRecord = {};
     try {
       const access = await abortable(
-        current.credential.getToken(this.options.scope, { abortSignal: signal }),
+        this.assertions.run(assertion, () =>
+          current.credential.getToken(this.options.scope, { abortSignal: signal }),
+        ),
         signal,
         () => this.outOfTime('token'),
       );
@@ -397,7 +412,7 @@ export class MdeCredentials {
       return access;
     } catch (error) {
       if (error instanceof UnisolateError) throw error;
-      if (aborted(error)) throw this.outOfTime('token');
+      if (isAbortError(error)) throw this.outOfTime('token');
       const code = aadstsCode(error);
       // MSAL reports a refused client secret as AuthenticationRequiredError or AuthenticationError depending on
       // the path; what identifies it is the OAuth error / AADSTS code, not the class.
@@ -406,14 +421,14 @@ export class MdeCredentials {
         /\b(invalid_client|unauthorized_client|invalid_tenant)\b/.test(text) ||
         (code !== undefined && REJECTED_CREDENTIALS.has(code));
       if (rejected) {
-        throw new UnisolateError('CredentialsRejected', this.rejection(current.value, code), {
+        throw new UnisolateError('CredentialsRejected', this.rejection(current.value, code, assertion), {
           cause: error,
         });
       }
-      if (this.assertion.failure !== undefined) {
+      if (assertion.failure !== undefined) {
         throw new UnisolateError(
           'TokenUnavailable',
-          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.assertion?.audience ?? 'the exchange audience'}, the assertion of the federated credential (${errorName(this.assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
+          `The managed identity (AZURE_CLIENT_ID) could not issue its token for ${this.options.tokenExchangeAudience}, the assertion of the federated credential (${errorName(assertion.failure)}): check that this user-assigned identity is attached to the function app. Retry later.`,
           { cause: error },
         );
       }
@@ -425,60 +440,46 @@ export class MdeCredentials {
     }
   }
 
-  private async loadSecrets(force: boolean, deadline: Deadline): Promise<MdeAppCredential> {
-    const cached = this.secrets;
-    if (!force && cached && this.options.now() - cached.readAt < this.options.ttlMs) return cached.value;
-    return this.secretsFlight.join((flight) => this.readSecrets(cached?.value, flight.signal), deadline);
+  private loadSecrets(deadline: Deadline, force = false): Promise<MdeAppCredential> {
+    return this.secrets.load((signal) => this.readSecrets(signal), deadline, force);
   }
 
-  private async readSecrets(
-    stale: MdeAppCredential | undefined,
-    signal: AbortSignal,
-  ): Promise<MdeAppCredential> {
-    const { secretNames: names, ids, mode } = this.options;
+  /** Reads the credential (ids, secret or certificate) and builds its SDK credential when it changed. */
+  private async readSecrets(signal: AbortSignal): Promise<MdeAppCredential> {
+    const { ids, mode } = this.options;
+    const items = this.items;
+    if (this.vaultItems().length > 0) this.stats.secretReads += 1;
+    const [tenantId, clientId, material] = await Promise.all([
+      ids?.tenantId ?? this.readSecret(items.tenantId!, signal),
+      ids?.clientId ?? this.readSecret(items.clientId!, signal),
+      mode === 'secret'
+        ? this.readSecret(items.material!, signal)
+        : mode === 'certificate'
+          ? this.readCertificate(items.material!, signal)
+          : undefined,
+    ]);
     let value: MdeAppCredential;
-    try {
-      if (this.options.secretClient) this.stats.secretReads += 1;
-      const [tenantId, clientId, material] = await Promise.all([
-        ids?.tenantId ?? this.readSecret(names.tenantId, signal),
-        ids?.clientId ?? this.readSecret(names.clientId, signal),
-        mode === 'secret'
-          ? this.readSecret(names.clientSecret, signal)
-          : mode === 'certificate'
-            ? this.readCertificate(signal)
-            : undefined,
-      ]);
-      if (mode === 'secret') value = { kind: 'secret', tenantId, clientId, clientSecret: material as string };
-      else if (mode === 'certificate') {
-        value = {
-          kind: 'certificate',
-          tenantId,
-          clientId,
-          ...(material as { certificate: string; version: string; thumbprint: string }),
-        };
-      } else value = { kind: 'federated', tenantId, clientId };
-    } catch (error) {
-      if (stale && error instanceof UnisolateError && error.code === 'SecretUnavailable') {
-        // Key Vault is down after the TTL: the cached credentials are still the best we have.
-        this.options.log.warn('Key Vault unavailable; keeping the cached MDE app credentials', {
-          errorCode: error.code,
-        });
-        this.secrets = { ...this.secrets!, readAt: this.options.now() };
-        return stale;
-      }
-      throw error;
-    }
-    const previous = this.secrets;
-    const unchanged = previous !== undefined && sameCredential(previous.value, value);
-    const credential = unchanged
-      ? previous.credential
-      : this.createCredential(value, {
+    if (mode === 'secret') value = { kind: 'secret', tenantId, clientId, clientSecret: material as string };
+    else if (mode === 'certificate') {
+      value = {
+        kind: 'certificate',
+        tenantId,
+        clientId,
+        ...(material as { certificate: string; version: string; thumbprint: string }),
+      };
+    } else value = { kind: 'federated', tenantId, clientId };
+    const previous = this.client;
+    if (previous === undefined || !sameCredential(previous.value, value)) {
+      this.client = {
+        value,
+        credential: this.createCredential(value, {
           authorityHost: this.options.authorityHost,
           sendCertificateChain: this.options.sendCertificateChain ?? false,
           getAssertion: () => this.getAssertion(),
-        });
-    if (!unchanged) this.token = undefined;
-    this.secrets = { value, readAt: this.options.now(), credential };
+        }),
+      };
+      this.token = undefined;
+    }
     return value;
   }
 
@@ -488,10 +489,11 @@ export class MdeCredentials {
    * content type says. https://learn.microsoft.com/azure/key-vault/certificates/about-certificates
    */
   private async readCertificate(
+    item: VaultItem,
     signal: AbortSignal,
   ): Promise<{ certificate: string; version: string; thumbprint: string }> {
-    const name = this.certificateName;
-    const secret = await this.readSecretBundle(name, signal, 'certificate');
+    const { name } = item;
+    const secret = await this.options.vault.read(item, signal, () => this.outOfTime('secrets'));
     const contentType = secret.properties.contentType ?? '';
     const version = secret.properties.version ?? 'unknown';
     const raw = secret.value ?? '';
@@ -514,62 +516,15 @@ export class MdeCredentials {
     }
   }
 
-  private async readSecret(name: string, signal: AbortSignal): Promise<string> {
-    const value = (await this.readSecretBundle(name, signal, 'secret')).value?.trim();
+  private async readSecret(item: VaultItem, signal: AbortSignal): Promise<string> {
+    const secret = await this.options.vault.read(item, signal, () => this.outOfTime('secrets'));
+    const value = secret.value?.trim();
     if (!value) {
       throw new UnisolateError(
         'ConfigurationError',
-        `Key Vault secret ${name} is empty: set it with az keyvault secret set.`,
+        `Key Vault secret ${item.name} (${item.setting}) is empty: set it with az keyvault secret set.`,
       );
     }
     return value;
-  }
-
-  private async readSecretBundle(
-    name: string,
-    signal: AbortSignal,
-    kind: 'secret' | 'certificate',
-  ): Promise<KeyVaultSecret> {
-    const client = this.options.secretClient;
-    if (!client) {
-      throw new UnisolateError(
-        'ConfigurationError',
-        `Set KEY_VAULT_URL: the Key Vault ${kind} ${name} is needed.`,
-      );
-    }
-    try {
-      return await abortable(client.getSecret(name, { abortSignal: signal }), signal, () =>
-        this.outOfTime('secrets'),
-      );
-    } catch (error) {
-      if (error instanceof UnisolateError) throw error;
-      if (aborted(error)) throw this.outOfTime('secrets');
-      const status = (error as { statusCode?: number }).statusCode;
-      if (status === 404) {
-        throw new UnisolateError(
-          'ConfigurationError',
-          kind === 'certificate'
-            ? `Key Vault certificate ${name} does not exist. Create it (az keyvault certificate create --vault-name <vault> --name ${name} --policy @policy.json, docs/deploy.md) and upload its public part to the MDE app registration.`
-            : `Key Vault secret ${name} does not exist. Set it: az keyvault secret set --vault-name <vault> --name ${name} --value <value>.`,
-          { cause: error },
-        );
-      }
-      if (status === 401 || status === 403) {
-        throw new UnisolateError(
-          'SecretUnavailable',
-          `Key Vault refused to read secret ${name} (HTTP ${status}): give the function app's managed identity the Key Vault Secrets User role on the vault (role assignments can take a few minutes to apply).`,
-          { cause: error },
-        );
-      }
-      const cause = status ? `HTTP ${status}` : errorName(error);
-      const identity = /ManagedIdentity|CredentialUnavailable|AuthenticationRequired/i.test(errorName(error));
-      throw new UnisolateError(
-        'SecretUnavailable',
-        identity
-          ? `Could not get a managed identity token to read Key Vault (${cause}): check that the app has a managed identity (AZURE_CLIENT_ID for a user-assigned one) and that the identity endpoint is reachable. Retry later.`
-          : `Could not read Key Vault secret ${name} (${cause}): the vault may be unreachable or throttling. Retry later.`,
-        { cause: error },
-      );
-    }
   }
 }

@@ -18,8 +18,11 @@
 /** When a waiter gives up: a function, so that a nested read can follow its parent's deadline as it grows. */
 export type Deadline = () => number;
 
-/** No bound of our own. */
-export const UNBOUNDED: Deadline = () => Infinity;
+/**
+ * Retries of the Azure SDK clients these calls go through (Key Vault, Entra ID): few and quick, because each
+ * call is bounded by the request's budget and the core retries whole attempts within it.
+ */
+export const SDK_RETRY_OPTIONS = { maxRetries: 2, retryDelayInMs: 500, maxRetryDelayInMs: 4000 } as const;
 
 /** A deadline `remainingMs` from now (unbounded when undefined). */
 export function deadlineIn(remainingMs: number | undefined): Deadline {
@@ -125,6 +128,14 @@ export function within<T>(promise: Promise<T>, deadline: Deadline, onTimeout: ()
       },
     );
   });
+}
+
+/**
+ * Whether an SDK call ended because an abort signal fired (a deadline of ours, `AbortSignal.timeout`, or a
+ * shared read aborted with {@link DeadlineExceeded}), not because of the service.
+ */
+export function isAbortError(error: unknown): boolean {
+  return error instanceof Error && ['AbortError', 'TimeoutError', 'DeadlineExceeded'].includes(error.name);
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The webhook signing secret, read from Key Vault (setting `WEBHOOK_SIGNING_SECRET_NAME`) with the same
- * `SecretClient` and managed identity as the MDE app credentials, and cached per instance with the same TTL
- * (`SECRET_CACHE_TTL_SECONDS`): a signed request costs no Key Vault round trip once warm.
+ * reader and managed identity as the MDE app credentials (`vaultReader.ts`), and cached per instance with the
+ * same TTL (`SECRET_CACHE_TTL_SECONDS`): a signed request costs no Key Vault round trip once warm.
  *
  * - One Key Vault read serves every concurrent cold request (single flight).
  * - After the TTL the secret is re-read; if Key Vault is down then, the cached one keeps working.
@@ -11,17 +11,27 @@
  *   the new key for a while (docs/security.md, "Rotating the webhook secret").
  * Errors are `UnisolateError`s whose messages never contain the secret.
  */
-import type { SecretClient } from '@azure/keyvault-secrets';
 import { UnisolateError } from '../core/errors';
 import type { AttemptOptions, Logger } from '../core/ports';
-import { abortable, deadlineIn, SharedFlight, within } from './sharedFlight';
+import { VaultCache, vaultOutOfTime, type VaultItem, type VaultReader } from './vaultReader';
 
 /** Shortest key accepted: HMAC-SHA256 keys should carry at least 256 bits (`openssl rand -hex 32`). */
 export const MIN_WEBHOOK_SECRET_CHARS = 32;
 
+/** The Key Vault item holding the webhook signing key(s), named by `WEBHOOK_SIGNING_SECRET_NAME`. */
+export function webhookSecretItem(name: string): VaultItem {
+  return {
+    name,
+    kind: 'secret',
+    what: 'webhook signing key',
+    setting: 'WEBHOOK_SIGNING_SECRET_NAME',
+    valueHint: '"$(openssl rand -hex 32)"',
+  };
+}
+
 /** Options of {@link WebhookSecret}. */
 export interface WebhookSecretOptions {
-  secretClient: Pick<SecretClient, 'getSecret'>;
+  vault: VaultReader;
   /** Name of the Key Vault secret. */
   name: string;
   ttlMs: number;
@@ -31,88 +41,34 @@ export interface WebhookSecretOptions {
 
 /** Reads and caches the webhook signing key(s). */
 export class WebhookSecret {
-  private cached?: { keys: string[]; readAt: number };
-  private readonly flight = new SharedFlight<string[]>();
-  /** Counters for diagnostics and tests. */
-  readonly stats = { reads: 0 };
+  private readonly item: VaultItem;
+  private readonly cache: VaultCache<string[]>;
+  private readonly outOfTime: () => UnisolateError;
 
-  constructor(private readonly options: WebhookSecretOptions) {}
+  constructor(private readonly options: WebhookSecretOptions) {
+    this.item = webhookSecretItem(options.name);
+    this.outOfTime = () =>
+      vaultOutOfTime(
+        `the webhook signing key (secret ${options.name}) was not read, so the request signature could not be checked`,
+      );
+    this.cache = new VaultCache({
+      ttlMs: options.ttlMs,
+      now: options.now,
+      log: options.log,
+      what: 'webhook signing secret',
+      outOfTime: this.outOfTime,
+    });
+  }
 
   /** The accepted signing keys (one, or two during a rotation), waiting at most `remainingMs` for Key Vault. */
-  async keys(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<string[]> {
-    const cached = this.cached;
-    if (cached && this.options.now() - cached.readAt < this.options.ttlMs) return cached.keys;
-    const deadline = deadlineIn(options.remainingMs);
-    return within(
-      this.flight.join(({ signal }) => this.read(cached?.keys, signal), deadline),
-      deadline,
-      () => this.outOfTime(),
-    );
+  keys(options: Pick<AttemptOptions, 'remainingMs'> = {}): Promise<string[]> {
+    return this.cache.get((signal) => this.read(signal), options.remainingMs);
   }
 
-  private outOfTime(): UnisolateError {
-    return new UnisolateError(
-      'SecretUnavailable',
-      `Key Vault did not answer within the time this request had left, so the request signature could not be checked (secret ${this.options.name}). Retry later.`,
-      { retryAfterMs: 30_000 },
-    );
-  }
-
-  private async read(stale: string[] | undefined, signal: AbortSignal): Promise<string[]> {
-    try {
-      const keys = await this.fetch(signal);
-      this.cached = { keys, readAt: this.options.now() };
-      return keys;
-    } catch (error) {
-      if (stale && error instanceof UnisolateError && error.code === 'SecretUnavailable') {
-        this.options.log.warn('Key Vault unavailable; keeping the cached webhook signing secret', {
-          errorCode: error.code,
-        });
-        this.cached = { keys: stale, readAt: this.options.now() };
-        return stale;
-      }
-      throw error;
-    }
-  }
-
-  private async fetch(signal: AbortSignal): Promise<string[]> {
+  private async read(signal: AbortSignal): Promise<string[]> {
     const { name } = this.options;
-    let value: string | undefined;
-    try {
-      this.stats.reads += 1;
-      const secret = await abortable(
-        this.options.secretClient.getSecret(name, { abortSignal: signal }),
-        signal,
-        () => this.outOfTime(),
-      );
-      value = secret.value;
-    } catch (error) {
-      if (error instanceof UnisolateError) throw error;
-      if (error instanceof Error && (error.name === 'AbortError' || error.name === 'DeadlineExceeded')) {
-        throw this.outOfTime();
-      }
-      const status = (error as { statusCode?: unknown }).statusCode;
-      if (status === 404) {
-        throw new UnisolateError(
-          'ConfigurationError',
-          `Key Vault secret ${name} (WEBHOOK_SIGNING_SECRET_NAME) does not exist. Create it: az keyvault secret set --vault-name <vault> --name ${name} --value "$(openssl rand -hex 32)".`,
-          { cause: error },
-        );
-      }
-      if (status === 401 || status === 403) {
-        throw new UnisolateError(
-          'SecretUnavailable',
-          `Key Vault refused to read secret ${name} (HTTP ${status}): give the function app's managed identity the Key Vault Secrets User role on the vault.`,
-          { cause: error },
-        );
-      }
-      throw new UnisolateError(
-        'SecretUnavailable',
-        `Could not read Key Vault secret ${name} (${typeof status === 'number' ? `HTTP ${status}` : error instanceof Error ? error.name : 'error'}) to check the request signature. Retry later.`,
-        { cause: error },
-      );
-    }
-    const keys = (value ?? '').split(/[\s,]+/).filter(Boolean);
+    const secret = await this.options.vault.read(this.item, signal, this.outOfTime);
+    const keys = (secret.value ?? '').split(/[\s,]+/).filter(Boolean);
     if (keys.length === 0 || keys.some((key) => key.length < MIN_WEBHOOK_SECRET_CHARS)) {
       throw new UnisolateError(
         'ConfigurationError',

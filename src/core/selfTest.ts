@@ -2,9 +2,11 @@
  * The self-test: proves a deployment before the first incident (`GET /api/selftest`, and once per instance at
  * cold start, in the background). Checks, in order: the settings; Key Vault and the items the app reads from
  * it; a token for the cloud's Defender scope and the application permissions (`roles`) it carries; a cheap
- * Defender API read for this tenant (through `callMde`, so it counts in the rate budget like every call); the
- * state table; the queue names; telemetry. Each check says what it found and, when it failed, what to do.
- * Never a secret or a token: checks report names, versions, roles and error messages (which never hold one).
+ * Defender API read for this tenant (through `callMde`, so it counts in the rate budget like every call; not
+ * at cold start, where the first release proves the same); the state table; the queue names; telemetry. Each
+ * check says what it found and, when it failed, what to do.
+ * Never a secret, a token or a setting's value: checks report names, versions, roles and error messages (which
+ * never hold one); invalid settings are named, their problems (with the values found) are for the log.
  */
 import { callMde, type CallContext } from './callMde';
 import { toUnisolateError, UnisolateError } from './errors';
@@ -30,8 +32,8 @@ export interface SelfTestReport {
 export interface SelfTestSetup {
   cloud: string;
   credential: string;
-  /** Every problem of the settings (empty: valid). */
-  problems: string[];
+  /** Names of the invalid settings, without their values (empty: valid). */
+  invalidSettings: string[];
   tokenScope: string;
   /** Which features need which read permission. */
   needs: { isolationCheck: boolean; tracking: boolean; riskGate: boolean; alertGate: boolean };
@@ -41,7 +43,10 @@ export interface SelfTestSetup {
 
 /** The outside world, as the self-test probes it (adapters; each bounded by `remainingMs`). */
 export interface SelfTestProbes {
-  /** Reads each Key Vault item the app uses (names and versions only); empty when it uses none. */
+  /**
+   * The version of each Key Vault item the app uses (names and versions only; an item read within the
+   * secret cache's TTL is not read again); empty when it uses none.
+   */
   vault(remainingMs: number): Promise<{ name: string; what: string; version: string }[]>;
   /** A token for the Defender API (from the app's credential cache, never reported). */
   token(remainingMs: number): Promise<string>;
@@ -106,20 +111,23 @@ function fixFor(error: UnisolateError, fallback: string): string {
   }
 }
 
-/** Runs every check; never throws. `calls` is the Defender call context (its deadline is set here). */
+/**
+ * Runs every check; never throws. `calls` is the Defender call context (its deadline is set here); absent:
+ * the Defender read is not made (cold start: the first release's calls prove the same, for free).
+ */
 export async function runSelfTest(
   setup: SelfTestSetup,
   probes: SelfTestProbes | undefined,
-  calls: Omit<CallContext, 'deadline'>,
+  calls: Omit<CallContext, 'deadline'> | undefined,
 ): Promise<SelfTestReport> {
   const checks: SelfTestCheck[] = [];
-  const settingsOk = setup.problems.length === 0;
+  const settingsOk = setup.invalidSettings.length === 0;
   checks.push(
     settingsOk
       ? pass('settings', `valid: MDE_CREDENTIAL=${setup.credential}, MDE_CLOUD=${setup.cloud}`)
       : fail(
           'settings',
-          setup.problems.join('; '),
+          `invalid: ${setup.invalidSettings.join(', ')} (the function log lists each problem with the value found)`,
           'Fix the app settings listed (README, Settings), then restart the app.',
         ),
   );
@@ -169,7 +177,14 @@ export async function runSelfTest(
     checks.push(fail('token', failure.message, fixFor(failure, 'Check the MDE app credential.')));
   }
 
-  checks.push(await defenderCheck(calls));
+  checks.push(
+    calls
+      ? await defenderCheck(calls)
+      : pass(
+          'defenderApi',
+          'not read at cold start: the first release proves it (GET /api/selftest reads it)',
+        ),
+  );
 
   if (probes.stateTable) {
     try {

@@ -11,21 +11,9 @@ import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } 
 import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
 import { UnisolateError } from '../core/errors';
-import { ERROR_TABLE } from '../core/outcome';
 import { latestOutcome } from '../core/records';
 import { isCorrelationId, REQUEST_FIELDS } from '../core/request';
-
-function errorResponse(error: UnisolateError): HttpResponseInit {
-  const row = ERROR_TABLE[error.code];
-  return {
-    status: row.http,
-    jsonBody: { error: { code: error.code, message: error.message } },
-    headers: {
-      'Content-Type': 'application/json; charset=utf-8',
-      ...(row.transient ? { 'Retry-After': '30' } : {}),
-    },
-  };
-}
+import { errorResponse } from './errorResponse';
 
 /** Handler of the status route. */
 export async function releaseStatus(

@@ -7,7 +7,7 @@
 import { app, type InvocationContext, type Timer } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
 import { getDependencies } from '../composition';
-import { trackSchedule } from '../config';
+import { timerSchedule } from '../config';
 import { trackReleases } from '../core/tracking';
 import { responseQueue } from './queues';
 
@@ -35,7 +35,7 @@ export async function trackReleasesTimer(_timer: Timer, context: InvocationConte
 
 // Resolved now, not as `%TRACK_SCHEDULE%`: the host refuses to index a function whose binding expression names
 // an absent app setting. Worker indexing runs with the app settings in the environment.
-const schedule = trackSchedule();
+const schedule = timerSchedule('TRACK_SCHEDULE');
 if (schedule.problem !== undefined) {
   createLogger(console).warn('Invalid TRACK_SCHEDULE; the tracker runs on the default schedule', {
     problem: schedule.problem,

@@ -5,6 +5,8 @@
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { AuthenticationRequiredError } from '@azure/identity';
 import { MdeCredentials, type MdeAppCredential } from '../../src/adapters/mdeCredentials';
+import { JOIN_WINDOW_MS } from '../../src/adapters/sharedFlight';
+import { VaultReader } from '../../src/adapters/vaultReader';
 import { recordingLogger } from '../support/fakes';
 
 function vault(values: Record<string, string>) {
@@ -45,8 +47,10 @@ function setup(options: { ttlMs?: number } = {}) {
   let rejectSecret: string | undefined;
   const credentials = new MdeCredentials({
     mode: 'secret',
-    secretClient: kv.client,
+    vault: new VaultReader({ client: kv.client, ttlMs: options.ttlMs ?? 900_000, now: () => now }),
     secretNames: { tenantId: 'mde-tenant-id', clientId: 'mde-client-id', clientSecret: 'mde-client-secret' },
+    certificateName: 'mde-client-certificate',
+    tokenExchangeAudience: 'api://AzureADTokenExchange',
     authorityHost: 'https://login.microsoftonline.com',
     scope: 'https://api.securitycenter.microsoft.com/.default',
     ttlMs: options.ttlMs ?? 900_000,
@@ -201,6 +205,82 @@ describe('MdeCredentials', () => {
     await expect(credentials.getToken()).rejects.toMatchObject({
       code: 'ConfigurationError',
       message: expect.stringMatching(/az keyvault secret set/),
+    });
+  });
+});
+
+describe('concurrent token flights (a newcomer starts its own after JOIN_WINDOW_MS)', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('a waiter whose time runs out names the phase of its own flight, not of another one', async () => {
+    jest.useFakeTimers();
+    const { credentials, kv } = setup();
+    const entraHangs = new MdeCredentials({
+      ...(credentials as unknown as { options: ConstructorParameters<typeof MdeCredentials>[0] }).options,
+      createCredential: () => ({ getToken: () => new Promise<AccessToken>(() => undefined) }),
+    });
+    kv.delay(Infinity);
+    // The first flight waits for Key Vault, for a short waiter and a longer one (which keeps it going)...
+    const first = entraHangs.getToken({ remainingMs: JOIN_WINDOW_MS + 400 }).catch((e: unknown) => e);
+    void entraHangs.getToken({ remainingMs: 10_000 }).catch(() => undefined);
+    await jest.advanceTimersByTimeAsync(JOIN_WINDOW_MS + 100);
+    // ...while a second one, started later, gets the secrets and waits for Entra ID.
+    kv.delay(5);
+    const second = entraHangs.getToken({ remainingMs: 2000 }).catch((e: unknown) => e);
+    await jest.advanceTimersByTimeAsync(2000);
+    expect(await first).toMatchObject({ code: 'SecretUnavailable' });
+    expect(await second).toMatchObject({ code: 'TokenUnavailable' });
+    await jest.advanceTimersByTimeAsync(10_000);
+  });
+
+  it('a federated token request reports its own assertion failure, whatever another request got', async () => {
+    jest.useFakeTimers();
+    let identityCalls = 0;
+    let releaseFirst: () => void = () => undefined;
+    const firstFailed = new Promise<void>((resolve) => (releaseFirst = resolve));
+    const credentials = new MdeCredentials({
+      mode: 'federated',
+      vault: new VaultReader({ ttlMs: 900_000, now: () => 0 }),
+      secretNames: { tenantId: 't', clientId: 'c', clientSecret: 's' },
+      ids: {
+        tenantId: '72f988bf-0000-4000-8000-00000000c0de',
+        clientId: '5a1e5a1e-0000-4000-8000-0000000a99c1',
+      },
+      certificateName: 'c',
+      tokenExchangeAudience: 'api://AzureADTokenExchange',
+      assertionIdentity: {
+        getToken: async () => {
+          identityCalls += 1;
+          if (identityCalls === 1)
+            throw Object.assign(new Error('no identity'), { name: 'CredentialUnavailableError' });
+          return { token: 'a.e30.s', expiresOnTimestamp: Date.now() + 3_600_000 };
+        },
+      },
+      authorityHost: 'https://login.microsoftonline.com',
+      scope: 'https://api.securitycenter.microsoft.com/.default',
+      ttlMs: 900_000,
+      now: () => 0,
+      log: recordingLogger(),
+      createCredential: (_credential, context) => ({
+        getToken: async (): Promise<AccessToken> => {
+          try {
+            await context.getAssertion();
+          } catch {
+            // What MSAL reports when the assertion callback fails, after the other request went through.
+            await firstFailed;
+            throw new Error('assertion callback failed');
+          }
+          return { token: 'mde-token', expiresOnTimestamp: Date.now() + 3_600_000 };
+        },
+      }),
+    });
+    const first = credentials.getToken({ remainingMs: 10_000 }).catch((e: unknown) => e);
+    await jest.advanceTimersByTimeAsync(JOIN_WINDOW_MS + 100);
+    await expect(credentials.getToken({ remainingMs: 10_000 })).resolves.toBe('mde-token');
+    releaseFirst();
+    expect(await first).toMatchObject({
+      code: 'TokenUnavailable',
+      message: expect.stringMatching(/managed identity \(AZURE_CLIENT_ID\) could not issue its token/),
     });
   });
 });

@@ -1,13 +1,14 @@
 /**
  * The webhook signing secret reader: TTL cache, single flight, stale-on-outage, rotation, weak keys.
  */
+import { VaultReader } from '../../src/adapters/vaultReader';
 import { WebhookSecret } from '../../src/adapters/webhookSecret';
 import { recordingLogger } from '../support/fakes';
 
 const KEY = 'k'.repeat(64);
 const NEXT = 'n'.repeat(64);
 
-function reader(answers: (() => Promise<{ value?: string }>)[], ttlMs = 900_000) {
+function reader(answers: (() => Promise<{ value?: string; properties?: object }>)[], ttlMs = 900_000) {
   const clock = { ms: 0 };
   let calls = 0;
   const secretClient = {
@@ -20,7 +21,7 @@ function reader(answers: (() => Promise<{ value?: string }>)[], ttlMs = 900_000)
   };
   const log = recordingLogger();
   const secret = new WebhookSecret({
-    secretClient: secretClient as never,
+    vault: new VaultReader({ client: secretClient as never, ttlMs, now: () => clock.ms }),
     name: 'webhook-key',
     ttlMs,
     now: () => clock.ms,
@@ -29,7 +30,7 @@ function reader(answers: (() => Promise<{ value?: string }>)[], ttlMs = 900_000)
   return { secret, clock, log, calls: () => calls };
 }
 
-const value = (v: string) => () => Promise.resolve({ value: v });
+const value = (v: string) => () => Promise.resolve({ value: v, properties: { version: 'v1' } });
 const failure = (statusCode?: number) => () =>
   Promise.reject(Object.assign(new Error(`boom ${KEY}`), { name: 'RestError', statusCode }));
 
@@ -74,6 +75,19 @@ describe('WebhookSecret', () => {
     expect(error.message).not.toContain(KEY);
   });
 
+  it('a read cut short by a timeout signal (TimeoutError) is the out-of-time SecretUnavailable, as for the MDE app credentials', async () => {
+    const timedOut = () => () =>
+      Promise.reject(
+        Object.assign(new Error('The operation was aborted due to timeout'), { name: 'TimeoutError' }),
+      );
+    const { secret } = reader([timedOut()]);
+    await expect(secret.keys()).rejects.toMatchObject({
+      code: 'SecretUnavailable',
+      retryAfterMs: 30_000,
+      message: expect.stringMatching(/did not answer within the time this request had left/),
+    });
+  });
+
   it.each([[''], ['short'], [`${KEY} short`]])(
     'refuses a missing or weak key (%p) as ConfigurationError',
     async (v) => {
@@ -85,15 +99,19 @@ describe('WebhookSecret', () => {
   it('a Key Vault that never answers: SecretUnavailable within the budget, and the read is aborted', async () => {
     const signals: AbortSignal[] = [];
     const secret = new WebhookSecret({
-      secretClient: {
-        getSecret: (_name: string, options?: { abortSignal?: AbortSignal }) =>
-          new Promise((_resolve, reject) => {
-            signals.push(options!.abortSignal!);
-            options!.abortSignal!.addEventListener('abort', () =>
-              reject(Object.assign(new Error('aborted'), { name: 'AbortError' })),
-            );
-          }),
-      } as never,
+      vault: new VaultReader({
+        ttlMs: 900_000,
+        now: () => 0,
+        client: {
+          getSecret: (_name: string, options?: { abortSignal?: AbortSignal }) =>
+            new Promise((_resolve, reject) => {
+              signals.push(options!.abortSignal!);
+              options!.abortSignal!.addEventListener('abort', () =>
+                reject(Object.assign(new Error('aborted'), { name: 'AbortError' })),
+              );
+            }),
+        } as never,
+      }),
       name: 'webhook-key',
       ttlMs: 900_000,
       now: () => 0,

@@ -1,10 +1,11 @@
 /**
  * `GET /api/selftest` and the cold-start self-test, through the registered function with the real SDKs
  * against the simulators: every check passing (each credential mode), and each one failing with what to do.
- * The Defender read counts in the rate budget; no report holds a secret, key or token.
+ * The Defender read counts in the rate budget (the tracker's share); no report holds a secret, key, token or a
+ * setting's value.
  */
 import type { AppDependencies } from '../../src/composition';
-import { startupSelfTest } from '../../src/composition';
+import { getDependencies, startupSelfTest } from '../../src/composition';
 import type { SelfTestReport } from '../../src/core/selfTest';
 import {
   APP_IDENTITY,
@@ -81,10 +82,14 @@ describe('GET /api/selftest', () => {
     expect(check(federated.report, 'keyVault').detail).toMatch(/^not used/);
   });
 
-  it('invalid settings: 503 listing every problem; the other checks are not run', async () => {
-    const { status, report } = await selfTest({ MDE_CLOUD: 'Azure', MDE_CREDENTIAL: 'password' });
+  it('invalid settings: 503 naming every invalid setting, not its value; the other checks are not run', async () => {
+    const error = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    const { status, report } = await selfTest({ MDE_CLOUD: 'Azure', MDE_CREDENTIAL: 'password' }).finally(
+      () => error.mockRestore(),
+    );
     expect(status).toBe(503);
     expect(check(report, 'settings').detail).toMatch(/MDE_CLOUD.*MDE_CREDENTIAL/);
+    expect(JSON.stringify(report)).not.toMatch(/Azure"|password/);
     expect(failed(report)).toHaveLength(7);
   });
 
@@ -148,9 +153,9 @@ describe('GET /api/selftest', () => {
     expect(failed(report)).toEqual(['stateTable', 'telemetry']);
   });
 
-  it('the Defender read is counted in the budget of the API it reads, like every call', async () => {
-    // One list-machine-actions call a minute for releases: the self-test spends it, so the next release's
-    // isolation check (the same API) finds none.
+  it("the Defender read is counted in the budget of the API it reads, in the tracker's share", async () => {
+    // One list-machine-actions call a minute for releases, one for the tracker: the self-test spends the
+    // tracker's, so the next release's isolation check (the same API) still finds its own.
     const { report } = await selfTest({
       MDE_RATE_LIMIT_PER_MINUTE: '2',
       TRACK_RATE_LIMIT_PER_MINUTE: '1',
@@ -167,11 +172,35 @@ describe('GET /api/selftest', () => {
       params: { machineId: id },
       body: JSON.stringify({ Comment: 'after the self-test' }),
     });
-    expect([release.status, (release.body as { status: string }).status]).toEqual([429, 'Throttled']);
+    expect([release.status, (release.body as { status: string }).status]).toEqual([201, 'Accepted']);
+    const budget = getDependencies().release.budget;
+    expect((await budget.acquire('listMachineActions', 'tracker')).granted).toBe(false);
   });
 });
 
 describe('cold-start self-test', () => {
+  it('reuses what the first release read: one Key Vault read per item in total, and no Defender call', async () => {
+    const deps: AppDependencies = env.install({});
+    const id = env.defender.addMachine({
+      id: machineIdFor('selftest-cold'),
+      computerDnsName: 'selftest-cold',
+      isolated: true,
+    }).id;
+    const release = await invokeHttp('unisolateMachine', {
+      params: { machineId: id },
+      body: JSON.stringify({ Comment: 'before the cold-start self-test' }),
+    });
+    expect(release.status).toBe(201);
+    const calls = { ...env.defender.counts };
+    // Tenant id, client id, client secret: each read once, by the release.
+    expect(env.keyVault.secretReads).toBe(3);
+    const log = recordingLogger();
+    await startupSelfTest(deps, log);
+    expect(env.keyVault.secretReads).toBe(3);
+    expect(env.defender.counts).toEqual(calls);
+    expect(log.lines.join('\n')).not.toMatch(/Self-test failed/);
+  });
+
   it('sends UnisolateSelfTest and logs a warning naming each failed check', async () => {
     env.entra.setRoles(MDE_APP.clientId, ['Machine.Isolate']);
     const deps: AppDependencies = env.install({});

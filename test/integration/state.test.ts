@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { DefenderClient } from '../../src/adapters/defenderClient';
 import { createReleaseStore } from '../../src/adapters/releaseStore';
 import { getDependencies, setDependencies, type AppDependencies } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import type { StateDeps } from '../../src/core/pipeline';
 import type { Outcome } from '../../src/core/outcome';
 import type { Clock, ReleaseStore } from '../../src/core/ports';
@@ -79,7 +79,7 @@ function install(state: Partial<StateDeps> & { store?: ReleaseStore } = {}): Sta
       retryBudgetMs: { http: 2_000, serviceBus: 2_000 },
       apiHost: new URL(mde.url).host,
     },
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/', CHECK_ISOLATION_STATE: 'false' }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/', CHECK_ISOLATION_STATE: 'false' }).config,
     maxDeliveryCount: 10,
     telemetry,
     state: full,

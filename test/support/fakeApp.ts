@@ -4,7 +4,7 @@
  * console. Kept apart from `fakes.ts` so that core unit tests do not load the composition root or the host.
  */
 import { setDependencies, type AppDependencies, type CallerChecks } from '../../src/composition';
-import { loadConfig } from '../../src/config';
+import { parseSettings } from '../../src/config';
 import type { StateDeps } from '../../src/core/pipeline';
 import { onLog } from '../../dev/host';
 import { FakeClock, FakeDefender, fakeDeps } from './fakes';
@@ -32,7 +32,7 @@ export function installFakeApp(options: FakeAppOptions = {}) {
   const fake = fakeDeps(options.defender, options.clock);
   const app: AppDependencies = {
     release: fake.deps,
-    config: loadConfig({ KEY_VAULT_URL: 'https://kv.example/', ...options.env }),
+    config: parseSettings({ KEY_VAULT_URL: 'https://kv.example/', ...options.env }).config,
     maxDeliveryCount: options.maxDeliveryCount ?? 10,
     telemetry: fake.telemetry,
     ...(options.state ? { state: options.state } : {}),
