@@ -426,7 +426,7 @@ const DECLARED = {
   RESUME_SCHEDULE: setting(
     'azure',
     schedule('*/30 * * * * *'),
-    'NCRONTAB schedule of the timer that hands parked releases back to the request queue when their budget frees, and deletes expired records; an invalid value is reported and the default used',
+    'NCRONTAB schedule of the timer that hands parked releases back to the request queue when their budget frees (and running ones whose lease ended), and deletes expired records; an invalid value is reported and the default used',
   ),
   CHECK_ISOLATION_STATE: setting(
     'optional',

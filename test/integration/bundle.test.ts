@@ -32,7 +32,7 @@ interface Bundle {
 
 let bundle: Bundle;
 let env: LocalEnvironment;
-let installed: Deps | undefined;
+const installed: Deps[] = [];
 
 beforeAll(async () => {
   const build = spawnSync(process.execPath, ['scripts/build.mjs', `--outdir=${OUT}`], {
@@ -45,16 +45,18 @@ beforeAll(async () => {
   env = await startEnvironment();
 });
 afterAll(async () => {
-  await installed?.telemetry.flush();
+  // Every installed app's telemetry loads telemetrySdk.js from OUT: let each finish before OUT goes.
+  await Promise.all(installed.map((deps) => deps.telemetry.flush()));
   bundle?.setDependencies();
   await env?.close();
   rmSync(OUT, { recursive: true, force: true });
 });
 
 function install(overrides: Record<string, string>): Deps {
-  installed = bundle.buildDependencies({ ...env.settings, CHECK_ISOLATION_STATE: 'false', ...overrides });
-  bundle.setDependencies(installed);
-  return installed;
+  const deps = bundle.buildDependencies({ ...env.settings, CHECK_ISOLATION_STATE: 'false', ...overrides });
+  installed.push(deps);
+  bundle.setDependencies(deps);
+  return deps;
 }
 
 let counter = 0;
