@@ -14,7 +14,6 @@ import { writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { Session } from 'node:inspector';
 import path from 'node:path';
-import axios from 'axios';
 import {
   invokeHttp,
   invokeServiceBus,
@@ -124,6 +123,8 @@ async function warm(): Promise<void> {
     { perApi: { perMinute: 1e9, perHour: 1e9 }, tracker: { perMinute: 1, perHour: 1 } },
     () => Date.now(),
   );
+  // Imported here, not at the top: the cold children (app and baseline alike) must not pay for axios.
+  const { default: axios } = await import('axios');
   const bare = axios.create({
     baseURL: process.env.MDE_API_BASE_URL,
     httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 50 }),
