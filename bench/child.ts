@@ -1,5 +1,5 @@
 /**
- * A benchmark child process: a fresh `node` running the deployed bundle (`dist/index.js`) under the local
+ * A benchmark child process: a fresh `node` running the deployed entry (`dist/index.js`) under the local
  * Functions host of `dev/host.ts` (which invokes as the worker does), driven by the harness over IPC.
  * Modes (argv[2]):
  *

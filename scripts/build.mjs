@@ -1,7 +1,8 @@
-// Bundles the app into dist/index.js with esbuild: one minified file plus a source map, which is what
-// `package.json` `main` loads and what gets deployed, and beside it the files the bundle loads later from its
-// own directory: the Application Insights SDK client (dist/telemetrySdk.js) and jsonwebtoken
-// (dist/jsonwebtoken.js). Prints the sizes.
+// Bundles the app into dist/app.js with esbuild: one minified file plus a source map, and beside it the files
+// the bundle loads later from its own directory: the Application Insights SDK client (dist/telemetrySdk.js)
+// and jsonwebtoken (dist/jsonwebtoken.js). dist/index.js, what `package.json` `main` names and the Functions
+// worker loads, runs app.js with V8's code cache dist/app.js.cache, which this script produces last under the
+// deployed node arguments (scripts/codeCache.cjs says why and when V8 uses it). Prints the sizes.
 // `--outdir=<dir>` builds somewhere else than dist/ (the deployed-bundle test builds its own copy).
 // `--if-available` (used by `prepare`) skips quietly when esbuild or the sources are absent: a production-only
 // install, or an `npm install` run on the deployed package (which holds dist/ but not src/).
@@ -10,10 +11,10 @@
 // (`buildDependencies`, `getDependencies`, `setDependencies`): the Functions host ignores a v4 app's exports,
 // and this lets the benchmarks (`npm run bench`) and the sandbox drive the deployed file itself with a scaled
 // clock or a different rate budget instead of a rebuilt copy.
-import { existsSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import sdkBuild from './telemetrySdkBuild.cjs';
 
 const optional = process.argv.includes('--if-available');
 const outdir = process.argv.find((arg) => arg.startsWith('--outdir='))?.slice('--outdir='.length) ?? 'dist';
@@ -25,6 +26,9 @@ try {
   if (optional) process.exit(0);
   throw error;
 }
+// Imported here, after the checks above: the deployed package keeps only this file of scripts/ (.funcignore).
+const { default: sdkBuild } = await import('./telemetrySdkBuild.cjs');
+const { deployedNodeArguments } = (await import('./nodeArguments.cjs')).default;
 
 const common = {
   bundle: true,
@@ -48,7 +52,7 @@ const app = esbuild.build({
     sourcefile: 'deploy-entry.ts',
     loader: 'ts',
   },
-  outfile: path.join(outdir, 'index.js'),
+  outfile: path.join(outdir, 'app.js'),
   // Telemetry finds the exporter next to applicationinsights in node_modules at run time
   // (src/adapters/telemetrySdk.ts), so require.resolve staying is intended.
   logOverride: { 'require-resolve-not-external': 'silent' },
@@ -119,7 +123,32 @@ const jsonwebtoken = esbuild.build({
 });
 
 await Promise.all([app, telemetrySdk, jsonwebtoken]);
-for (const file of ['index.js', 'telemetrySdk.js', 'jsonwebtoken.js'].map((f) => path.join(outdir, f))) {
-  const kib = (name) => (statSync(name).size / 1024).toFixed(0);
+
+// The entry the worker loads, and the code cache of app.js (scripts/codeCache.cjs).
+copyFileSync(path.join('scripts', 'codeCache.cjs'), path.join(outdir, 'codeCache.js'));
+writeFileSync(
+  path.join(outdir, 'index.js'),
+  [
+    '// The Function app (package.json `main`): runs app.js, the esbuild bundle, with its V8 code cache.',
+    "require('./codeCache.js').run(module, require, require('node:path').join(__dirname, 'app.js'));",
+    '',
+  ].join('\n'),
+);
+execFileSync(
+  process.execPath,
+  [
+    ...deployedNodeArguments(process.cwd()),
+    path.join(outdir, 'codeCache.js'),
+    'produce',
+    path.join(outdir, 'app.js'),
+  ],
+  { stdio: ['ignore', 'ignore', 'inherit'] },
+);
+
+const kib = (name) => (statSync(name).size / 1024).toFixed(0);
+for (const file of ['app.js', 'telemetrySdk.js', 'jsonwebtoken.js'].map((f) => path.join(outdir, f))) {
   console.log(`${file}: ${kib(file)} KiB (source map ${kib(`${file}.map`)} KiB)`);
 }
+console.log(
+  `${path.join(outdir, 'app.js.cache')}: ${kib(path.join(outdir, 'app.js.cache'))} KiB (V8 code cache)`,
+);

@@ -2,7 +2,7 @@
  * Application Insights telemetry that never blocks or fails a release.
  *
  * The SDK is loaded off the request path: half a second after the first item, from `dist/telemetrySdk.js`
- * (the part of `applicationinsights` the app uses, bundled beside `dist/index.js`; ~120 ms and ~22 MB, against
+ * (the part of `applicationinsights` the app uses, bundled beside `dist/app.js`; ~120 ms and ~22 MB, against
  * ~330 ms and ~34 MB for the whole package). Items tracked before it is ready wait in a bounded in-memory
  * queue and are replayed in order, so none is lost; afterwards they reach the SDK in batches, a timer tick
  * after the request that tracked them. Every SDK call is guarded: telemetry errors are logged, never thrown.
@@ -44,7 +44,7 @@ export interface TelemetryOptions {
 
 /**
  * The SDK client module, built next to the bundle that contains this module: `dist/telemetrySdk.js` beside
- * `dist/index.js` (deployed together), `build/telemetrySdk.js` beside the sandbox's bundle (`npm start`).
+ * `dist/app.js` (deployed together), `build/telemetrySdk.js` beside the sandbox's bundle (`npm start`).
  */
 const BUILT_SDK_FILE = path.join(__dirname, 'telemetrySdk.js');
 
