@@ -1,5 +1,6 @@
 /**
- * `GET /api/unisolate/{correlationId}` (function key): every release recorded under a correlation id (each
+ * `GET /api/unisolate/{correlationId}` (function key, and the caller checks of the release routes: the
+ * records name devices and who released them): every release recorded under a correlation id (each
  * device of each request with that id), for ticketing systems that poll instead of reading the response
  * queue: `{"correlationId", "releases": [...]}`, each the release's latest outcome (`phase` `queued` while
  * parked, `accepted` until its action ends, then `completed`).
@@ -14,6 +15,7 @@ import { UnisolateError } from '../core/errors';
 import { latestOutcome } from '../core/records';
 import { isCorrelationId, REQUEST_FIELDS } from '../core/request';
 import { errorResponse } from './errorResponse';
+import { refuseGetCaller } from './getCaller';
 
 /** Handler of the status route. */
 export async function releaseStatus(
@@ -21,6 +23,9 @@ export async function releaseStatus(
   context: InvocationContext,
 ): Promise<HttpResponseInit> {
   const deps = getDependencies();
+  const log = createLogger(context);
+  const refusal = await refuseGetCaller(request, deps, log, 'Status look-up');
+  if (refusal) return refusal;
   const id = request.params.correlationId ?? '';
   if (!isCorrelationId(id)) {
     return errorResponse(
@@ -42,7 +47,7 @@ export async function releaseStatus(
   try {
     records = await deps.state.store.readReleases(id);
   } catch (error) {
-    createLogger(context).warn('Status look-up failed: durable state unavailable', {
+    log.warn('Status look-up failed: durable state unavailable', {
       error: error instanceof Error ? error.message.slice(0, 200) : 'unknown',
     });
     return errorResponse(

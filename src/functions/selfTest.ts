@@ -8,10 +8,7 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { createLogger } from '../adapters/logger';
 import { getDependencies, requestedSelfTest } from '../composition';
-import { checkCaller } from '../core/callerChecks';
-import { CLIENT_PRINCIPAL_HEADER } from '../core/callerPrincipal';
-import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/signature';
-import { errorResponse } from './errorResponse';
+import { refuseGetCaller } from './getCaller';
 
 /** Handler of the self-test route. */
 export async function selfTestHttp(
@@ -21,23 +18,8 @@ export async function selfTestHttp(
   const deps = getDependencies();
   const log = createLogger(context);
   // The report describes the deployment (names, roles, versions): the same callers as a release may read it.
-  // A GET has no body, so with signed webhooks the signature covers "<timestamp>." alone; the fresh timestamp
-  // and the replay cache keep it from being reused, and there is nothing else in the request to bind.
-  const caller = await checkCaller(
-    {
-      principal: request.headers.get(CLIENT_PRINCIPAL_HEADER),
-      timestamp: request.headers.get(TIMESTAMP_HEADER),
-      signature: request.headers.get(SIGNATURE_HEADER),
-      rawBody: Buffer.alloc(0),
-    },
-    deps.callers,
-    log,
-    deps.release.retryBudgetMs.http,
-  );
-  if (caller.error) {
-    log.warn('Self-test refused: the caller checks failed', { errorCode: caller.error.code });
-    return errorResponse(caller.error);
-  }
+  const refusal = await refuseGetCaller(request, deps, log, 'Self-test');
+  if (refusal) return refusal;
   const { report, ageMs } = await requestedSelfTest(deps, log);
   return {
     status: report.ok ? 200 : 503,

@@ -1,8 +1,10 @@
 /**
- * `GET /api/unisolate/{correlationId}`: which ids the route accepts. Releases are listed by their request's
- * correlation id (the request's rule: 1-128 printable ASCII characters); nothing else can name them.
+ * `GET /api/unisolate/{correlationId}`: which ids the route accepts (releases are listed by their request's
+ * correlation id, the request's rule: 1-128 printable ASCII characters; nothing else can name them), and who
+ * may ask: the callers a release accepts.
  */
-import { setDependencies } from '../../src/composition';
+import { setDependencies, type CallerChecks } from '../../src/composition';
+import { computeSignature, SignatureVerifier } from '../../src/core/signature';
 import { installFakeApp } from '../support/fakeApp';
 import { stateDeps } from '../support/fakes';
 import { invokeHttp, loadApp } from '../../dev/host';
@@ -43,5 +45,53 @@ describe('status route ids', () => {
     expect(result.body).toMatchObject({
       error: { code: 'InvalidRequest', message: expect.stringMatching(/1-128 printable ASCII characters/) },
     });
+  });
+});
+
+describe('status route callers: the caller checks of the release routes', () => {
+  const SECRET = 'status-webhook-secret-0123456789abcdef';
+  const callers = (overrides: Partial<CallerChecks>): CallerChecks => ({
+    policy: { platformAuthEnabled: false, allowedRoles: [] },
+    signatures: new SignatureVerifier({ now: () => Date.now() }),
+    ...overrides,
+  });
+  const lookUp = (headers: Record<string, string>) =>
+    invokeHttp('releaseStatus', {
+      method: 'GET',
+      url: 'http://localhost:7071/api/unisolate/INC-STATUS-1',
+      params: { correlationId: 'INC-STATUS-1' },
+      headers,
+    });
+
+  it('signed webhooks: an unsigned caller is refused (401) without learning anything; a signed one is answered', async () => {
+    installFakeApp({
+      state: stateDeps(),
+      callers: callers({ webhookSecret: { keys: async () => [SECRET] } }),
+    });
+    const unsigned = await lookUp({});
+    expect([unsigned.status, unsigned.body]).toMatchObject([401, { error: { code: 'SignatureInvalid' } }]);
+    const ts = String(Math.floor(Date.now() / 1000));
+    const signed = await lookUp({
+      'x-unisolate-timestamp': ts,
+      'x-unisolate-signature': computeSignature(SECRET, ts, ''),
+    });
+    expect([signed.status, signed.body]).toMatchObject([404, { error: { code: 'ReleaseNotFound' } }]);
+  });
+
+  it('app roles: a caller without an allowed role is refused', async () => {
+    installFakeApp({
+      state: stateDeps(),
+      callers: callers({ policy: { platformAuthEnabled: true, allowedRoles: ['Unisolate.Release'] } }),
+    });
+    const anonymous = await lookUp({});
+    expect(anonymous.status).toBe(401);
+    const claims = [
+      { typ: 'upn', val: 'analyst@contoso.com' },
+      { typ: 'roles', val: 'Reader' },
+    ];
+    const withoutRole = await lookUp({
+      'x-ms-client-principal': Buffer.from(JSON.stringify({ auth_typ: 'aad', claims })).toString('base64'),
+    });
+    expect(withoutRole.status).toBe(403);
   });
 });
