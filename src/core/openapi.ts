@@ -60,6 +60,12 @@ function fieldSchema(spec: FieldSpec): Schema {
 }
 
 /** Every outcome status and the HTTP statuses it is answered with. */
+
+/** The caller checks' refusals on the GET routes (app roles, signed webhooks), as on the release routes. */
+const CALLER_REFUSED = {
+  401: 'Not authenticated, or the webhook signature of "<timestamp>." is missing, stale or wrong',
+  403: 'The authenticated caller has none of ALLOWED_CALLER_ROLES',
+};
 export function statusTable(): Map<OutcomeStatus, Set<number>> {
   const table = new Map<OutcomeStatus, Set<number>>();
   const add = (status: OutcomeStatus, http: number): void => {
@@ -184,6 +190,8 @@ export function buildOpenApi(serverUrl = '/'): Schema {
               content: { 'application/json': { schema: { $ref: '#/components/schemas/ReleaseStatus' } } },
             },
             '400': { description: 'The correlation id is not valid' },
+            '401': { description: CALLER_REFUSED[401] },
+            '403': { description: CALLER_REFUSED[403] },
             '404': { description: 'No release is recorded under this correlation id' },
             '503': { description: 'Durable state is not configured or not reachable' },
           },
@@ -202,6 +210,8 @@ export function buildOpenApi(serverUrl = '/'): Schema {
               description: 'Every check passes',
               content: { 'application/json': { schema: { $ref: '#/components/schemas/SelfTestReport' } } },
             },
+            '401': { description: CALLER_REFUSED[401] },
+            '403': { description: CALLER_REFUSED[403] },
             '503': {
               description: 'At least one check failed',
               content: { 'application/json': { schema: { $ref: '#/components/schemas/SelfTestReport' } } },
