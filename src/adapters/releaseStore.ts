@@ -31,12 +31,13 @@ import {
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
 import { EMPTY_LEDGER, isLedger, type Ledger } from '../core/budget';
-import type {
-  IdempotencyRecord,
-  RecordedRelease,
-  ReleaseStore,
-  TrackedRelease,
-  Versioned,
+import {
+  MalformedDataError,
+  type IdempotencyRecord,
+  type RecordedRelease,
+  type ReleaseStore,
+  type TrackedRelease,
+  type Versioned,
 } from '../core/ports';
 import { isReleaseRecord, type ReleaseRecord, type ReleaseRef } from '../core/records';
 import { isLoopbackUrl } from './loopback';
@@ -113,16 +114,25 @@ function jsonProperties(value: unknown): Record<string, string> {
   return parts;
 }
 
+/**
+ * The JSON value stored in `entity`'s body parts. A row without a body or with broken JSON is that row's
+ * problem (damaged, or written by another version), not an unavailable store: MalformedDataError, which the
+ * circuit breaker lets through without opening.
+ */
 function readJson(entity: Record<string, unknown>): unknown {
   let text = entity.body;
-  if (typeof text !== 'string') throw new Error('Stored entity has no JSON body');
+  if (typeof text !== 'string') throw new MalformedDataError('Stored entity has no JSON body');
   for (let i = 1; typeof entity[`body${i}`] === 'string'; i += 1) text += entity[`body${i}`] as string;
-  return JSON.parse(text) as unknown;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new MalformedDataError('Stored entity holds broken JSON');
+  }
 }
 
 function recordOf(entity: Record<string, unknown>): ReleaseRecord {
   const value = readJson(entity);
-  if (!isReleaseRecord(value)) throw new Error('Stored release record is malformed');
+  if (!isReleaseRecord(value)) throw new MalformedDataError('Stored release record is malformed');
   return value;
 }
 

@@ -77,3 +77,34 @@ describe('a malformed budget ledger', () => {
     expect(log.lines).toEqual([]);
   });
 });
+
+describe('a malformed release record or idempotency key', () => {
+  const damaged: [string, Record<string, unknown>][] = [
+    ['JSON of another shape', { body: JSON.stringify({ ask: 'nothing' }) }],
+    ['text that is not JSON', { body: '{"ask": ' }],
+    ['no body at all', {}],
+  ];
+
+  it.each(damaged)(
+    "with %s is that row's problem: MalformedDataError, the breaker stays closed",
+    async (_, row) => {
+      const { store: table, table: memory } = memoryStore();
+      const ref = { correlationId: 'INC-1', requestId: 'b'.repeat(32), index: null };
+      // The store's row key of a single-device release: r|<correlation id>|<request id>|single.
+      const rowKey = `r|${ref.correlationId}|${ref.requestId}|single`;
+      await memory.client.upsertEntity({ partitionKey: 'release', rowKey, ...row });
+      await memory.client.upsertEntity({ partitionKey: 'key|k', rowKey: '', ...row });
+      const clock = new FakeClock();
+      const log = recordingLogger();
+      const store = withCircuitBreaker(table, { now: clock.now, log });
+      await expect(store.readRelease(ref)).rejects.toBeInstanceOf(MalformedDataError);
+      if (_ !== 'JSON of another shape') {
+        // An idempotency key is read as stored JSON: broken JSON or no body is malformed for it.
+        await expect(store.readKey('k')).rejects.toBeInstanceOf(MalformedDataError);
+      }
+      // The store answered each time: it is still asked, not refused.
+      await expect(store.readKey('other')).resolves.toBeUndefined();
+      expect(log.lines).toEqual([]);
+    },
+  );
+});
