@@ -51,6 +51,8 @@ export interface FleetResult {
   redeliveries: number;
   /** Simulated minutes from the first message to the last accepted-phase outcome. */
   drainMinutes: number;
+  /** Accepted-phase outcomes in each simulated minute from the start (where the time went). */
+  answersPerMinute: number[];
   releasesPerMinute: number;
   /**
    * The fastest MDE allows: a sliding window lets a minute's calls go at once, then `perMinute` more each
@@ -167,6 +169,7 @@ export async function fleetRun(
   let queuedMessages = 0;
   let completedMessages = 0;
   let lastAnswerAt = clock.now();
+  const answeredAt: number[] = [];
   const onOutcomes = (list: unknown[]): void => {
     for (const raw of list) {
       const outcome = raw as Outcome;
@@ -176,6 +179,7 @@ export async function fleetRun(
         accepted.set(outcome.machineId, (accepted.get(outcome.machineId) ?? 0) + 1);
         statuses[outcome.status] = (statuses[outcome.status] ?? 0) + 1;
         lastAnswerAt = clock.now();
+        answeredAt.push(lastAnswerAt);
       }
     }
   };
@@ -283,6 +287,12 @@ export async function fleetRun(
     }
     const timedOut = !all.every((id) => accepted.has(id));
     const drainMinutes = (lastAnswerAt - startedAt) / 60_000;
+    const answersPerMinute: number[] = [];
+    for (const at of answeredAt) {
+      const minute = Math.floor((at - startedAt) / 60_000);
+      while (answersPerMinute.length <= minute) answersPerMinute.push(0);
+      answersPerMinute[minute]! += 1;
+    }
     const counts = [...accepted.values()];
     const tableOperations = tables.count();
     return {
@@ -299,6 +309,7 @@ export async function fleetRun(
       maxDeliveryCount: requests.stats.maxDeliveryCount,
       redeliveries: requests.stats.abandoned,
       drainMinutes: Number(drainMinutes.toFixed(2)),
+      answersPerMinute,
       releasesPerMinute: Number((all.length / drainMinutes).toFixed(1)),
       physicalMinimumMinutes: Math.max(
         Math.floor((all.length - 1) / options.limits.perMinute),

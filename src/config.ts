@@ -381,7 +381,7 @@ const DECLARED = {
   MAX_DELIVERY_COUNT: setting(
     'azure',
     whole(10, 1, 2000),
-    "the request queue's max delivery count: on that delivery a transient failure is reported instead of thrown",
+    "the request queue's max delivery count: on that delivery a transient failure is reported instead of thrown; with durable state, how many runs of a release may end in a transient failure (each parked with backoff) before it ends `Failed`",
   ),
   MDE_REQUEST_TIMEOUT_MS: setting(
     'optional',

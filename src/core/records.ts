@@ -47,7 +47,10 @@ export interface ReleaseRecord {
   /** The device id: the target's, or the one its name resolved to (null until resolved). */
   machineId: string | null;
   state: ReleaseState;
-  /** `running`: end of the current run's lease; `queued`: when to run it again. Ms since epoch. */
+  /**
+   * `running`: end of the current run's lease; `queued`: when to run it again; `accepted` with a completion
+   * stored: end of the tracker's claim on sending it (another run resends it after that). Ms since epoch.
+   */
   dueAt: number;
   /** Runs started (a run is one attempt of the whole release: checks, then the release call). */
   runs: number;
