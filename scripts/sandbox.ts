@@ -11,8 +11,10 @@
  *   queue names take the values of `local.settings.sample.json`, as with `func start` (`dev/appSettings.ts`).
  *
  * Extras of the sandbox (not of the deployed app): `POST /sandbox/queue` runs the Service Bus trigger with the
- * body as the message (redelivering on transient failures, like Service Bus), and the tracker timer runs every
- * 5 s with a share of the budget that covers every run. Function keys are not checked here.
+ * body as the message (redelivering on transient failures, like Service Bus), and so does every message an
+ * invocation sends to the request queue (the resume timer's hand-backs of parked releases); the response
+ * queue's messages are printed. The timers (the tracker, with a share of the budget that covers every run,
+ * and the resume timer) run every 5 s. Function keys are not checked here.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import '../dev/appSettings';
@@ -28,7 +30,7 @@ import {
 } from '../dev/host';
 
 const PORT = Number(process.env.SANDBOX_PORT ?? 7071);
-/** How often the sandbox runs the tracker timer. */
+/** How often the sandbox runs its timers (the tracker and the resume timer). */
 export const TRACK_EVERY_MS = 5000;
 /**
  * The tracker's list calls a minute that let it poll on every run: one more than its runs per minute, because
@@ -51,10 +53,20 @@ function log(line: string): void {
   process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
 }
 
-/** Prints what an invocation sent to its output queues (there is no broker here). */
+/**
+ * Prints what an invocation sent to its output queues (there is no broker here), and delivers the request
+ * queue's messages to the Service Bus trigger, as the broker would.
+ */
 function printQueues(result: InvocationResult): void {
+  const serviceBus = functionWith('serviceBusTrigger');
   for (const [queue, messages] of Object.entries(result.queues)) {
-    for (const message of messages) log(`${queue} <- ${JSON.stringify(message)}`);
+    for (const message of messages) {
+      const text = typeof message === 'string' ? message : JSON.stringify(message);
+      log(`${queue} <- ${text}`);
+      if (queue === process.env.REQUEST_QUEUE_NAME && serviceBus) {
+        void runServiceBus(serviceBus, text, Number(process.env.MAX_DELIVERY_COUNT ?? 10));
+      }
+    }
   }
 }
 
@@ -170,15 +182,18 @@ async function main(): Promise<void> {
   // Load the app only now, so that it reads the settings above (bundled with the sandbox: a literal require).
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   await loadApp(() => require('../src/index'));
-  const tracker = functionWith('timerTrigger');
+  const timers = [...registrations().values()]
+    .filter((r) => Object.values(r.bindings).some((b) => b.type === 'timerTrigger'))
+    .map((r) => r.name);
   const timer = setInterval(() => {
-    if (!tracker) return;
-    invokeTimer(tracker)
-      .then((result) => {
-        if (result.error) log(`tracker failed: ${result.error.message}`);
-        else printQueues(result);
-      })
-      .catch((error: unknown) => log(`tracker failed: ${String(error)}`));
+    for (const name of timers) {
+      invokeTimer(name)
+        .then((result) => {
+          if (result.error) log(`${name} failed: ${result.error.message}`);
+          else printQueues(result);
+        })
+        .catch((error: unknown) => log(`${name} failed: ${String(error)}`));
+    }
   }, TRACK_EVERY_MS);
 
   const server = createServer((req, res) => {
