@@ -11,7 +11,7 @@
  * It runs on the main thread. A worker thread kept the SDK's import and per-item work off this thread, but
  * cost each instance ~35 MB of memory (a second V8 isolate with its own heap and allocator arena); with the
  * smaller SDK file and batched items the main thread spends ~0.05-0.1 ms per item, once per batch, and the
- * warm overhead measures the same with telemetry on and off (npm run bench, figures 1 and 5).
+ * warm overhead with telemetry on stays within the run-to-run noise of it off (npm run bench, figures 1, 5).
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
