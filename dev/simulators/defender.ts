@@ -209,6 +209,16 @@ export interface DefenderSimOptions extends CommonSimOptions {
   tenantId?: string;
 }
 
+/** An action created directly in the simulator (see `addAction`). */
+export interface ActionSeed {
+  machineId: string;
+  type: MachineActionType;
+  status?: MachineActionStatus;
+  comment?: string;
+  requestor?: string;
+  createdAt?: number;
+}
+
 /** Handle returned by {@link startDefender}. */
 export interface DefenderSimulator extends SimulatorHandle {
   /** Requests per route that passed auth and throttling, since start/reset. */
@@ -236,14 +246,7 @@ export interface DefenderSimulator extends SimulatorHandle {
   /** One action by id (status brought up to date). */
   action(id: string): MachineAction | undefined;
   /** Creates an action directly (no HTTP, no rate limit), e.g. a Pending Unisolate for a conflict test. */
-  addAction(seed: {
-    machineId: string;
-    type: MachineActionType;
-    status?: MachineActionStatus;
-    comment?: string;
-    requestor?: string;
-    createdAt?: number;
-  }): MachineAction;
+  addAction(seed: ActionSeed): MachineAction;
   /** Sets an action's status (stops auto-progress for it); throws if unknown. */
   setActionStatus(actionId: string, status: MachineActionStatus): MachineAction;
   /** Whether the latest Succeeded Isolate/Unisolate of the machine is an Isolate. */
@@ -906,14 +909,7 @@ export async function startDefender(options: DefenderSimOptions = {}): Promise<D
       },
     },
     addAction: {
-      value: (seed: {
-        machineId: string;
-        type: MachineActionType;
-        status?: MachineActionStatus;
-        comment?: string;
-        requestor?: string;
-        createdAt?: number;
-      }) => {
+      value: (seed: ActionSeed) => {
         const machine = machinesById.get(seed.machineId.toLowerCase());
         if (!machine) throw new Error(`unknown machine ${seed.machineId}`);
         return createAction({

@@ -212,6 +212,8 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
     correlationId: string,
   ): SimResponse | undefined => {
     const { header, payload } = jwt;
+    const invalid = (code: number, message: string) =>
+      aadError(401, 'invalid_client', code, message, correlationId);
     if (payload.iss === clientId && payload.sub === clientId) {
       // Certificate credential (private_key_jwt).
       const registered = [...(certificates.get(clientId.toLowerCase()) ?? [])].map((pem) => ({
@@ -223,40 +225,22 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
       if (!certificate) {
         const thumbprint =
           typeof named === 'string' ? Buffer.from(named, 'base64url').toString('hex').toUpperCase() : '';
-        return aadError(
-          401,
-          'invalid_client',
+        return invalid(
           700027,
           `The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '${thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '${clientId}'.]`,
-          correlationId,
         );
       }
       if (!verifyJwt(jwt, new X509Certificate(certificate.pem).publicKey)) {
-        return aadError(
-          401,
-          'invalid_client',
-          700027,
-          'Client assertion failed signature validation.',
-          correlationId,
-        );
+        return invalid(700027, 'Client assertion failed signature validation.');
       }
       if (payload.aud !== tokenEndpoint) {
-        return aadError(
-          401,
-          'invalid_client',
+        return invalid(
           700027,
           `Client assertion audience claim does not match Realm issuer. Expected '${tokenEndpoint}'.`,
-          correlationId,
         );
       }
       if (!current(jwt)) {
-        return aadError(
-          401,
-          'invalid_client',
-          700024,
-          `Client assertion is not within its valid time range. ${timeRange(jwt)}`,
-          correlationId,
-        );
+        return invalid(700024, `Client assertion is not within its valid time range. ${timeRange(jwt)}`);
       }
       return undefined;
     }
@@ -264,52 +248,31 @@ export async function startEntra(options: EntraSimOptions): Promise<EntraSimulat
     const candidates = federated.get(clientId.toLowerCase()) ?? [];
     const sameIssuer = candidates.filter((c) => c.issuer === payload.iss);
     if (sameIssuer.length === 0) {
-      return aadError(
-        401,
-        'invalid_client',
+      return invalid(
         700211,
         `No matching federated identity record found for presented assertion issuer '${String(payload.iss)}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation`,
-        correlationId,
       );
     }
     const sameSubject = sameIssuer.filter((c) => c.subject === payload.sub);
     if (sameSubject.length === 0) {
-      return aadError(
-        401,
-        'invalid_client',
+      return invalid(
         700213,
         `No matching federated identity record found for presented assertion subject '${String(payload.sub)}'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation`,
-        correlationId,
       );
     }
     if (!sameSubject.some((c) => c.audiences.includes(String(payload.aud)))) {
-      return aadError(
-        401,
-        'invalid_client',
+      return invalid(
         700212,
         `No matching federated identity record found for presented assertion audience '${String(payload.aud)}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation`,
-        correlationId,
       );
     }
     const keys = trustedIssuers.get(String(payload.iss))?.keys ?? [];
     const key = keys.find((k) => (k as { kid?: string }).kid === header.kid) ?? keys[0];
     if (!key || !verifyJwt(jwt, key)) {
-      return aadError(
-        401,
-        'invalid_client',
-        700027,
-        'Client assertion failed signature validation.',
-        correlationId,
-      );
+      return invalid(700027, 'Client assertion failed signature validation.');
     }
     if (!current(jwt)) {
-      return aadError(
-        401,
-        'invalid_client',
-        700024,
-        `Client assertion is not within its valid time range. ${timeRange(jwt)}`,
-        correlationId,
-      );
+      return invalid(700024, `Client assertion is not within its valid time range. ${timeRange(jwt)}`);
     }
     return undefined;
   };
