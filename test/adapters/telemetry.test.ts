@@ -32,7 +32,7 @@ const MACHINE = '1e5bc9d7e413ddd7902c2932e418702b84d0cc07';
 function outcome(overrides: Partial<Outcome> = {}): Outcome {
   return {
     schemaVersion: 1,
-    correlationId: 'INC-WORKER-1',
+    correlationId: 'INC-TELEMETRY-1',
     machineId: MACHINE,
     status: 'Accepted',
     machineAction: { id: 'action-1', type: 'Unisolate', status: 'Pending' },
@@ -65,7 +65,7 @@ async function trackEachKind(telemetry: ReturnType<typeof createTelemetry>): Pro
     resultCode: '201',
     success: true,
     durationMs: 42,
-    correlationId: 'INC-WORKER-1',
+    correlationId: 'INC-TELEMETRY-1',
   });
   await telemetry.flush();
   return Promise.all([
@@ -87,7 +87,7 @@ it('runs the built SDK: every kind of item reaches ingestion, and nothing else i
 
   expect(event?.data?.baseData).toMatchObject({
     properties: {
-      correlationId: 'INC-WORKER-1',
+      correlationId: 'INC-TELEMETRY-1',
       machineId: MACHINE,
       status: 'Accepted',
       trigger: 'serviceBus',
@@ -173,11 +173,11 @@ describe('when the SDK loads', () => {
     });
     await telemetry.ready();
     telemetry.trackOutcome(outcome(), 10);
-    telemetry.trackOutcome(outcome({ correlationId: 'INC-WORKER-2' }), 20);
+    telemetry.trackOutcome(outcome({ correlationId: 'INC-TELEMETRY-2' }), 20);
     expect(client.trackEvent).not.toHaveBeenCalled();
     await jest.advanceTimersByTimeAsync(100);
     const tracked = client.trackEvent.mock.calls as [{ properties: { correlationId: string } }][];
-    expect(tracked.map(([e]) => e.properties.correlationId)).toEqual(['INC-WORKER-1', 'INC-WORKER-2']);
+    expect(tracked.map(([e]) => e.properties.correlationId)).toEqual(['INC-TELEMETRY-1', 'INC-TELEMETRY-2']);
   });
 
   it('loads it at once when asked to flush, with every item tracked before', async () => {
@@ -190,7 +190,7 @@ describe('when the SDK loads', () => {
       loadDelayMs: 3_600_000,
     });
     telemetry.trackOutcome(outcome(), 10);
-    telemetry.trackOutcome(outcome({ correlationId: 'INC-WORKER-2' }), 20);
+    telemetry.trackOutcome(outcome({ correlationId: 'INC-TELEMETRY-2' }), 20);
     await telemetry.flush();
     expect(client.trackEvent).toHaveBeenCalledTimes(2);
     expect(client.flush).toHaveBeenCalledTimes(1);
