@@ -136,6 +136,32 @@ function recordOf(entity: Record<string, unknown>): ReleaseRecord {
   return value;
 }
 
+/** The record in `entity`, or undefined when it is damaged (MalformedDataError); other errors pass. */
+function readableRecord(entity: Record<string, unknown>): ReleaseRecord | undefined {
+  try {
+    return recordOf(entity);
+  } catch (error) {
+    if (error instanceof MalformedDataError) return undefined;
+    throw error;
+  }
+}
+
+/** Whether `value` has the shape of a stored idempotency key. */
+function isIdempotencyRecord(value: unknown): value is IdempotencyRecord {
+  const r = value as Partial<IdempotencyRecord> | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.keyHash === 'string' &&
+    typeof r.fingerprint === 'string' &&
+    (r.state === 'pending' || r.state === 'retry' || r.state === 'done') &&
+    typeof r.claimedAt === 'number' &&
+    typeof r.leaseUntil === 'number' &&
+    typeof r.correlationId === 'string' &&
+    typeof r.requestId === 'string'
+  );
+}
+
 /** Splits `https://<acct>.table.core.windows.net/<table>` (or Azurite's `http://127.0.0.1:p/<acct>/<table>`). */
 export function splitTableUrl(tableUrl: string): { endpoint: string; tableName: string } {
   const url = new URL(tableUrl);
@@ -272,7 +298,10 @@ export class TableReleaseStore implements ReleaseStore {
 
   async readKey(keyHash: string): Promise<Versioned<IdempotencyRecord> | undefined> {
     const entity = await this.get(`key|${keyHash}`, '');
-    return entity && { value: readJson(entity) as IdempotencyRecord, etag: entity.etag };
+    if (!entity) return undefined;
+    const value = readJson(entity);
+    if (!isIdempotencyRecord(value)) throw new MalformedDataError('Stored idempotency key is malformed');
+    return { value, etag: entity.etag };
   }
 
   async insertKey(record: IdempotencyRecord): Promise<string | undefined> {
@@ -453,7 +482,12 @@ export class TableReleaseStore implements ReleaseStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, entries.length) }, reader));
-    return records.flatMap((record) => (record ? [{ value: recordOf(record), etag: record.etag }] : []));
+    // A damaged record (MalformedDataError) is skipped, so it cannot hold up every other hand-back; it goes
+    // when its request expires (deleteExpired).
+    return records.flatMap((record) => {
+      const value = record && readableRecord(record);
+      return value ? [{ value, etag: record.etag }] : [];
+    });
   }
 
   async listTracked(limit: number): Promise<TrackedRelease[]> {
@@ -485,7 +519,9 @@ export class TableReleaseStore implements ReleaseStore {
       const doomed: Entity[] = [...owners];
       for (const entity of records) {
         doomed.push(entity);
-        doomed.push(...this.indexEntries(recordOf(entity)).values());
+        // A damaged record's index entries cannot be named; the record itself still goes.
+        const value = readableRecord(entity);
+        if (value) doomed.push(...this.indexEntries(value).values());
       }
       for (let i = 0; i < doomed.length; i += BATCH_LIMIT) {
         const actions = doomed

@@ -193,6 +193,22 @@ describe.each(backends)('release store on %s', (_name, newTable) => {
     expect(await store.deleteExpired(NOW, 10)).toBe(0);
   });
 
+  it('a damaged release row is skipped by the hand-back and deleted when its request expires', async () => {
+    const [good, damaged] = [bulk('INC-GOOD', 1), bulk('INC-DAMAGED', 1)];
+    await store.createReleases(good, { expiresAt: NOW - 1 });
+    await store.createReleases(damaged, { expiresAt: NOW - 1 });
+    // The record's row: r|<correlation id>|<request id>|<index, 3 digits>.
+    const rowKey = `r|INC-DAMAGED|${damaged[0]!.ref.requestId}|000`;
+    await table.upsertEntity({ partitionKey: 'release', rowKey, body: '{"ask": ' }, 'Replace');
+    // Both are due at their lease end: the good one is handed back, the damaged one does not stop it.
+    expect((await store.listDue(NOW + 120_000, 10)).map((r) => r.value.ref.correlationId)).toEqual([
+      'INC-GOOD',
+    ]);
+    expect(await store.deleteExpired(NOW, 10)).toBe(2);
+    expect(await store.readReleases('INC-DAMAGED')).toEqual([]);
+    expect(await store.readReleases('INC-GOOD')).toEqual([]);
+  });
+
   it('keeps the budget ledgers with ETag semantics', async () => {
     expect(await store.readLedger('unisolate')).toBeUndefined();
     const first = await store.writeLedger('unisolate', { grants: [[NOW, 5]], pausedUntil: 0 }, undefined);
