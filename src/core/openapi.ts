@@ -63,7 +63,7 @@ function fieldSchema(spec: FieldSpec): Schema {
 
 /** The caller checks' refusals on the GET routes (app roles, signed webhooks), as on the release routes. */
 const CALLER_REFUSED = {
-  401: 'Not authenticated, or the webhook signature of "<timestamp>." is missing, stale or wrong',
+  401: 'Not authenticated, or the webhook signature of "<timestamp>.GET <path>" is missing, stale or wrong',
   403: 'The authenticated caller has none of ALLOWED_CALLER_ROLES',
 };
 export function statusTable(): Map<OutcomeStatus, Set<number>> {

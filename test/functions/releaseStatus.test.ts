@@ -55,13 +55,21 @@ describe('status route callers: the caller checks of the release routes', () => 
     signatures: new SignatureVerifier({ now: () => Date.now() }),
     ...overrides,
   });
-  const lookUp = (headers: Record<string, string>) =>
+  const lookUp = (headers: Record<string, string>, correlationId = 'INC-STATUS-1') =>
     invokeHttp('releaseStatus', {
       method: 'GET',
-      url: 'http://localhost:7071/api/unisolate/INC-STATUS-1',
-      params: { correlationId: 'INC-STATUS-1' },
+      url: `http://localhost:7071/api/unisolate/${correlationId}`,
+      params: { correlationId },
       headers,
     });
+  /** A GET signs "<timestamp>.GET <path>": the route and id are bound, so a signature serves one look-up. */
+  const signedFor = (correlationId: string) => {
+    const ts = String(Math.floor(Date.now() / 1000));
+    return {
+      'x-unisolate-timestamp': ts,
+      'x-unisolate-signature': computeSignature(SECRET, ts, `GET /api/unisolate/${correlationId}`),
+    };
+  };
 
   it('signed webhooks: an unsigned caller is refused (401) without learning anything; a signed one is answered', async () => {
     installFakeApp({
@@ -70,12 +78,20 @@ describe('status route callers: the caller checks of the release routes', () => 
     });
     const unsigned = await lookUp({});
     expect([unsigned.status, unsigned.body]).toMatchObject([401, { error: { code: 'SignatureInvalid' } }]);
-    const ts = String(Math.floor(Date.now() / 1000));
-    const signed = await lookUp({
-      'x-unisolate-timestamp': ts,
-      'x-unisolate-signature': computeSignature(SECRET, ts, ''),
-    });
+    const signed = await lookUp(signedFor('INC-STATUS-1'));
     expect([signed.status, signed.body]).toMatchObject([404, { error: { code: 'ReleaseNotFound' } }]);
+  });
+
+  it('signed webhooks: two look-ups in the same second are both answered; a signature does not serve another id', async () => {
+    installFakeApp({
+      state: stateDeps(),
+      callers: callers({ webhookSecret: { keys: async () => [SECRET] } }),
+    });
+    const first = await lookUp(signedFor('INC-STATUS-1'), 'INC-STATUS-1');
+    const second = await lookUp(signedFor('INC-STATUS-2'), 'INC-STATUS-2');
+    expect([first.status, second.status]).toEqual([404, 404]);
+    const moved = await lookUp(signedFor('INC-STATUS-3'), 'INC-STATUS-4');
+    expect([moved.status, moved.body]).toMatchObject([401, { error: { code: 'SignatureInvalid' } }]);
   });
 
   it('app roles: a caller without an allowed role is refused', async () => {

@@ -55,8 +55,11 @@ const selfTest = (headers: Record<string, string> = {}) => invokeHttp('selfTest'
 
 function signed(nowMs: number): Record<string, string> {
   const ts = String(Math.floor(nowMs / 1000));
-  // A GET has no body: the signature covers "<timestamp>." alone.
-  return { 'x-unisolate-timestamp': ts, 'x-unisolate-signature': computeSignature(SECRET, ts, '') };
+  // A GET has no body: the signature covers "<timestamp>.GET <path>".
+  return {
+    'x-unisolate-timestamp': ts,
+    'x-unisolate-signature': computeSignature(SECRET, ts, 'GET /api/selftest'),
+  };
 }
 
 function principal(roles: string[]): string {
