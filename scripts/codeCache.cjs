@@ -46,13 +46,14 @@ function readCache(file) {
 }
 
 /**
- * Runs `file` as `module`, with its code cache when V8 accepts it. `vm` runs code in Node.js's main context; a
- * caller running in a context of its own (jest's test sandbox, with its own globals and `process.env`) gets
- * `file` through its own `require` instead, without the cache.
+ * Runs `file` as `module`, with its code cache when V8 accepts it. `file` goes through the caller's own
+ * `require` instead, without the cache, where `vm` would not behave as Node.js's loader: in a context of its
+ * own (jest's test sandbox, with its own globals and `process.env`: `vm` runs code in Node.js's main context),
+ * and with `--enable-source-maps` (Node.js maps stack traces only for the files its loader compiled).
  * @returns whether V8 used the cache.
  */
 function run(module, require, file) {
-  if (vm.runInThisContext('globalThis') !== globalThis) {
+  if (process.sourceMapsEnabled || vm.runInThisContext('globalThis') !== globalThis) {
     module.exports = require(file);
     return false;
   }

@@ -74,6 +74,11 @@ it('runs a module the same without a cache, with its cache, and with a cache V8 
   expect(runInNode(FLAGS)).toEqual({ used: false, ...EXPECTED });
 });
 
+it('leaves source maps to Node.js: with --enable-source-maps it requires the file as Node would, without the cache', () => {
+  produce(['--enable-source-maps']);
+  expect(runInNode(['--enable-source-maps'])).toEqual({ used: false, ...EXPECTED });
+});
+
 it("uses the caller's own require inside a sandboxed context such as jest's", () => {
   const m = { exports: {} as Record<string, unknown> };
   expect(codeCache.run(m, require, APP)).toBe(false);
