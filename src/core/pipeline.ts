@@ -712,11 +712,15 @@ async function runEntry(
     const mine = await claimRecord(ctx, version);
     if (mine) return runDevice(ctx, mine.value, mine);
   }
-  // Another invocation is running it (or just took it): it answers for it.
+  // Another invocation is running it (or just took it: it answers for it), or taking it failed (the timer
+  // hands it back once its lease ends).
   return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now), elsewhere: true };
 }
 
-/** Takes a record for this invocation (running, with a fresh lease): the new version, or undefined if lost. */
+/**
+ * Takes a record for this invocation (running, with a fresh lease): the new version, or undefined when another
+ * invocation took it first or the store failed (then it is not known to be ours; the timer hands it back).
+ */
 async function claimRecord(
   ctx: RunContext,
   version: Versioned<ReleaseRecord>,
@@ -733,9 +737,10 @@ async function claimRecord(
     const etag = await state.store.updateRelease(mine, version);
     return etag ? { value: mine, etag } : undefined;
   } catch (error) {
-    // This release goes on unrecorded (its stored version is unchanged); other releases keep the store.
+    // Not known to be ours: the write may have landed (a timeout) and another run may take it anyway. Left as
+    // held elsewhere: its due entry (the lease written, or the stored one) has the timer hand it back later.
     storeUnavailable(ctx.deps, 'taking a release', error);
-    return { value: mine, etag: version.etag };
+    return undefined;
   }
 }
 

@@ -586,6 +586,28 @@ describe('exactly once under concurrency', () => {
     const stored = (await deps.state!.store.readRelease(ref))!.value;
     expect(stored.answer?.machineAction?.id).toBe(takeover.messages[0]!.machineAction!.id);
   });
+
+  it('a claim whose write landed but threw does not run: the release runs once, after its lease, with one answer', async () => {
+    const { deps, defender, clock, ref, store } = await parkedAndHandedBack();
+    // Taking the release times out after the write landed (the store throws, the record is running).
+    const flaky = Object.create(store) as ReleaseStore;
+    let thrown = false;
+    flaky.updateRelease = async (record, previous) => {
+      const etag = await store.updateRelease(record, previous);
+      if (thrown || record.state !== 'running') return etag;
+      thrown = true;
+      throw new Error('The operation was aborted due to timeout');
+    };
+    const flakyDeps: PipelineDeps = { ...deps, state: { ...deps.state!, store: flaky } };
+    const messages = [...(await resumeRelease(ref, flakyDeps)).messages];
+    expect(thrown).toBe(true);
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(flakyDeps, store)));
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(flakyDeps, store)));
+    expect(messages.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
 });
 
 describe('a store failure ends with the entry it hit', () => {
