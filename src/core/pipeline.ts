@@ -14,7 +14,8 @@
  * Bus message always completes without spending delivery counts, and each device gets exactly one answer
  * (`accepted` phase) whatever is redelivered. Without durable state (or while it is unreachable) nothing is
  * parked: a request that cannot get its budget in time ends `Throttled`, and a Service Bus message with a
- * transient failure is handed back for redelivery, except on its last delivery.
+ * transient failure is handed back for redelivery, except on its last delivery or when some of its releases
+ * are recorded (their messages would be lost): then the failure is answered, and the key left retryable.
  */
 import { reserve, type MdeApi, type Slot } from './budget';
 import { describeRequester, type CallerPrincipal } from './callerPrincipal';
@@ -272,8 +273,9 @@ export interface RequestAnswer {
 }
 
 /**
- * Thrown (without durable state only) when a Service Bus delivery should be handed back for redelivery
- * instead of answered. The trigger lets it propagate; no outcome is sent for that delivery.
+ * Thrown (when none of the request's releases is recorded: without durable state, or it failed) when a
+ * Service Bus delivery should be handed back for redelivery instead of answered. The trigger lets it
+ * propagate; no outcome is sent for that delivery.
  */
 export class RedeliveryRequested extends Error {
   override readonly name = 'RedeliveryRequested';
@@ -442,8 +444,8 @@ function baseOf(
 }
 
 /**
- * Runs one request through the pipeline. Throws only {@link RedeliveryRequested} (Service Bus, without
- * durable state).
+ * Runs one request through the pipeline. Throws only {@link RedeliveryRequested} (Service Bus, none of its
+ * releases recorded).
  */
 export async function handleRequest(input: RequestInput, deps: PipelineDeps): Promise<RequestAnswer> {
   const receivedAt = deps.clock.now();
@@ -560,8 +562,12 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
   };
   await Promise.all(Array.from({ length: Math.min(DEVICE_CONCURRENCY, records.length) }, worker));
 
-  // Without durable state a Service Bus message with a transient failure is handed back for redelivery.
-  const handBack = runs.find((r) => r.redeliver);
+  // Without durable state a Service Bus message with a transient failure is handed back for redelivery. Not
+  // when any release of it is recorded: a redelivery would drop this delivery's messages, and a recorded
+  // release does not send its answer or its one `queued` message again. The failure is answered instead (the
+  // key stays retryable), as on the last delivery.
+  const recorded = versions.some((v) => v !== undefined);
+  const handBack = recorded ? undefined : runs.find((r) => r.redeliver);
   if (handBack?.redeliver && input.canRedeliver) {
     deps.telemetry.trackRedelivery(handBack.answer, input.deliveryCount ?? 0);
     deps.log.warn('Transient failure; the message will be redelivered', {
@@ -652,7 +658,10 @@ interface DeviceRun {
   /** Sent to the response queue: the answer or the one `queued` message; absent when already sent. */
   message?: Outcome;
   retryAfterSeconds?: number;
-  /** Without durable state: hand the Service Bus message back for this transient failure. */
+  /**
+   * Unrecorded: hand the Service Bus message back for this transient failure, unless a release of the request
+   * is recorded (then `message` answers it).
+   */
   redeliver?: UnisolateError;
   /** Another invocation holds the release (it answers for it). */
   elsewhere?: boolean;
@@ -828,8 +837,8 @@ async function runDevice(
     }
   }
   if (error?.transient && !parking && ctx.canRedeliver && ctx.trigger === 'serviceBus') {
-    const answer = answerOf(current, result, now);
-    return { answer, redeliver: error };
+    // Answered unless the request hands the message back (only when none of its releases is recorded).
+    return { ...(await finish(ctx, current, version, result, now)), redeliver: error };
   }
   return finish(ctx, current, version, result, now);
 }

@@ -758,6 +758,33 @@ describe('a bulk recorded in several transactions', () => {
     expect(defender.unisolateCalls).toHaveLength(60);
   });
 
+  it('a transient failure of an unrecorded device does not drop the queued message of a recorded one', async () => {
+    const defender = new FakeDefender();
+    const { deps, store, table } = withState(defender);
+    failingTransaction(table, 2, () => Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002')));
+    const [recorded, unrecorded] = [devices[0]!.machineId, devices[59]!.machineId];
+    // Both fail transiently on this delivery: the recorded one parks, the unrecorded one cannot.
+    const original = defender.unisolate.bind(defender);
+    let failing = true;
+    defender.unisolate = (id, comment, o) =>
+      failing && (id === recorded || id === unrecorded)
+        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
+        : original(id, comment, o);
+    const messages: Outcome[] = [];
+    try {
+      messages.push(...(await handleRequest(input(body, { key: 'msg-60c' }), deps)).messages);
+    } catch (error) {
+      if (!(error instanceof RedeliveryRequested)) throw error;
+    }
+    const stored = await store.readReleases('INC-60');
+    expect(stored.map((v) => v.value.ref.index)).toContain(0);
+    expect(stored.map((v) => v.value.ref.index)).not.toContain(59);
+    // Service Bus redelivers the message (or a retry with the same key comes): nothing fails now.
+    failing = false;
+    messages.push(...(await handleRequest(input(body, { key: 'msg-60c', deliveryCount: 2 }), deps)).messages);
+    expect(messages.filter((m) => m.index === 0 && m.phase === 'queued')).toHaveLength(1);
+  });
+
   it('the store failing between them: the recorded devices run recorded, the others unrecorded; none twice', async () => {
     const { deps, store, table, clock, defender } = withState();
     failingTransaction(table, 2, () => Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002')));
