@@ -518,7 +518,8 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
         Math.max(state.idempotencyWindowMs, state.trackMaxMs, state.queueMaxMs) +
         RECORD_MARGIN_MS;
       // Records found already: this request is taken over from an earlier invocation (redelivery, stopped
-      // instance, retry). One not written (the store failed partway) runs unrecorded, as without durable state.
+      // instance, retry). One not written (the store failed partway, or failed and its records cannot be read
+      // back) runs unrecorded, as without durable state.
       const recorded = await store.createReleases(records, {
         expiresAt,
         ...(input.key !== undefined ? { keyHash: keyHashOf(input.trigger, input.key) } : {}),
@@ -535,7 +536,16 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
       }
     } catch (error) {
       storeUnavailable(deps, 'recording the releases', error);
-      store = undefined;
+      // The write may have landed (a timeout): what is recorded runs recorded, or the timer would run it again.
+      const found = await readBack(store, records);
+      if (found) {
+        versions = found.map((v) => v?.version);
+        found.forEach((v, i) => {
+          if (v?.created) created.add(i);
+        });
+      } else {
+        store = undefined;
+      }
     }
   }
 
@@ -598,6 +608,35 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     ...(waits.length > 0 ? { retryAfterSeconds: Math.max(...waits) } : {}),
     resume: ctx.handBack,
   };
+}
+
+/**
+ * The request's records as stored, after recording them failed: each entry's version (undefined when it is not
+ * recorded), and whether it is the one this invocation wrote (the same lease: recorded now, not taken over).
+ * Undefined when the store cannot be read either.
+ */
+async function readBack(
+  store: ReleaseStore,
+  records: readonly ReleaseRecord[],
+): Promise<({ version: Versioned<ReleaseRecord>; created: boolean } | undefined)[] | undefined> {
+  const [first] = records;
+  if (!first) return [];
+  let stored: Versioned<ReleaseRecord>[];
+  try {
+    stored = await store.readReleases(first.ref.correlationId, first.ref.requestId);
+  } catch {
+    return undefined;
+  }
+  const byIndex = new Map(stored.map((v) => [v.value.ref.index, v]));
+  return records.map((record) => {
+    const version = byIndex.get(record.ref.index);
+    if (!version) return undefined;
+    const mine =
+      version.value.state === record.state &&
+      version.value.dueAt === record.dueAt &&
+      version.value.ask.receivedAt === record.ask.receivedAt;
+    return { version, created: mine };
+  });
 }
 
 /**
@@ -742,6 +781,8 @@ async function claimRecord(
     state: 'running',
     dueAt: now + runLeaseMs(ctx.deps, ctx.trigger),
   };
+  // Taken back from `running` (its lease ran out): the run that held it may have sent it.
+  if (version.value.state === 'running') mine.interrupted = true;
   try {
     const etag = await state.store.updateRelease(mine, version);
     return etag ? { value: mine, etag } : undefined;
@@ -767,6 +808,8 @@ async function runDevice(
   const state = version ? ctx.state : undefined;
   const started = deps.clock.now();
   const current: ReleaseRecord = { ...record, runs: record.runs + 1 };
+  // Cleared as this run records its end; until then a run taken back again checks again.
+  delete current.interrupted;
   const parking = state !== undefined;
   // A bulk that ran out of time: the devices not started yet wait for their turn, parked.
   if (parking && started >= ctx.cap) return park(ctx, state, current, version, started);
@@ -806,7 +849,9 @@ async function runDevice(
       {
         comment: current.ask.comment,
         force: current.ask.force,
-        forceIsolationCheck: !parking && ctx.redelivered && current.ref.index !== null,
+        // A release taken back from a run that may have sent it checks first: MDE may have it already.
+        forceIsolationCheck:
+          record.interrupted === true || (!parking && ctx.redelivered && current.ref.index !== null),
         resolvedMachineId: current.machineId,
         // An entry naming its device by id owns it; one naming it by name checks who else releases it.
         claimDevice:
@@ -990,7 +1035,7 @@ function queuedAnswer(record: ReleaseRecord, trigger: Trigger, retryAt: number, 
 
 /**
  * What became of a record's new state: `written`; `lost` when another invocation took the record first (it
- * answers for it); `unrecorded` without durable state or when the store failed (an answer is then sent anyway:
+ * answers for it); `unrecorded` without durable state or when the store failed twice (an answer is then sent anyway:
  * at least once beats never).
  */
 type Written = 'written' | 'lost' | 'unrecorded';
@@ -1009,15 +1054,37 @@ async function write(
   try {
     const etag = await state.store.updateRelease(next, version);
     if (etag) return 'written';
-    ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
-      correlationId: next.ref.correlationId,
-      index: next.ref.index,
-    });
-    return 'lost';
+    return lost(ctx, next);
   } catch (error) {
     storeUnavailable(ctx.deps, 'recording a release', error);
+  }
+  // Once more: left `running`, the release would be taken back after its lease and run again. The first
+  // write may have landed (a timeout), so read it back before writing again.
+  try {
+    const stored = await state.store.readRelease(next.ref);
+    if (!stored) return 'unrecorded';
+    if (stored.etag === version.etag) {
+      const etag = await state.store.updateRelease(next, version);
+      return etag ? 'written' : lost(ctx, next);
+    }
+    const landed =
+      stored.value.state === next.state &&
+      stored.value.dueAt === next.dueAt &&
+      stored.value.answer?.completedAt === next.answer?.completedAt &&
+      stored.value.answer?.status === next.answer?.status;
+    return landed ? 'written' : lost(ctx, next);
+  } catch (error) {
+    storeUnavailable(ctx.deps, 'recording a release again', error);
     return 'unrecorded';
   }
+}
+
+function lost(ctx: RunContext, next: ReleaseRecord): Written {
+  ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
+    correlationId: next.ref.correlationId,
+    index: next.ref.index,
+  });
+  return 'lost';
 }
 
 /**

@@ -612,8 +612,9 @@ describe('exactly once under concurrency', () => {
 
 describe('a store failure ends with the entry it hit', () => {
   /**
-   * A bulk of two on Service Bus whose store fails the first write `failWrite` picks: entry 0 gets the release
-   * budget, entry 1 is told the hour is spent (so it parks), with `parkAfterFailure` only once that write failed.
+   * A bulk of two on Service Bus whose store fails the first write `failWrite` picks, and its one retry: entry 0
+   * gets the release budget, entry 1 is told the hour is spent (so it parks), with `parkAfterFailure` only once
+   * that write failed.
    */
   function twoEntries(failWrite: (record: ReleaseRecord) => boolean, parkAfterFailure: boolean) {
     const state = withState();
@@ -623,7 +624,7 @@ describe('a store failure ends with the entry it hit', () => {
     const flaky = Object.create(store) as ReleaseStore;
     let failures = 0;
     flaky.updateRelease = (record, previous) => {
-      if (failures === 0 && failWrite(record)) {
+      if (failures < 2 && failWrite(record)) {
         failures += 1;
         failedNow();
         return Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'));
@@ -669,6 +670,69 @@ describe('a store failure ends with the entry it hit', () => {
       [0, 'Accepted', 'accepted', null],
       [1, 'Throttled', 'accepted', 'MdeThrottled'],
     ]);
+  });
+});
+
+describe('a store write that fails around an answer', () => {
+  /** Runs `single` on Service Bus, then the resume timer twice past the lease: every message, and the POSTs. */
+  async function runAndResume(deps: PipelineDeps, store: ReleaseStore, clock: { time: number }) {
+    const messages = [...(await handleRequest(input(single, { key: 'msg-write' }), deps)).messages];
+    for (let i = 0; i < 2; i += 1) {
+      clock.time += 10 * 60_000;
+      messages.push(...(await resumeDue(deps, store)));
+    }
+    return messages;
+  }
+
+  function accepted(messages: Outcome[]) {
+    return messages.filter((m) => m.phase === 'accepted').map((m) => m.status);
+  }
+
+  it('recording the release throws after the write landed: it runs recorded, one POST, one answer', async () => {
+    const { deps, store, clock, defender } = withState();
+    const flaky = Object.create(store) as ReleaseStore;
+    flaky.createReleases = async (records, expiry) => {
+      await store.createReleases(records, expiry);
+      throw new Error('The operation was aborted due to timeout');
+    };
+    const messages = await runAndResume({ ...deps, state: { ...deps.state!, store: flaky } }, store, clock);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(accepted(messages)).toEqual(['Accepted']);
+  });
+
+  it('the answer cannot be recorded at first: it is recorded on a second try, one POST, one answer', async () => {
+    const { deps, store, clock, defender } = withState();
+    const flaky = Object.create(store) as ReleaseStore;
+    let failures = 0;
+    flaky.updateRelease = (record, previous) => {
+      if (record.state === 'accepted' && failures++ === 0)
+        return Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'));
+      return store.updateRelease(record, previous);
+    };
+    const messages = await runAndResume({ ...deps, state: { ...deps.state!, store: flaky } }, store, clock);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(accepted(messages)).toEqual(['Accepted']);
+    expect((await store.readReleases('INC1'))[0]!.value.state).toBe('accepted');
+  });
+
+  it('the answer cannot be recorded at all: taken back, the release checks the isolation state and is not sent again', async () => {
+    const { deps, store, clock, defender } = withState();
+    const flaky = Object.create(store) as ReleaseStore;
+    let failures = 0;
+    // The first run's answer: its write and the one retry both fail.
+    flaky.updateRelease = (record, previous) =>
+      record.state === 'accepted' && failures++ < 2
+        ? Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'))
+        : store.updateRelease(record, previous);
+    // MDE has the release the first run sent.
+    defender.historyScript = [
+      { status: 200, body: { value: [FakeDefender.action(MACHINE_ID, 'Pending', '2026-11-28T10:00:00Z')] } },
+    ];
+    const messages = await runAndResume({ ...deps, state: { ...deps.state!, store: flaky } }, store, clock);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(defender.readCalls.filter((c) => c.startsWith('history'))).toHaveLength(1);
+    // The first answer was sent unrecorded, so the run that took the release back answers too (no POST).
+    expect(accepted(messages)).toEqual(['Accepted', 'AlreadyInProgress']);
   });
 });
 
