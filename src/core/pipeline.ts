@@ -14,7 +14,8 @@
  * Bus message always completes without spending delivery counts, and each device gets exactly one answer
  * (`accepted` phase) whatever is redelivered. Without durable state (or while it is unreachable) nothing is
  * parked: a request that cannot get its budget in time ends `Throttled`, and a Service Bus message with a
- * transient failure is handed back for redelivery, except on its last delivery.
+ * transient failure is handed back for redelivery, except on its last delivery or when some of its releases
+ * are recorded (their messages would be lost): then the failure is answered, and the key left retryable.
  */
 import { reserve, type MdeApi, type Slot } from './budget';
 import { describeRequester, type CallerPrincipal } from './callerPrincipal';
@@ -272,8 +273,9 @@ export interface RequestAnswer {
 }
 
 /**
- * Thrown (without durable state only) when a Service Bus delivery should be handed back for redelivery
- * instead of answered. The trigger lets it propagate; no outcome is sent for that delivery.
+ * Thrown (when none of the request's releases is recorded: without durable state, or it failed) when a
+ * Service Bus delivery should be handed back for redelivery instead of answered. The trigger lets it
+ * propagate; no outcome is sent for that delivery.
  */
 export class RedeliveryRequested extends Error {
   override readonly name = 'RedeliveryRequested';
@@ -442,8 +444,8 @@ function baseOf(
 }
 
 /**
- * Runs one request through the pipeline. Throws only {@link RedeliveryRequested} (Service Bus, without
- * durable state).
+ * Runs one request through the pipeline. Throws only {@link RedeliveryRequested} (Service Bus, none of its
+ * releases recorded).
  */
 export async function handleRequest(input: RequestInput, deps: PipelineDeps): Promise<RequestAnswer> {
   const receivedAt = deps.clock.now();
@@ -516,7 +518,8 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
         Math.max(state.idempotencyWindowMs, state.trackMaxMs, state.queueMaxMs) +
         RECORD_MARGIN_MS;
       // Records found already: this request is taken over from an earlier invocation (redelivery, stopped
-      // instance, retry). One not written (the store failed partway) runs unrecorded, as without durable state.
+      // instance, retry). One not written (the store failed partway, or failed and its records cannot be read
+      // back) runs unrecorded, as without durable state.
       const recorded = await store.createReleases(records, {
         expiresAt,
         ...(input.key !== undefined ? { keyHash: keyHashOf(input.trigger, input.key) } : {}),
@@ -533,7 +536,16 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
       }
     } catch (error) {
       storeUnavailable(deps, 'recording the releases', error);
-      store = undefined;
+      // The write may have landed (a timeout): what is recorded runs recorded, or the timer would run it again.
+      const found = await readBack(store, records);
+      if (found) {
+        versions = found.map((v) => v?.version);
+        found.forEach((v, i) => {
+          if (v?.created) created.add(i);
+        });
+      } else {
+        store = undefined;
+      }
     }
   }
 
@@ -560,8 +572,12 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
   };
   await Promise.all(Array.from({ length: Math.min(DEVICE_CONCURRENCY, records.length) }, worker));
 
-  // Without durable state a Service Bus message with a transient failure is handed back for redelivery.
-  const handBack = runs.find((r) => r.redeliver);
+  // Without durable state a Service Bus message with a transient failure is handed back for redelivery. Not
+  // when any release of it is recorded: a redelivery would drop this delivery's messages, and a recorded
+  // release does not send its answer or its one `queued` message again. The failure is answered instead (the
+  // key stays retryable), as on the last delivery.
+  const recorded = versions.some((v) => v !== undefined);
+  const handBack = recorded ? undefined : runs.find((r) => r.redeliver);
   if (handBack?.redeliver && input.canRedeliver) {
     deps.telemetry.trackRedelivery(handBack.answer, input.deliveryCount ?? 0);
     deps.log.warn('Transient failure; the message will be redelivered', {
@@ -592,6 +608,35 @@ export async function handleRequest(input: RequestInput, deps: PipelineDeps): Pr
     ...(waits.length > 0 ? { retryAfterSeconds: Math.max(...waits) } : {}),
     resume: ctx.handBack,
   };
+}
+
+/**
+ * The request's records as stored, after recording them failed: each entry's version (undefined when it is not
+ * recorded), and whether it is the one this invocation wrote (the same lease: recorded now, not taken over).
+ * Undefined when the store cannot be read either.
+ */
+async function readBack(
+  store: ReleaseStore,
+  records: readonly ReleaseRecord[],
+): Promise<({ version: Versioned<ReleaseRecord>; created: boolean } | undefined)[] | undefined> {
+  const [first] = records;
+  if (!first) return [];
+  let stored: Versioned<ReleaseRecord>[];
+  try {
+    stored = await store.readReleases(first.ref.correlationId, first.ref.requestId);
+  } catch {
+    return undefined;
+  }
+  const byIndex = new Map(stored.map((v) => [v.value.ref.index, v]));
+  return records.map((record) => {
+    const version = byIndex.get(record.ref.index);
+    if (!version) return undefined;
+    const mine =
+      version.value.state === record.state &&
+      version.value.dueAt === record.dueAt &&
+      version.value.ask.receivedAt === record.ask.receivedAt;
+    return { version, created: mine };
+  });
 }
 
 /**
@@ -652,7 +697,10 @@ interface DeviceRun {
   /** Sent to the response queue: the answer or the one `queued` message; absent when already sent. */
   message?: Outcome;
   retryAfterSeconds?: number;
-  /** Without durable state: hand the Service Bus message back for this transient failure. */
+  /**
+   * Unrecorded: hand the Service Bus message back for this transient failure, unless a release of the request
+   * is recorded (then `message` answers it).
+   */
   redeliver?: UnisolateError;
   /** Another invocation holds the release (it answers for it). */
   elsewhere?: boolean;
@@ -712,11 +760,15 @@ async function runEntry(
     const mine = await claimRecord(ctx, version);
     if (mine) return runDevice(ctx, mine.value, mine);
   }
-  // Another invocation is running it (or just took it): it answers for it.
+  // Another invocation is running it (or just took it: it answers for it), or taking it failed (the timer
+  // hands it back once its lease ends).
   return { answer: stored.answer ?? queuedAnswer(stored, ctx.trigger, stored.dueAt, now), elsewhere: true };
 }
 
-/** Takes a record for this invocation (running, with a fresh lease): the new version, or undefined if lost. */
+/**
+ * Takes a record for this invocation (running, with a fresh lease): the new version, or undefined when another
+ * invocation took it first or the store failed (then it is not known to be ours; the timer hands it back).
+ */
 async function claimRecord(
   ctx: RunContext,
   version: Versioned<ReleaseRecord>,
@@ -729,13 +781,16 @@ async function claimRecord(
     state: 'running',
     dueAt: now + runLeaseMs(ctx.deps, ctx.trigger),
   };
+  // Taken back from `running` (its lease ran out): the run that held it may have sent it.
+  if (version.value.state === 'running') mine.interrupted = true;
   try {
     const etag = await state.store.updateRelease(mine, version);
     return etag ? { value: mine, etag } : undefined;
   } catch (error) {
-    // This release goes on unrecorded (its stored version is unchanged); other releases keep the store.
+    // Not known to be ours: the write may have landed (a timeout) and another run may take it anyway. Left as
+    // held elsewhere: its due entry (the lease written, or the stored one) has the timer hand it back later.
     storeUnavailable(ctx.deps, 'taking a release', error);
-    return { value: mine, etag: version.etag };
+    return undefined;
   }
 }
 
@@ -753,6 +808,8 @@ async function runDevice(
   const state = version ? ctx.state : undefined;
   const started = deps.clock.now();
   const current: ReleaseRecord = { ...record, runs: record.runs + 1 };
+  // Cleared as this run records its end; until then a run taken back again checks again.
+  delete current.interrupted;
   const parking = state !== undefined;
   // A bulk that ran out of time: the devices not started yet wait for their turn, parked.
   if (parking && started >= ctx.cap) return park(ctx, state, current, version, started);
@@ -792,7 +849,9 @@ async function runDevice(
       {
         comment: current.ask.comment,
         force: current.ask.force,
-        forceIsolationCheck: !parking && ctx.redelivered && current.ref.index !== null,
+        // A release taken back from a run that may have sent it checks first: MDE may have it already.
+        forceIsolationCheck:
+          record.interrupted === true || (!parking && ctx.redelivered && current.ref.index !== null),
         resolvedMachineId: current.machineId,
         // An entry naming its device by id owns it; one naming it by name checks who else releases it.
         claimDevice:
@@ -823,8 +882,8 @@ async function runDevice(
     }
   }
   if (error?.transient && !parking && ctx.canRedeliver && ctx.trigger === 'serviceBus') {
-    const answer = answerOf(current, result, now);
-    return { answer, redeliver: error };
+    // Answered unless the request hands the message back (only when none of its releases is recorded).
+    return { ...(await finish(ctx, current, version, result, now)), redeliver: error };
   }
   return finish(ctx, current, version, result, now);
 }
@@ -976,7 +1035,7 @@ function queuedAnswer(record: ReleaseRecord, trigger: Trigger, retryAt: number, 
 
 /**
  * What became of a record's new state: `written`; `lost` when another invocation took the record first (it
- * answers for it); `unrecorded` without durable state or when the store failed (an answer is then sent anyway:
+ * answers for it); `unrecorded` without durable state or when the store failed twice (an answer is then sent anyway:
  * at least once beats never).
  */
 type Written = 'written' | 'lost' | 'unrecorded';
@@ -995,15 +1054,37 @@ async function write(
   try {
     const etag = await state.store.updateRelease(next, version);
     if (etag) return 'written';
-    ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
-      correlationId: next.ref.correlationId,
-      index: next.ref.index,
-    });
-    return 'lost';
+    return lost(ctx, next);
   } catch (error) {
     storeUnavailable(ctx.deps, 'recording a release', error);
+  }
+  // Once more: left `running`, the release would be taken back after its lease and run again. The first
+  // write may have landed (a timeout), so read it back before writing again.
+  try {
+    const stored = await state.store.readRelease(next.ref);
+    if (!stored) return 'unrecorded';
+    if (stored.etag === version.etag) {
+      const etag = await state.store.updateRelease(next, version);
+      return etag ? 'written' : lost(ctx, next);
+    }
+    const landed =
+      stored.value.state === next.state &&
+      stored.value.dueAt === next.dueAt &&
+      stored.value.answer?.completedAt === next.answer?.completedAt &&
+      stored.value.answer?.status === next.answer?.status;
+    return landed ? 'written' : lost(ctx, next);
+  } catch (error) {
+    storeUnavailable(ctx.deps, 'recording a release again', error);
     return 'unrecorded';
   }
+}
+
+function lost(ctx: RunContext, next: ReleaseRecord): Written {
+  ctx.deps.log.warn('Another invocation took this release over while it ran; it answers for it', {
+    correlationId: next.ref.correlationId,
+    index: next.ref.index,
+  });
+  return 'lost';
 }
 
 /**

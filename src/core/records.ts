@@ -68,6 +68,12 @@ export interface ReleaseRecord {
   machineActionId: string | null;
   /** Tracking gives up (`TrackingExpired`) at this time. */
   trackUntil: number;
+  /**
+   * Taken back from `running` (its lease ran out: its instance stopped, or the store failed as its answer was
+   * recorded): it may have been sent, so its next run checks the isolation state before sending it. Cleared
+   * when a run records its end.
+   */
+  interrupted?: boolean;
 }
 
 /** How long records are kept beyond the longest window that reads them. */

@@ -43,8 +43,14 @@ export async function handBackDue(deps: ResumeDeps): Promise<ResumeMessage[]> {
     const record = version.value;
     // Parked (due within the look-ahead), or running with its lease run out; a lease still running is left.
     if (!claimable(record, now)) continue;
+    // One taken back from `running` may have been sent: its next run checks first (`interrupted`).
     const handedOff = await deps.store.updateRelease(
-      { ...record, state: 'queued', dueAt: now + HAND_OFF_MS },
+      {
+        ...record,
+        state: 'queued',
+        dueAt: now + HAND_OFF_MS,
+        ...(record.state === 'running' ? { interrupted: true } : {}),
+      },
       version,
     );
     if (handedOff) messages.push(resumeMessage(record.ref));

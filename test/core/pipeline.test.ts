@@ -586,12 +586,35 @@ describe('exactly once under concurrency', () => {
     const stored = (await deps.state!.store.readRelease(ref))!.value;
     expect(stored.answer?.machineAction?.id).toBe(takeover.messages[0]!.machineAction!.id);
   });
+
+  it('a claim whose write landed but threw does not run: the release runs once, after its lease, with one answer', async () => {
+    const { deps, defender, clock, ref, store } = await parkedAndHandedBack();
+    // Taking the release times out after the write landed (the store throws, the record is running).
+    const flaky = Object.create(store) as ReleaseStore;
+    let thrown = false;
+    flaky.updateRelease = async (record, previous) => {
+      const etag = await store.updateRelease(record, previous);
+      if (thrown || record.state !== 'running') return etag;
+      thrown = true;
+      throw new Error('The operation was aborted due to timeout');
+    };
+    const flakyDeps: PipelineDeps = { ...deps, state: { ...deps.state!, store: flaky } };
+    const messages = [...(await resumeRelease(ref, flakyDeps)).messages];
+    expect(thrown).toBe(true);
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(flakyDeps, store)));
+    clock.time += 10 * 60_000;
+    messages.push(...(await resumeDue(flakyDeps, store)));
+    expect(messages.map((m) => [m.phase, m.status])).toEqual([['accepted', 'Accepted']]);
+    expect(defender.unisolateCalls).toHaveLength(1);
+  });
 });
 
 describe('a store failure ends with the entry it hit', () => {
   /**
-   * A bulk of two on Service Bus whose store fails the first write `failWrite` picks: entry 0 gets the release
-   * budget, entry 1 is told the hour is spent (so it parks), with `parkAfterFailure` only once that write failed.
+   * A bulk of two on Service Bus whose store fails the first write `failWrite` picks, and its one retry: entry 0
+   * gets the release budget, entry 1 is told the hour is spent (so it parks), with `parkAfterFailure` only once
+   * that write failed.
    */
   function twoEntries(failWrite: (record: ReleaseRecord) => boolean, parkAfterFailure: boolean) {
     const state = withState();
@@ -601,7 +624,7 @@ describe('a store failure ends with the entry it hit', () => {
     const flaky = Object.create(store) as ReleaseStore;
     let failures = 0;
     flaky.updateRelease = (record, previous) => {
-      if (failures === 0 && failWrite(record)) {
+      if (failures < 2 && failWrite(record)) {
         failures += 1;
         failedNow();
         return Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'));
@@ -647,6 +670,69 @@ describe('a store failure ends with the entry it hit', () => {
       [0, 'Accepted', 'accepted', null],
       [1, 'Throttled', 'accepted', 'MdeThrottled'],
     ]);
+  });
+});
+
+describe('a store write that fails around an answer', () => {
+  /** Runs `single` on Service Bus, then the resume timer twice past the lease: every message, and the POSTs. */
+  async function runAndResume(deps: PipelineDeps, store: ReleaseStore, clock: { time: number }) {
+    const messages = [...(await handleRequest(input(single, { key: 'msg-write' }), deps)).messages];
+    for (let i = 0; i < 2; i += 1) {
+      clock.time += 10 * 60_000;
+      messages.push(...(await resumeDue(deps, store)));
+    }
+    return messages;
+  }
+
+  function accepted(messages: Outcome[]) {
+    return messages.filter((m) => m.phase === 'accepted').map((m) => m.status);
+  }
+
+  it('recording the release throws after the write landed: it runs recorded, one POST, one answer', async () => {
+    const { deps, store, clock, defender } = withState();
+    const flaky = Object.create(store) as ReleaseStore;
+    flaky.createReleases = async (records, expiry) => {
+      await store.createReleases(records, expiry);
+      throw new Error('The operation was aborted due to timeout');
+    };
+    const messages = await runAndResume({ ...deps, state: { ...deps.state!, store: flaky } }, store, clock);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(accepted(messages)).toEqual(['Accepted']);
+  });
+
+  it('the answer cannot be recorded at first: it is recorded on a second try, one POST, one answer', async () => {
+    const { deps, store, clock, defender } = withState();
+    const flaky = Object.create(store) as ReleaseStore;
+    let failures = 0;
+    flaky.updateRelease = (record, previous) => {
+      if (record.state === 'accepted' && failures++ === 0)
+        return Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'));
+      return store.updateRelease(record, previous);
+    };
+    const messages = await runAndResume({ ...deps, state: { ...deps.state!, store: flaky } }, store, clock);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(accepted(messages)).toEqual(['Accepted']);
+    expect((await store.readReleases('INC1'))[0]!.value.state).toBe('accepted');
+  });
+
+  it('the answer cannot be recorded at all: taken back, the release checks the isolation state and is not sent again', async () => {
+    const { deps, store, clock, defender } = withState();
+    const flaky = Object.create(store) as ReleaseStore;
+    let failures = 0;
+    // The first run's answer: its write and the one retry both fail.
+    flaky.updateRelease = (record, previous) =>
+      record.state === 'accepted' && failures++ < 2
+        ? Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002'))
+        : store.updateRelease(record, previous);
+    // MDE has the release the first run sent.
+    defender.historyScript = [
+      { status: 200, body: { value: [FakeDefender.action(MACHINE_ID, 'Pending', '2026-11-28T10:00:00Z')] } },
+    ];
+    const messages = await runAndResume({ ...deps, state: { ...deps.state!, store: flaky } }, store, clock);
+    expect(defender.unisolateCalls).toHaveLength(1);
+    expect(defender.readCalls.filter((c) => c.startsWith('history'))).toHaveLength(1);
+    // The first answer was sent unrecorded, so the run that took the release back answers too (no POST).
+    expect(accepted(messages)).toEqual(['Accepted', 'AlreadyInProgress']);
   });
 });
 
@@ -734,6 +820,33 @@ describe('a bulk recorded in several transactions', () => {
     answeredOnce(messages);
     expect(new Set(defender.unisolateCalls.map((c) => c.machineId)).size).toBe(60);
     expect(defender.unisolateCalls).toHaveLength(60);
+  });
+
+  it('a transient failure of an unrecorded device does not drop the queued message of a recorded one', async () => {
+    const defender = new FakeDefender();
+    const { deps, store, table } = withState(defender);
+    failingTransaction(table, 2, () => Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002')));
+    const [recorded, unrecorded] = [devices[0]!.machineId, devices[59]!.machineId];
+    // Both fail transiently on this delivery: the recorded one parks, the unrecorded one cannot.
+    const original = defender.unisolate.bind(defender);
+    let failing = true;
+    defender.unisolate = (id, comment, o) =>
+      failing && (id === recorded || id === unrecorded)
+        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
+        : original(id, comment, o);
+    const messages: Outcome[] = [];
+    try {
+      messages.push(...(await handleRequest(input(body, { key: 'msg-60c' }), deps)).messages);
+    } catch (error) {
+      if (!(error instanceof RedeliveryRequested)) throw error;
+    }
+    const stored = await store.readReleases('INC-60');
+    expect(stored.map((v) => v.value.ref.index)).toContain(0);
+    expect(stored.map((v) => v.value.ref.index)).not.toContain(59);
+    // Service Bus redelivers the message (or a retry with the same key comes): nothing fails now.
+    failing = false;
+    messages.push(...(await handleRequest(input(body, { key: 'msg-60c', deliveryCount: 2 }), deps)).messages);
+    expect(messages.filter((m) => m.index === 0 && m.phase === 'queued')).toHaveLength(1);
   });
 
   it('the store failing between them: the recorded devices run recorded, the others unrecorded; none twice', async () => {
