@@ -11,6 +11,9 @@
  * What is read is cached per instance with a TTL (`vaultReader.ts`, shared with the webhook signing key):
  *
  * - One Key Vault read serves every concurrent cold request (single flight, no thundering herd).
+ * - The items are read one after another, over one connection: Key Vault answers a client's first request
+ *   with an authentication challenge, and reads sent at once would each open a TLS connection and each get
+ *   that challenge (three handshakes' CPU on a cold instance, for two in-region round trips saved).
  * - After the TTL the secrets are re-read; if Key Vault is down then, the cached ones keep working.
  * - `refresh()` (after a 401 from MDE) forces a re-read: the client secret may have been rotated.
  * - Every wait is bounded by the caller's `remainingMs` (see `sharedFlight.ts`): Key Vault, the managed
@@ -449,15 +452,14 @@ export class MdeCredentials {
     const { ids, mode } = this.options;
     const items = this.items;
     if (this.vaultItems().length > 0) this.stats.secretReads += 1;
-    const [tenantId, clientId, material] = await Promise.all([
-      ids?.tenantId ?? this.readSecret(items.tenantId!, signal),
-      ids?.clientId ?? this.readSecret(items.clientId!, signal),
+    const tenantId = ids?.tenantId ?? (await this.readSecret(items.tenantId!, signal));
+    const clientId = ids?.clientId ?? (await this.readSecret(items.clientId!, signal));
+    const material =
       mode === 'secret'
-        ? this.readSecret(items.material!, signal)
+        ? await this.readSecret(items.material!, signal)
         : mode === 'certificate'
-          ? this.readCertificate(items.material!, signal)
-          : undefined,
-    ]);
+          ? await this.readCertificate(items.material!, signal)
+          : undefined;
     let value: MdeAppCredential;
     if (mode === 'secret') value = { kind: 'secret', tenantId, clientId, clientSecret: material as string };
     else if (mode === 'certificate') {

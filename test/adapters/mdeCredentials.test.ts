@@ -12,11 +12,14 @@ import { recordingLogger } from '../support/fakes';
 function vault(values: Record<string, string>) {
   const reads: string[] = [];
   const signals: AbortSignal[] = [];
+  const inFlight = { now: 0, max: 0 };
   let failing: Error | undefined;
   let delayMs = 5;
   return {
     reads,
     signals,
+    /** Reads under way at once: now, and the most ever. */
+    inFlight,
     set: (name: string, value: string) => (values[name] = value),
     fail: (error?: Error) => (failing = error),
     /** Answers after `ms`; Infinity: never (only the abort signal ends the read, as with the real SDK). */
@@ -26,12 +29,13 @@ function vault(values: Record<string, string>) {
         reads.push(name);
         const signal = options?.abortSignal;
         if (signal) signals.push(signal);
+        inFlight.max = Math.max(inFlight.max, (inFlight.now += 1));
         await new Promise<void>((resolve, reject) => {
           if (delayMs !== Infinity) setTimeout(resolve, delayMs);
           signal?.addEventListener('abort', () =>
             reject(Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' })),
           );
-        });
+        }).finally(() => (inFlight.now -= 1));
         if (failing) throw failing;
         return { name, value: values[name], properties: { name, vaultUrl: 'https://kv' } };
       }),
@@ -95,6 +99,15 @@ describe('MdeCredentials', () => {
     expect(new Set(tokens).size).toBe(1);
     expect(kv.reads).toHaveLength(3);
     expect(tokenCalls).toHaveLength(1);
+  });
+
+  it('reads the Key Vault secrets one after another: one connection and one challenge on a cold instance', async () => {
+    // Key Vault answers a client's first request with an authentication challenge; reads sent at once would
+    // each open a TLS connection and each get that challenge.
+    const { credentials, kv } = setup();
+    await credentials.getToken();
+    expect(kv.reads).toEqual(['mde-tenant-id', 'mde-client-id', 'mde-client-secret']);
+    expect(kv.inFlight.max).toBe(1);
   });
 
   it('reuses the token until shortly before it expires', async () => {
@@ -170,7 +183,9 @@ describe('MdeCredentials', () => {
         expect.objectContaining({ code: 'SecretUnavailable', transient: true }),
       ]);
       await new Promise((r) => setTimeout(r, 20));
-      expect(kv.signals).toHaveLength(3);
+      // The first read (the items are read one after another) is aborted, and nothing more is read.
+      expect(kv.reads).toEqual(['mde-tenant-id']);
+      expect(kv.signals).toHaveLength(1);
       expect(kv.signals.every((s) => s.aborted)).toBe(true);
       // Key Vault answers again: the next call reads afresh and succeeds.
       kv.delay(5);
