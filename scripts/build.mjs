@@ -29,6 +29,7 @@ try {
 // Imported here, after the checks above: the deployed package keeps only this file of scripts/ (.funcignore).
 const { default: sdkBuild } = await import('./telemetrySdkBuild.cjs');
 const { deployedNodeArguments } = (await import('./nodeArguments.cjs')).default;
+const { lazyBuiltins, noBrowser } = (await import('./lazyModules.cjs')).default;
 
 const common = {
   bundle: true,
@@ -62,6 +63,8 @@ const app = esbuild.build({
   // of the bundle every cold start parses and is loaded from node_modules on first use.
   external: ['@azure/functions-core', 'applicationinsights', 'node-forge'],
   plugins: [
+    lazyBuiltins,
+    noBrowser,
     {
       // mime-db (a 130 KiB table of media types) reaches the bundle only through axios → form-data →
       // mime-types, to name the type of uploaded files; the app never sends form data. Parsing it cost
