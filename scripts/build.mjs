@@ -11,8 +11,9 @@
 // (`buildDependencies`, `getDependencies`, `setDependencies`): the Functions host ignores a v4 app's exports,
 // and this lets the benchmarks (`npm run bench`) and the sandbox drive the deployed file itself with a scaled
 // clock or a different rate budget instead of a rebuilt copy.
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -137,21 +138,61 @@ writeFileSync(
     '',
   ].join('\n'),
 );
-execFileSync(
-  process.execPath,
-  [
-    ...deployedNodeArguments(process.cwd()),
-    path.join(outdir, 'codeCache.js'),
-    'produce',
-    path.join(outdir, 'app.js'),
-  ],
-  { stdio: ['ignore', 'ignore', 'inherit'] },
-);
+const cacheReport = produceCodeCache();
+
+/**
+ * Produces app.js.cache in a child process under the deployed node arguments (V8 takes a cache only under the
+ * flags it was made with), trained on a cold instance's first requests (dev/codeCacheTraining.ts, bundled here
+ * into a temporary directory; it needs the simulators' test CA) when dev/ is there.
+ */
+function produceCodeCache() {
+  const training = existsSync(path.join('dev', 'codeCacheTraining.ts'))
+    ? mkdtempSync(path.join(tmpdir(), 'mde-unisolate-training-'))
+    : undefined;
+  try {
+    if (training) {
+      esbuild.buildSync({
+        entryPoints: [path.join('dev', 'codeCacheTraining.ts')],
+        bundle: true,
+        platform: 'node',
+        target: 'node20',
+        format: 'cjs',
+        outfile: path.join(training, 'training.js'),
+        logLevel: 'warning',
+      });
+    }
+    const child = spawnSync(
+      process.execPath,
+      [
+        ...deployedNodeArguments(process.cwd()),
+        path.join(outdir, 'codeCache.js'),
+        'produce',
+        path.join(outdir, 'app.js'),
+        ...(training ? [path.join(training, 'training.js')] : []),
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: {
+          ...process.env,
+          NODE_EXTRA_CA_CERTS: path.resolve('dev', 'certs', 'ca.pem'),
+          SIMULATOR_CERTS_DIR: path.resolve('dev', 'certs'),
+        },
+        timeout: 60_000,
+      },
+    );
+    if (child.status !== 0 && child.status !== 3) {
+      throw new Error(`producing the code cache failed (exit ${child.status ?? child.signal})`);
+    }
+    return training && child.status === 0 ? 'trained on the first requests' : 'module initialisers only';
+  } finally {
+    if (training) rmSync(training, { recursive: true, force: true });
+  }
+}
 
 const kib = (name) => (statSync(name).size / 1024).toFixed(0);
 for (const file of ['app.js', 'telemetrySdk.js', 'jsonwebtoken.js'].map((f) => path.join(outdir, f))) {
   console.log(`${file}: ${kib(file)} KiB (source map ${kib(`${file}.map`)} KiB)`);
 }
 console.log(
-  `${path.join(outdir, 'app.js.cache')}: ${kib(path.join(outdir, 'app.js.cache'))} KiB (V8 code cache)`,
+  `${path.join(outdir, 'app.js.cache')}: ${kib(path.join(outdir, 'app.js.cache'))} KiB (V8 code cache, ${cacheReport})`,
 );

@@ -3,9 +3,11 @@
 // build calls `produce` once, in a child process started with the deployed node arguments.
 //
 // Why: a cold instance otherwise parses and compiles the 870 KiB bundle before it can answer (~26 ms of CPU on
-// the benchmark machine), and compiles lazily every function its module initialisers run (~10 ms more). The
-// cache holds the bytecode of the bundle's top level and of every function that ran while the app loaded, so
-// V8 deserialises it instead (npm run bench, figure 2).
+// the benchmark machine), compiles lazily every function its module initialisers run (~10 ms more), and then
+// every function its first release runs: the Key Vault and Entra ID clients, MSAL, axios, the pipeline
+// (~15 ms more). The cache holds the bytecode of the bundle's top level and of every function that ran while
+// the app loaded and answered its first requests at build time (dev/codeCacheTraining.ts), so V8
+// deserialises it instead (npm run bench, figure 2).
 //
 // V8 accepts a cache only from the same V8 version and the same V8 flags (the node arguments in
 // infra/app/api.bicep, which the build reads); otherwise it rejects it, quietly, and compiles the source as
@@ -64,12 +66,31 @@ function run(module, require, file) {
 }
 
 /**
- * Writes the code cache of `file`: compiles it, runs its module initialisers (with `@azure/functions-core`,
- * which only the Functions worker provides, answered by a stub that registers nothing), then serialises the
- * bytecode V8 has by then.
- * @returns the size of the cache in bytes.
+ * Writes the code cache of `file`: compiles it, runs its module initialisers, then serialises the bytecode V8
+ * has by then.
+ * - Without `training`: `@azure/functions-core`, which only the Functions worker provides, is answered by a stub
+ *   that registers nothing. The cache then holds what the module initialisers ran.
+ * - With `training` (dev/codeCacheTraining.ts, bundled by the build): its `train(load)` loads the app through
+ *   the local Functions host and answers a cold instance's first requests against local simulators, so the
+ *   cache also holds the release path. When training fails, the cache is produced without it (a warning says
+ *   why): correct either way, only not as fast.
+ * @returns the size of the cache in bytes, and whether it was trained.
  */
-function produce(file) {
+async function produce(file, training) {
+  if (training) {
+    try {
+      const script = compile(file, undefined);
+      const outcomes = await require(training).train(() => evaluate(script, { exports: {} }, file));
+      if (outcomes.some((outcome) => outcome !== 'Accepted')) {
+        throw new Error(`the training releases ended ${outcomes.join(', ')}, not Accepted`);
+      }
+      const cache = script.createCachedData();
+      writeFileSync(`${file}.cache`, cache);
+      return { bytes: cache.length, trained: true };
+    } catch (error) {
+      console.warn(`codeCache: training failed (${error?.message ?? error}); producing the cache without it`);
+    }
+  }
   const load = Module._load;
   const disposable = () => ({ dispose() {} });
   const stub = new Proxy({}, { get: (_, key) => (key === '__esModule' ? false : disposable) });
@@ -81,7 +102,7 @@ function produce(file) {
     evaluate(script, { exports: {} }, file);
     const cache = script.createCachedData();
     writeFileSync(`${file}.cache`, cache);
-    return cache.length;
+    return { bytes: cache.length, trained: false };
   } finally {
     Module._load = load;
   }
@@ -89,9 +110,16 @@ function produce(file) {
 
 module.exports = { run, produce };
 
-// `node codeCache.cjs produce <file>`: what scripts/build.mjs runs.
+// `node codeCache.cjs produce <file> [<training.js>]`: what scripts/build.mjs runs.
 if (require.main === module && process.argv[2] === 'produce') {
-  produce(require('node:path').resolve(process.argv[3]));
-  // The app's initialisers may have started timers; the cache is written.
-  process.exit(0);
+  const path = require('node:path');
+  const training = process.argv[4] && path.resolve(process.argv[4]);
+  produce(path.resolve(process.argv[3]), training).then(
+    // The app's initialisers and the training may have left timers and sockets; the cache is written.
+    ({ trained }) => process.exit(training && !trained ? 3 : 0),
+    (error) => {
+      console.error(error);
+      process.exit(1);
+    },
+  );
 }

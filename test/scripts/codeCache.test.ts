@@ -5,13 +5,16 @@
  * accepted under the deployed node arguments (`infra/app/api.bicep`), which is what makes it worth shipping.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const LOADER = path.join(ROOT, 'scripts', 'codeCache.cjs');
 const DIR = path.join(ROOT, 'build', `code-cache-test-${process.pid}`);
 const APP = path.join(DIR, 'app.js');
+const TRAINED = path.join(DIR, 'training.js');
+const FAILING = path.join(DIR, 'failing-training.js');
+const REFUSED = path.join(DIR, 'refused-training.js');
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { deployedNodeArguments } = require('../../scripts/nodeArguments.cjs') as {
@@ -35,9 +38,15 @@ beforeAll(() => {
       'exports.fail = () => {',
       "  throw new Error('from line 6');",
       '};',
+      'globalThis.codeCacheFixture = { work: () => [1, 2, 3].map((n) => n * 2).reduce((a, b) => a + b) };',
       '',
     ].join('\n'),
   );
+  // Trainings: one that runs a function the initialisers did not, one that fails, one whose requests fail.
+  const training = (body: string) => `exports.train = async (load) => {\n  load();\n  ${body}\n};\n`;
+  writeFileSync(TRAINED, training("globalThis.codeCacheFixture.work();\n  return ['Accepted'];"));
+  writeFileSync(FAILING, training("throw new Error('no simulators');"));
+  writeFileSync(REFUSED, training("return ['Accepted', 'Failed'];"));
 });
 afterAll(() => rmSync(DIR, { recursive: true, force: true }));
 
@@ -60,6 +69,15 @@ function produce(flags: string[]): void {
   expect({ status: child.status, stderr: child.stderr }).toEqual({ status: 0, stderr: '' });
 }
 
+/** Produces the cache with `training`: the exit status, what it printed, and the size of the cache. */
+function produceTrained(flags: string[], training: string) {
+  rmSync(`${APP}.cache`, { force: true });
+  const child = spawnSync(process.execPath, [...flags, LOADER, 'produce', APP, training], {
+    encoding: 'utf8',
+  });
+  return { status: child.status, stderr: child.stderr, bytes: statSync(`${APP}.cache`).size };
+}
+
 const EXPECTED = { sum: 42, where: ['app.js', path.basename(DIR)], line: '6' };
 const FLAGS = ['--max-old-space-size=96'];
 
@@ -72,6 +90,27 @@ it('runs a module the same without a cache, with its cache, and with a cache V8 
   expect(runInNode([])).toEqual({ used: false, ...EXPECTED });
   writeFileSync(`${APP}.cache`, Buffer.from('not a code cache'));
   expect(runInNode(FLAGS)).toEqual({ used: false, ...EXPECTED });
+});
+
+it('a trained cache also holds what the training ran; a failed training leaves the untrained cache', () => {
+  produce(FLAGS);
+  const untrained = statSync(`${APP}.cache`).size;
+  const trained = produceTrained(FLAGS, TRAINED);
+  expect(trained).toEqual({ status: 0, stderr: '', bytes: expect.any(Number) });
+  expect(trained.bytes).toBeGreaterThan(untrained);
+  expect(runInNode(FLAGS)).toEqual({ used: true, ...EXPECTED });
+  for (const [training, why] of [
+    [FAILING, 'no simulators'],
+    [REFUSED, 'the training releases ended Accepted, Failed, not Accepted'],
+  ] as const) {
+    // Exit 3: the build reports an untrained cache; the cache is there and works.
+    expect(produceTrained(FLAGS, training)).toEqual({
+      status: 3,
+      stderr: `codeCache: training failed (${why}); producing the cache without it\n`,
+      bytes: untrained,
+    });
+    expect(runInNode(FLAGS)).toEqual({ used: true, ...EXPECTED });
+  }
 });
 
 it('leaves source maps to Node.js: with --enable-source-maps it requires the file as Node would, without the cache', () => {
@@ -92,6 +131,8 @@ it('the built bundle carries a cache that V8 accepts under the deployed node arg
     encoding: 'utf8',
   });
   expect({ status: build.status, stderr: build.stderr }).toEqual({ status: 0, stderr: '' });
+  // Trained on a cold instance's first requests (dev/codeCacheTraining.ts, against the simulators).
+  expect(build.stdout).toContain('(V8 code cache, trained on the first requests)');
   // The app needs @azure/functions-core, which only the Functions worker provides: a stub that registers nothing.
   const script = [
     "const Module = require('node:module'); const load = Module._load;",
@@ -99,7 +140,8 @@ it('the built bundle carries a cache that V8 accepts under the deployed node arg
     "Module._load = function (r, ...a) { return r === '@azure/functions-core' ? stub : load.call(this, r, ...a); };",
     'const m = { exports: {} };',
     `const used = require(${JSON.stringify(path.join(out, 'codeCache.js'))}).run(m, require, ${JSON.stringify(path.join(out, 'app.js'))});`,
-    'console.log(JSON.stringify({ used, exports: Object.keys(m.exports).sort() }));',
+    "const childProcess = process.moduleLoadList.includes('NativeModule child_process');",
+    'console.log(JSON.stringify({ used, exports: Object.keys(m.exports).sort(), childProcess }));',
     'process.exit(0);',
   ].join('\n');
   const child = spawnSync(process.execPath, [...deployedNodeArguments(ROOT), '-e', script], {
@@ -108,5 +150,7 @@ it('the built bundle carries a cache that V8 accepts under the deployed node arg
   expect(JSON.parse(child.stdout)).toEqual({
     used: true,
     exports: ['buildDependencies', 'getDependencies', 'setDependencies'],
+    // Loaded on first use only (scripts/lazyModules.cjs): no cold start pays for it.
+    childProcess: false,
   });
 });
