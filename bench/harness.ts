@@ -39,7 +39,7 @@ const CLIENT_SECRET = 'bench-client-secret-value';
 /** Run sizes; `BENCH_QUICK=1` shrinks them for a smoke run. */
 const QUICK = process.env.BENCH_QUICK === '1';
 const SIZE = {
-  coldRuns: QUICK ? 3 : 7,
+  coldRuns: QUICK ? 3 : 11,
   warmRounds: QUICK ? 2 : 10,
   warmPerRound: QUICK ? 50 : 200,
   warmup: QUICK ? 50 : 200,
