@@ -143,14 +143,25 @@ const cacheReport = produceCodeCache();
 /**
  * Produces app.js.cache in a child process under the deployed node arguments (V8 takes a cache only under the
  * flags it was made with), trained on a cold instance's first requests (dev/codeCacheTraining.ts, bundled here
- * into a temporary directory; it needs the simulators' test CA) when dev/ is there.
+ * into a temporary directory; it needs the simulators' test CA) when dev/ is there. A training that fails,
+ * or does not finish within a minute, leaves a cache of the module initialisers only, with a warning.
  */
 function produceCodeCache() {
-  const training = existsSync(path.join('dev', 'codeCacheTraining.ts'))
-    ? mkdtempSync(path.join(tmpdir(), 'mde-unisolate-training-'))
-    : undefined;
-  try {
-    if (training) {
+  const produce = (extra, env) =>
+    spawnSync(
+      process.execPath,
+      [
+        ...deployedNodeArguments(process.cwd()),
+        path.join(outdir, 'codeCache.js'),
+        'produce',
+        path.join(outdir, 'app.js'),
+        ...extra,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'], env, timeout: 60_000 },
+    );
+  if (existsSync(path.join('dev', 'codeCacheTraining.ts'))) {
+    const training = mkdtempSync(path.join(tmpdir(), 'mde-unisolate-training-'));
+    try {
       esbuild.buildSync({
         entryPoints: [path.join('dev', 'codeCacheTraining.ts')],
         bundle: true,
@@ -160,33 +171,29 @@ function produceCodeCache() {
         outfile: path.join(training, 'training.js'),
         logLevel: 'warning',
       });
+      // The simulators listen on 127.0.0.1 with the test CA's certificate; no proxy stands in between.
+      const env = { ...process.env, NODE_EXTRA_CA_CERTS: path.resolve('dev', 'certs', 'ca.pem') };
+      env.SIMULATOR_CERTS_DIR = path.resolve('dev', 'certs');
+      for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY']) {
+        delete env[name];
+        delete env[name.toLowerCase()];
+      }
+      const trained = produce([path.join(training, 'training.js')], env);
+      if (trained.status === 0) return 'trained on the first requests';
+      // Exit 3: the child produced the untrained cache itself and said why.
+      if (trained.status === 3) return 'module initialisers only';
+      console.warn(
+        `code cache: the training did not finish (${trained.error?.message ?? `exit ${trained.status ?? trained.signal}`}); producing the cache without it`,
+      );
+    } finally {
+      rmSync(training, { recursive: true, force: true });
     }
-    const child = spawnSync(
-      process.execPath,
-      [
-        ...deployedNodeArguments(process.cwd()),
-        path.join(outdir, 'codeCache.js'),
-        'produce',
-        path.join(outdir, 'app.js'),
-        ...(training ? [path.join(training, 'training.js')] : []),
-      ],
-      {
-        stdio: ['ignore', 'ignore', 'inherit'],
-        env: {
-          ...process.env,
-          NODE_EXTRA_CA_CERTS: path.resolve('dev', 'certs', 'ca.pem'),
-          SIMULATOR_CERTS_DIR: path.resolve('dev', 'certs'),
-        },
-        timeout: 60_000,
-      },
-    );
-    if (child.status !== 0 && child.status !== 3) {
-      throw new Error(`producing the code cache failed (exit ${child.status ?? child.signal})`);
-    }
-    return training && child.status === 0 ? 'trained on the first requests' : 'module initialisers only';
-  } finally {
-    if (training) rmSync(training, { recursive: true, force: true });
   }
+  const plain = produce([], process.env);
+  if (plain.status !== 0) {
+    throw new Error(`producing the code cache failed (exit ${plain.status ?? plain.signal})`);
+  }
+  return 'module initialisers only';
 }
 
 const kib = (name) => (statSync(name).size / 1024).toFixed(0);
