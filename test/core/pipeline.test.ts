@@ -16,7 +16,7 @@ import { handBackDue } from '../../src/core/resume';
 import { resumedRelease, type ReleaseRecord } from '../../src/core/records';
 import type { ReleaseStore } from '../../src/core/ports';
 import type { Budget } from '../../src/core/budget';
-import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps, TransportError } from '../support/fakes';
+import { FakeDefender, fakeDeps, MACHINE_ID, memoryStore, stateDeps } from '../support/fakes';
 
 const ids = ['a', 'b', 'c'].map((c) => c.repeat(40));
 const bulkBody = {
@@ -183,12 +183,9 @@ describe('duplicate devices in a bulk, with little table I/O', () => {
 
 describe('without durable state', () => {
   it('one device failing transiently hands the whole message back: no outcome is reported', async () => {
-    const resets = Array.from({ length: 30 }, () => new TransportError('network', 'ECONNRESET', 'reset'));
     const defender = new FakeDefender();
+    defender.unreachable.add(ids[1]!);
     const { deps, telemetry } = fakeDeps(defender);
-    const original = defender.unisolate.bind(defender);
-    defender.unisolate = (id, comment, o) =>
-      id === ids[1] ? Promise.reject(resets.pop()!) : original(id, comment, o);
     await expect(handleRequest(input(bulkBody), { ...deps, safety: noChecks })).rejects.toBeInstanceOf(
       RedeliveryRequested,
     );
@@ -216,11 +213,7 @@ describe('without durable state', () => {
 
   it('on the last delivery reports every device, the failed one as Failed, others unaffected', async () => {
     const defender = new FakeDefender();
-    const original = defender.unisolate.bind(defender);
-    defender.unisolate = (id, comment, o) =>
-      id === ids[2]
-        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
-        : original(id, comment, o);
+    defender.unreachable.add(ids[2]!);
     const { deps, telemetry } = fakeDeps(defender);
     const answer = await handleRequest(input(bulkBody, { canRedeliver: false, deliveryCount: 10 }), {
       ...deps,
@@ -350,12 +343,7 @@ describe('parking: nothing is throttled away', () => {
 describe('every device its own durable release', () => {
   it('Service Bus bulk: a device failing transiently waits parked; the others are answered at once, each once', async () => {
     const defender = new FakeDefender();
-    const original = defender.unisolate.bind(defender);
-    let failing = true;
-    defender.unisolate = (id, comment, o) =>
-      id === ids[1] && failing
-        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
-        : original(id, comment, o);
+    defender.unreachable.add(ids[1]!);
     const { deps, store, clock } = withState(defender);
     const answer = await handleRequest(input(bulkBody, { key: 'm1' }), deps);
     expect(answer.messages.map((m) => [m.index, m.status, m.phase])).toEqual([
@@ -363,7 +351,7 @@ describe('every device its own durable release', () => {
       [1, 'Queued', 'queued'],
       [2, 'Accepted', 'accepted'],
     ]);
-    failing = false;
+    defender.unreachable.clear();
     clock.time = Date.parse(answer.outcomes[1]!.retryAt!);
     const later = await resumeDue(deps, store);
     expect(later.map((m) => [m.index, m.status, m.phase])).toEqual([[1, 'Accepted', 'accepted']]);
@@ -405,12 +393,7 @@ describe('every device its own durable release', () => {
 
   it('HTTP bulk: a retry with the same key after one transient failure releases only the failed device', async () => {
     const defender = new FakeDefender();
-    const original = defender.unisolate.bind(defender);
-    let failing = true;
-    defender.unisolate = (id, comment, o) =>
-      id === ids[1] && failing
-        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
-        : original(id, comment, o);
+    defender.unreachable.add(ids[1]!);
     const { deps } = withState(defender);
     const http = input(bulkBody, { trigger: 'http', canRedeliver: false, key: 'k-retry' });
     const first = await handleRequest(http, deps);
@@ -419,7 +402,7 @@ describe('every device its own durable release', () => {
       [1, 'Failed'],
       [2, 'Accepted'],
     ]);
-    failing = false;
+    defender.unreachable.clear();
     const calls = defender.unisolateCalls.length;
     const retry = await handleRequest(http, deps);
     expect(defender.unisolateCalls.slice(calls).map((c) => c.machineId)).toEqual([ids[1]]);
@@ -828,12 +811,7 @@ describe('a bulk recorded in several transactions', () => {
     failingTransaction(table, 2, () => Promise.reject(new Error('connect ECONNRESET 127.0.0.1:10002')));
     const [recorded, unrecorded] = [devices[0]!.machineId, devices[59]!.machineId];
     // Both fail transiently on this delivery: the recorded one parks, the unrecorded one cannot.
-    const original = defender.unisolate.bind(defender);
-    let failing = true;
-    defender.unisolate = (id, comment, o) =>
-      failing && (id === recorded || id === unrecorded)
-        ? Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'))
-        : original(id, comment, o);
+    defender.unreachable.add(recorded).add(unrecorded);
     const messages: Outcome[] = [];
     try {
       messages.push(...(await handleRequest(input(body, { key: 'msg-60c' }), deps)).messages);
@@ -844,7 +822,7 @@ describe('a bulk recorded in several transactions', () => {
     expect(stored.map((v) => v.value.ref.index)).toContain(0);
     expect(stored.map((v) => v.value.ref.index)).not.toContain(59);
     // Service Bus redelivers the message (or a retry with the same key comes): nothing fails now.
-    failing = false;
+    defender.unreachable.clear();
     messages.push(...(await handleRequest(input(body, { key: 'msg-60c', deliveryCount: 2 }), deps)).messages);
     expect(messages.filter((m) => m.index === 0 && m.phase === 'queued')).toHaveLength(1);
   });

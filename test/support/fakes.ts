@@ -45,6 +45,11 @@ export class FakeDefender implements DefenderApi {
   machineScript: Script[] = [];
   /** Answers to `GET /api/machines/{id}/alerts` (default: none). */
   alertsScript: Script[] = [];
+  /**
+   * Devices whose release fails transiently (a connection reset: `TransportError` `network`) for as long as
+   * they are in the set. Such a call never reaches MDE, so it is not recorded in {@link unisolateCalls}.
+   */
+  readonly unreachable = new Set<string>();
   refreshes = 0;
   constructor(
     public script: Script[] = [],
@@ -74,6 +79,9 @@ export class FakeDefender implements DefenderApi {
   }
 
   unisolate(machineId: string, comment: string, options: { timeoutMs: number }): Promise<ApiResponse> {
+    if (this.unreachable.has(machineId)) {
+      return Promise.reject(new TransportError('network', 'ECONNRESET', 'reset'));
+    }
     this.unisolateCalls.push({ machineId, comment, timeoutMs: options.timeoutMs });
     return this.next(this.script, () => ({ status: 201, body: FakeDefender.action(machineId) }));
   }
