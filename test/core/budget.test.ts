@@ -19,6 +19,20 @@ import { DEFAULT_LEASE_TIMING, SharedBudget, type LedgerStore } from '../../src/
 import { memoryStore, recordingLogger } from '../support/fakes';
 
 const timing = DEFAULT_LEASE_TIMING;
+/** One release call a minute per API, nothing for the tracker: the second call of a minute is refused. */
+const ONE_PER_MINUTE: BudgetLimits = {
+  perApi: { perMinute: 1, perHour: 10 },
+  tracker: { perMinute: 0, perHour: 0 },
+};
+/** A shared budget of {@link ONE_PER_MINUTE} over an in-memory table. */
+function oneCallPerMinute(): SharedBudget {
+  return new SharedBudget({
+    store: memoryStore().store,
+    limits: ONE_PER_MINUTE,
+    now: manualClock().now,
+    log: recordingLogger(),
+  });
+}
 const LIMITS: BudgetLimits = {
   perApi: { perMinute: 100, perHour: 1500 },
   tracker: { perMinute: 2, perHour: 60 },
@@ -157,13 +171,7 @@ describe('SharedBudget', () => {
   });
 
   it('gives an unused call back while its lease lasts', async () => {
-    const store = memoryStore().store;
-    const clock = manualClock();
-    const limits: BudgetLimits = {
-      perApi: { perMinute: 1, perHour: 10 },
-      tracker: { perMinute: 0, perHour: 0 },
-    };
-    const budget = new SharedBudget({ store, limits, now: clock.now, log: recordingLogger() });
+    const budget = oneCallPerMinute();
     const first = await budget.acquire('unisolate', 'release');
     expect(first.granted).toBe(true);
     if (first.granted) first.slot.release(false);
@@ -216,13 +224,7 @@ describe('SharedBudget after a 429', () => {
   });
 
   it('takes a leased call back once however often it is given back', async () => {
-    const store = memoryStore().store;
-    const clock = manualClock();
-    const limits: BudgetLimits = {
-      perApi: { perMinute: 1, perHour: 10 },
-      tracker: { perMinute: 0, perHour: 0 },
-    };
-    const budget = new SharedBudget({ store, limits, now: clock.now, log: recordingLogger() });
+    const budget = oneCallPerMinute();
     const first = await budget.acquire('unisolate', 'release');
     if (!first.granted) throw new Error('expected a call');
     first.slot.release(false);
@@ -235,10 +237,7 @@ describe('SharedBudget after a 429', () => {
 describe('reserve', () => {
   it('takes one call of each API or none', async () => {
     const clock = manualClock();
-    const budget = new LocalBudget(
-      { perApi: { perMinute: 1, perHour: 10 }, tracker: { perMinute: 0, perHour: 0 } },
-      clock.now,
-    );
+    const budget = new LocalBudget(ONE_PER_MINUTE, clock.now);
     const held = await budget.acquire('unisolate', 'release');
     expect(held.granted).toBe(true);
     const refused = await reserve(budget, ['listMachineActions', 'unisolate'], 'release');
